@@ -1,0 +1,34 @@
+"""edgecnn: a folder of labelled images in, small, fast, verified TFLite/ONNX classifiers out.
+
+Importing the package sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported,
+because tensorflow-model-optimization only works on tf_keras (Keras 2) models.
+
+Example:
+    >>> import edgecnn
+    >>> model = edgecnn.create_model("dsconv", num_classes=4, input_size=96, alpha=0.25)
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+__all__ = ["create_model", "list_models", "run", "EdgecnnError", "__version__"]
+
+from edgecnn.errors import EdgecnnError  # noqa: E402  (after the env var on purpose)
+
+
+def __getattr__(name: str):
+    # Lazy, so `import edgecnn` (and the CLI's --help) does not pay for importing TensorFlow.
+    if name in ("create_model", "list_models"):
+        from edgecnn import arch
+
+        return getattr(arch, name)
+    if name == "run":
+        from edgecnn.pipeline import run
+
+        return run
+    raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")

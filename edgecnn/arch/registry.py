@@ -1,0 +1,107 @@
+"""Model registry in the manner of timm: adding a model is one decorated function.
+
+    @register_model
+    def mobilenet_v2(*, num_classes=1000, input_size=224, alpha=1.0, weights=None): ...
+
+``create_model(name, **overrides)`` checks the overrides against the builder's signature, so a
+stray keyword fails here with the list of accepted keys instead of deep inside Keras.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgecnn.errors import EdgecnnError, did_you_mean
+
+__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_model_entry"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a builder without building it."""
+
+    name: str
+    fn: Callable[..., Any]
+    family: str
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_input_size(self) -> int:
+        return int(self.defaults.get("input_size", 224))
+
+    @property
+    def accepted(self) -> list[str]:
+        return list(self.defaults)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = None):
+    """Register a builder under its function name (or ``name``). Usable bare or with arguments."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        key = name or f.__name__
+        if key in _REGISTRY:
+            raise RuntimeError(f"model {key!r} is registered twice")
+        params = inspect.signature(f).parameters
+        defaults = {k: p.default for k, p in params.items()}
+        doc = (inspect.getdoc(f) or "").strip().splitlines()
+        family = f.__module__.rsplit(".", 1)[-1]
+        _REGISTRY[key] = ModelEntry(key, f, family, doc[0] if doc else "", defaults)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from edgecnn.arch import dsconv, mobilenet  # noqa: F401
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """Look up a registered builder; unknown names get the list and a 'did you mean'."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise EdgecnnError(
+            f"unknown model {name!r}.{did_you_mean(name, _REGISTRY)} "
+            f"Registered models: {', '.join(sorted(_REGISTRY))}. Run `edgecnn models` for details."
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides: Any):
+    """Build a registered model.
+
+    Args:
+        name: registry name, e.g. ``"mobilenet_v2"``.
+        **overrides: builder arguments (``num_classes``, ``input_size``, ``alpha``, ``weights``, ...).
+
+    Returns:
+        A ``tf_keras.Model`` that takes RGB pixels 0-255 (NHWC float32) and returns class probabilities.
+
+    Raises:
+        EdgecnnError: unknown model name.
+        TypeError: an override the builder does not accept (the message lists the accepted keys).
+    """
+    entry = get_model_entry(name)
+    unknown = sorted(set(overrides) - set(entry.defaults))
+    if unknown:
+        raise TypeError(
+            f"create_model({name!r}) got unexpected argument(s) {unknown}; "
+            f"accepted: {sorted(entry.defaults)}"
+        )
+    missing = [k for k, v in entry.defaults.items() if v is inspect.Parameter.empty and k not in overrides]
+    if missing:
+        raise TypeError(f"create_model({name!r}) needs argument(s) {missing}")
+    return entry.fn(**overrides)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))

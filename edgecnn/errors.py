@@ -1,0 +1,15 @@
+"""One exception type for every user-facing failure; the CLI prints its message, never a traceback."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EdgecnnError(ValueError):
+    """A problem the user can fix: the message says what, the value received, what is allowed, the fix."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
