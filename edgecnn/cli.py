@@ -1,0 +1,204 @@
+"""The `edgecnn` command: a thin typer layer that parses arguments and calls the library.
+
+Errors the user can fix print one line and exit 2; a broken budget exits 1; success exits 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edgecnn.errors import EdgecnnError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="From a folder of labelled images to small, fast, verified TFLite/ONNX classifiers.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the bundled defect set.")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights, resolved offline.")
+app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
+err = Console(stderr=True)
+out = Console()
+
+EXIT_BUDGET = 1
+EXIT_ERROR = 2
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:  # CI: plain timestamped lines
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    root = logging.getLogger("edgecnn")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _print_result(result) -> None:
+    rep = result.report
+    out.print(f"report: {result.run_dir / 'report.md'}  (json: {result.run_dir / 'report.json'})")
+    out.print(f"artifacts: {result.run_dir}  (manifest: {result.run_dir / 'manifest.json'})")
+    if rep is not None:
+        for name, a in rep["artifacts"].items():
+            lat = a["latency"].get("1") or next(iter(a["latency"].values()))
+            out.print(f"  {name:<22} top-1 {a['metrics']['accuracy']:.4f}  agree "
+                      f"{a['metrics'].get('agreement', 1.0):.4f}  p95 {lat['p95_ms']:.2f} ms  "
+                      f"{a['bytes'] / 1024:.0f} KB")
+    for v in result.violations:
+        err.print(f"[red]budget broken[/red] {v}")
+    if result.violations:
+        err.print(f"{len(result.violations)} budget(s) broken; exit code {EXIT_BUDGET}")
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="recipe YAML, e.g. models/defects-mobilenetv2.yaml"),
+        data: Optional[Path] = typer.Option(None, help="dataset folder (overrides data.path)"),
+        output: Optional[Path] = typer.Option(None, help="run directory (default export/<recipe name>)"),
+        skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="skip unreadable images"),
+        force: bool = typer.Option(False, help="redo every stage"),
+        verbose: bool = typer.Option(False, "-v", "--verbose")):
+    """Run the whole pipeline: data, train, export, evaluate, budgets."""
+    _setup_logging(verbose)
+    from edgecnn.pipeline import run as run_pipeline
+
+    result = run_pipeline(recipe, data=str(data) if data else None, output=output,
+                          skip_bad_images=skip_bad_images or None, force=force)
+    _print_result(result)
+    raise typer.Exit(0 if result.ok else EXIT_BUDGET)
+
+
+@app.command()
+def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgecnn run`"),
+          force: bool = typer.Option(False, help="train even if model.keras is current")):
+    """Train (or resume training) the model of a run directory."""
+    _setup_logging()
+    from edgecnn.pipeline import Run
+
+    r = Run.open(run_dir)
+    r.train(force=force)
+    out.print(f"model: {run_dir / 'model.keras'}")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="run directory with model.keras"),
+           formats: Optional[list[str]] = typer.Option(None, "--format", "-f", help="format name (repeatable)"),
+           force: bool = typer.Option(False, help="export even if current")):
+    """Export a trained run to TFLite / ONNX (every format of the recipe by default)."""
+    _setup_logging()
+    from edgecnn.pipeline import Run
+
+    r = Run.open(run_dir)
+    done = r.export(formats or None, force=force)
+    out.print(f"exported: {', '.join(done) or 'nothing (all current)'}; manifest: {run_dir / 'manifest.json'}")
+
+
+@app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="run directory with exported artifacts"),
+             force: bool = typer.Option(False, help="measure again even if report.json is current"),
+             url: Optional[str] = typer.Option(None, help="evaluate through a running service at this URL")):
+    """Accuracy, agreement, latency and size of every artifact; exit 1 if a budget breaks."""
+    _setup_logging()
+    from edgecnn.pipeline import Run
+
+    r = Run.open(run_dir)
+    if url:
+        import json
+
+        from edgecnn.serve import evaluate_via_http
+
+        result = evaluate_via_http(url, run_dir)
+        out.print(json.dumps(result, indent=2))
+        return
+    result = r.evaluate(force=force)
+    _print_result(result)
+    raise typer.Exit(0 if result.ok else EXIT_BUDGET)
+
+
+@app.command()
+def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilenet*'")):
+    """List the registered model builders."""
+    from rich.table import Table
+
+    from edgecnn.arch import get_model_entry, list_models
+
+    table = Table("name", "family", "default input", "description")
+    for name in list_models(pattern):
+        e = get_model_entry(name)
+        table.add_row(name, e.family, str(e.default_input_size), e.description)
+    out.print(table)
+
+
+@data_app.command("make-defects")
+def make_defects(out_dir: Path = typer.Argument(Path("data/defects"), help="where to write the set"),
+                 seed: int = typer.Option(0, help="generator seed"),
+                 per_class: int = typer.Option(450, help="images per class"),
+                 size: int = typer.Option(128, help="image side in pixels"),
+                 overwrite: bool = typer.Option(False, help="replace an existing set")):
+    """Generate the bundled defect-inspection set (good, scratch, crack, spot) from scikit-image textures."""
+    _setup_logging()
+    from edgecnn.data.defects import make_defects as make
+
+    summary = make(out_dir, seed=seed, per_class=per_class, size=size, overwrite=overwrite)
+    out.print(f"defect set: {out_dir} ({summary.get('total', '')} images); contact sheet: {out_dir / 'contact_sheet.png'}")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument("mobilenet_v2"),
+                  file: Optional[Path] = typer.Option(None, "--file", help="a local copy of the checkpoint")):
+    """Resolve, verify (sha256) and convert pretrained weights into the cache."""
+    _setup_logging()
+    from edgecnn.arch.weights import fetch
+
+    path = fetch(name, source=file)
+    out.print(f"weights: {path}")
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="'imagenet' is not a path: use a run dir, an artifact, or --imagenet"),
+            images: list[Path] = typer.Argument(..., help="image files"),
+            top: int = typer.Option(5, help="how many classes to print")):
+    """Classify images with a run directory, an artifact (.keras/.tflite/.onnx) or `imagenet`."""
+    from edgecnn.predict import predict_files
+
+    for path, preds in predict_files(str(model), [str(p) for p in images], top=top):
+        out.print(f"{path}:")
+        for label, p in preds:
+            out.print(f"  {p:7.4f}  {label}")
+
+
+@app.command()
+def serve(target: Path = typer.Argument(..., help="run directory or artifact listed in its manifest.json"),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          threads: Optional[int] = typer.Option(None, help="intra-op threads per session"),
+          workers: int = typer.Option(1, help="uvicorn worker processes")):
+    """Serve a run's ONNX/TFLite artifacts over the KServe v2 protocol."""
+    from edgecnn.serve import serve as serve_fn
+
+    serve_fn(target, host=host, port=port, threads=threads, workers=workers)
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app()
+    except EdgecnnError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The typed recipe: one YAML file says everything a run does (data, model, train, export, evaluate, budgets).
+
+Unknown keys are errors (a typo must not silently fall back to a default), and every error names
+the file and the key path, e.g. ``models/x.yaml: train.head.epochs: Input should be greater than 0``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgecnn.errors import EdgecnnError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Strict):
+    """Keras preprocessing layers applied to training batches only."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal_and_vertical"
+    rotation: float = Field(0.05, ge=0, le=0.5, description="fraction of a full turn")
+    zoom: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+
+
+class DataConfig(_Strict):
+    path: str = "data/defects"
+    generate: Literal["defects"] | None = Field(
+        None, description="generate the bundled defect set at `path` when it does not exist")
+    generate_seed: int = 0
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    split_seed: int = 0
+    min_images_per_class: int = Field(10, ge=2)
+    skip_bad_images: bool = False
+    batch_size: int = Field(32, ge=1, le=4096)
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(_Strict):
+    name: str = "mobilenet_v2"
+    input_size: int | None = Field(None, ge=16, le=1024)
+    args: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments (alpha, weights, ...)")
+
+
+class PhaseConfig(_Strict):
+    epochs: int = Field(5, ge=0, le=1000)
+    lr: float = Field(1e-3, gt=0, le=10)
+
+
+class FinetuneConfig(_Strict):
+    blocks: int = Field(0, ge=0, description="top backbone blocks to unfreeze; 0 skips phase 2")
+    epochs: int = Field(5, ge=0, le=1000)
+    lr_factor: float = Field(0.1, gt=0, le=1, description="phase-2 lr = head lr x lr_factor")
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    train_batchnorm: bool = False
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    freeze_backbone: Literal["auto", "yes", "no"] = Field(
+        "auto", description="auto: freeze when the backbone starts from pretrained weights")
+    head: PhaseConfig = PhaseConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    early_stopping_patience: int = Field(3, ge=1)
+    class_weights: bool = False
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+FORMAT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8")
+
+
+class ExportConfig(_Strict):
+    formats: list[str] = Field(default_factory=lambda: list(FORMAT_NAMES))
+    calibration_images: int = Field(200, ge=10)
+    opset: int = Field(17, ge=13, le=21)
+    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    onnx_per_channel: bool = True
+
+    @field_validator("formats")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if f not in FORMAT_NAMES]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; known: {list(FORMAT_NAMES)}")
+        return v
+
+
+class EvaluateConfig(_Strict):
+    warmup: int = Field(20, ge=0)
+    runs: int = Field(200, ge=10)
+    threads: list[int] = Field(default_factory=lambda: [1, 0], description="0 = all cores")
+    top_k: int = Field(5, ge=2)
+
+
+class Budget(_Strict):
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    p95_ms: float | None = Field(None, gt=0)
+    threads: int = Field(1, ge=0, description="which latency measurement p95_ms applies to (0 = all cores)")
+    max_size_kb: float | None = Field(None, gt=0)
+
+
+class BudgetsConfig(_Strict):
+    default: Budget = Budget()
+    artifacts: dict[str, Budget] = Field(default_factory=dict)
+
+    def for_artifact(self, name: str) -> Budget:
+        """The default budget with this artifact's overrides applied."""
+        import fnmatch
+
+        merged = self.default.model_dump()
+        for pattern, budget in self.artifacts.items():
+            if fnmatch.fnmatch(name, pattern):
+                merged.update(budget.model_dump(exclude_unset=True))
+        return Budget(**merged)
+
+
+class Recipe(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    def section_dump(self, *sections: str) -> dict[str, Any]:
+        return {s: getattr(self, s).model_dump(mode="json") for s in sections}
+
+
+def _format_validation(source: str, e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see README 'Recipe reference')"
+        lines.append(f"{source}: {where}: {msg} (received {err.get('input')!r})")
+    return "invalid recipe:\n  " + "\n  ".join(lines)
+
+
+def load_recipe(path: str | os.PathLike, **overrides: Any) -> Recipe:
+    """Read and validate a recipe file.
+
+    Raises:
+        EdgecnnError: missing file, bad YAML or invalid values (every problem listed, with its key path).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgecnnError(f"recipe not found: {str(path)!r}. Pass a YAML file such as models/defects-mobilenetv2.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EdgecnnError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise EdgecnnError(f"{path}: a recipe must be a mapping of sections; received {type(raw).__name__}.")
+    raw.setdefault("name", path.stem)
+    return recipe_from_dict(raw, source=str(path), **overrides)
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>", **overrides: Any) -> Recipe:
+    try:
+        recipe = Recipe(**raw)
+    except ValidationError as e:
+        raise EdgecnnError(_format_validation(source, e)) from None
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        setattr(getattr(recipe, section), key, value)
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,115 @@
+"""The evaluation stage: every artifact of a run on the test split, in its own runtime."""
+from __future__ import annotations
+
+import gzip
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.config import Recipe
+from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
+from edgecnn.evaluate.metrics import classification_metrics
+from edgecnn.export.manifest import read_manifest, verify_artifact
+
+log = logging.getLogger("edgecnn.evaluate")
+REFERENCE = "model.keras"
+
+
+def gzip_size(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
+                       classes: list[str], progress=None) -> dict:
+    """Accuracy, agreement with the Keras float model, latency at each thread count, and size.
+
+    Every exported artifact's sha256 is checked against manifest.json before it is run.
+    """
+    from edgecnn.runtime import load_runner
+
+    manifest = read_manifest(run_dir)
+    names = [REFERENCE] + [n for n in manifest["artifacts"] if n != REFERENCE]
+    cfg = recipe.evaluate
+    thread_counts = sorted({resolve_threads(t) for t in cfg.threads})
+    report: dict = {"name": recipe.name, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "classes": classes, "test_images": int(len(labels)), "reference": REFERENCE,
+                    "machine": machine_info(), "latency_protocol": {"batch": 1, "warmup": cfg.warmup,
+                                                                     "runs": cfg.runs, "threads": thread_counts},
+                    "artifacts": {}}
+    reference = None
+    for i, name in enumerate(names):
+        path = run_dir / name
+        entry = manifest["artifacts"].get(name, {}) if name != REFERENCE else {
+            "format": "keras", "runtime": "keras", "precision": "fp32"}
+        if name != REFERENCE:
+            verify_artifact(run_dir, name, manifest)
+        if progress:
+            progress(name, i, len(names))
+        runner = load_runner(path, threads=max(thread_counts))
+        probs = runner(images)
+        if name == REFERENCE:
+            reference = probs
+        metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference)
+        latency = {}
+        for t in thread_counts:
+            if name == REFERENCE and t != max(thread_counts):
+                continue  # TF's intra-op pool is fixed per process; Keras is timed at the process default
+            r = runner if t == max(thread_counts) else load_runner(path, threads=t)
+            latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
+        art = {"format": entry.get("format"), "runtime": entry.get("runtime", runner.backend),
+               "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
+               "metrics": metrics, "latency": latency}
+        report["artifacts"][name] = art
+        lat1 = latency.get(str(thread_counts[0])) or next(iter(latency.values()))
+        log.info("evaluated %-20s acc=%.4f agree=%s p50=%.2fms p95=%.2fms (%s thr) %.0f KB", name,
+                 metrics["accuracy"], f"{metrics.get('agreement', 1.0):.4f}", lat1["p50_ms"], lat1["p95_ms"],
+                 next(k for k, v in latency.items() if v is lat1), art["bytes"] / 1024)
+    report["reference_accuracy"] = report["artifacts"][REFERENCE]["metrics"]["accuracy"]
+    return report
+
+
+def render_markdown(report: dict) -> str:
+    """A readable report.md: one row per artifact, then the budget verdict and per-class figures."""
+    threads = report["latency_protocol"]["threads"]
+    head = ["artifact", "runtime", "precision", "size KB", "gzip KB", "top-1", "95% CI", "agree", "max |Δp|"]
+    head += [f"p50/p95 ms @{t}t" for t in threads]
+    lines = [f"# {report['name']}: evaluation", "",
+             f"Test split: {report['test_images']} images, classes: {', '.join(report['classes'])}. "
+             f"Reference: `{report['reference']}` (top-1 {report['reference_accuracy']:.4f}). "
+             f"Machine: {report['machine']['cpu']} ({report['machine']['cores']} cores). "
+             f"Latency: batch 1, {report['latency_protocol']['warmup']} warm-up + "
+             f"{report['latency_protocol']['runs']} timed runs.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, a in report["artifacts"].items():
+        m = a["metrics"]
+        lo, hi = m["accuracy_ci95"]
+        row = [f"`{name}`", a["runtime"], a["precision"] or "", f"{a['bytes'] / 1024:.1f}",
+               f"{a['gzip_bytes'] / 1024:.1f}", f"{m['accuracy']:.4f}", f"{lo:.3f}–{hi:.3f}",
+               f"{m.get('agreement', 1.0):.4f}", f"{m.get('max_abs_prob_delta', 0.0):.4f}"]
+        for t in threads:
+            lat = a["latency"].get(str(t))
+            row.append(f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f}" if lat else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    b = report.get("budgets")
+    if b is not None:
+        lines += ["", f"## Budgets: {'PASS' if not b['violations'] else 'FAIL'}", ""]
+        if not b["checks"]:
+            lines.append("No budgets set.")
+        else:
+            lines += ["| artifact | budget | measured | allowed | verdict |", "|---|---|---|---|---|"]
+            for c in b["checks"]:
+                lines.append(f"| `{c['artifact']}` | {c['budget']} | {c['measured']:.4g}{c['unit']} | "
+                             f"{c['allowed']:.4g}{c['unit']} | {'ok' if c['ok'] else '**BROKEN**'} |")
+    ref = report["artifacts"][report["reference"]]["metrics"]
+    lines += ["", "## Per class (reference model)", "", "| class | precision | recall | F1 | support |",
+              "|---|---|---|---|---|"]
+    for c, v in ref["per_class"].items():
+        lines.append(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "", "```",
+              "\t" + "\t".join(report["classes"])]
+    for c, row in zip(report["classes"], ref["confusion_matrix"]):
+        lines.append(c + "\t" + "\t".join(str(v) for v in row))
+    lines.append("```")
+    return "\n".join(lines) + "\n"

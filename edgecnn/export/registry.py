@@ -1,0 +1,91 @@
+"""The format registry: every exporter is a pure function registered under a name and a filename."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError, did_you_mean
+
+log = logging.getLogger("edgecnn.export")
+
+
+@dataclass
+class ExportContext:
+    """What an exporter may need besides the model: calibration images and options."""
+
+    run_dir: Path
+    calibration: np.ndarray | None = None
+    opset: int = 17
+    onnx_calibration: str = "minmax"
+    onnx_per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    filename: str
+    runtime: str
+    precision: str
+    parent: str
+    fn: Callable[..., Path]
+    needs_calibration: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_FORMATS: dict[str, FormatSpec] = {}
+
+
+def register_format(name: str, *, filename: str, runtime: str, precision: str, parent: str = "model.keras",
+                    needs_calibration: bool = False, description: str = ""):
+    def wrap(fn):
+        _FORMATS[name] = FormatSpec(name, filename, runtime, precision, parent, fn, needs_calibration, description)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    from edgecnn.export import onnx, tflite  # noqa: F401
+
+
+def list_formats() -> list[FormatSpec]:
+    """Every registered format, in registration order (TFLite first, then ONNX)."""
+    _ensure_loaded()
+    return list(_FORMATS.values())
+
+
+def get_format(name: str) -> FormatSpec:
+    _ensure_loaded()
+    if name not in _FORMATS:
+        raise EdgecnnError(f"unknown export format {name!r}.{did_you_mean(name, _FORMATS)} "
+                           f"Known formats: {', '.join(_FORMATS)}.")
+    return _FORMATS[name]
+
+
+def export(name: str, model, ctx: ExportContext) -> Path:
+    """Run one exporter, check its file exists and is non-empty, log one line (Ultralytics' try_export)."""
+    spec = get_format(name)
+    if spec.needs_calibration and (ctx.calibration is None or len(ctx.calibration) < 10):
+        n = 0 if ctx.calibration is None else len(ctx.calibration)
+        raise EdgecnnError(f"{name} needs at least 10 calibration images; received {n}. "
+                           "Raise export.calibration_images or add training images.")
+    path = ctx.run_dir / spec.filename
+    t0 = time.perf_counter()
+    try:
+        out = spec.fn(model, path, ctx)
+    except EdgecnnError:
+        raise
+    except Exception as e:
+        raise EdgecnnError(f"export to {name} failed: {type(e).__name__}: {e}") from e
+    if not out.is_file() or out.stat().st_size == 0:
+        raise EdgecnnError(f"export to {name} produced no file at {out}")
+    log.info("exported %-15s %-22s %8.1f KB in %.1fs", name, out.name, out.stat().st_size / 1024,
+             time.perf_counter() - t0)
+    return out

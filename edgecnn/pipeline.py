@@ -1,0 +1,270 @@
+"""Chains the stages over a run directory: data -> train -> export -> evaluate (+ budgets).
+
+Each stage records a fingerprint of its inputs and config in ``state.json``; a stage whose
+fingerprint is unchanged and whose outputs are intact is skipped, so re-running a finished
+recipe is cheap and a killed run resumes where it stopped (training resumes mid-phase).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecnn._io import sha256_file, write_json, write_text
+from edgecnn.config import Recipe, dump_recipe, load_recipe
+from edgecnn.errors import EdgecnnError
+
+log = logging.getLogger("edgecnn")
+STATE = "state.json"
+
+
+def _fp(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict | None = None
+    violations: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class Run:
+    """A run directory and its recipe; the stage methods can be called alone (``edgecnn train RUN``)."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | os.PathLike):
+        self.recipe = recipe
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._dataset = None
+        self.state = self._read_state()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> Run:
+        """Reopen a run directory made by ``edgecnn run`` (its recipe.yaml is the resolved recipe)."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "recipe.yaml").is_file():
+            raise EdgecnnError(f"{str(run_dir)!r} is not a run directory (no recipe.yaml). "
+                               "Create one with `edgecnn run RECIPE --output DIR`.")
+        return cls(load_recipe(run_dir / "recipe.yaml"), run_dir)
+
+    def _read_state(self) -> dict:
+        path = self.dir / STATE
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                log.warning("%s is unreadable; every stage will run again", path)
+        return {}
+
+    def _save_state(self) -> None:
+        write_json(self.dir / STATE, self.state)
+
+    def _done(self, stage: str, fp: str, outputs: list[str]) -> bool:
+        rec = self.state.get(stage)
+        if not rec or rec.get("fingerprint") != fp:
+            return False
+        for name, digest in rec.get("outputs", {}).items():
+            p = self.dir / name
+            if not p.is_file() or (digest and sha256_file(p) != digest):
+                return False
+        return all((self.dir / o).is_file() for o in outputs)
+
+    def _mark(self, stage: str, fp: str, outputs: list[str], hashed: bool = True) -> None:
+        self.state[stage] = {"fingerprint": fp,
+                             "outputs": {o: sha256_file(self.dir / o) if hashed else "" for o in outputs}}
+        self._save_state()
+
+    # -- stages --------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        from edgecnn.arch import get_model_entry
+
+        return self.recipe.model.input_size or get_model_entry(self.recipe.model.name).default_input_size
+
+    def dataset(self):
+        """Discover (and if the recipe says so, generate) the dataset; cached per Run."""
+        if self._dataset is None:
+            d = self.recipe.data
+            path = Path(d.path)
+            if not path.exists() and d.generate == "defects":
+                from edgecnn.data.defects import make_defects
+
+                log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)
+                make_defects(path, seed=d.generate_seed)
+            from edgecnn.data.folders import discover
+
+            self._dataset = discover(path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                                     seed=d.split_seed, min_images_per_class=d.min_images_per_class,
+                                     skip_bad_images=d.skip_bad_images)
+            ds = self._dataset
+            for p, why in ds.skipped:
+                log.warning("skipped unreadable image %s (%s)", p, why)
+            write_text(self.dir / "labels.txt", "\n".join(ds.classes) + "\n")
+            write_json(self.dir / "dataset.json", {"root": str(ds.root), "layout": ds.layout, "classes": ds.classes,
+                                                   "counts": ds.counts(), "skipped": ds.skipped,
+                                                   "fingerprint": ds.fingerprint()})
+            log.info("dataset %s (%s): %s", ds.root, ds.layout,
+                     ", ".join(f"{s} {sum(c.values())}" for s, c in ds.counts().items()))
+        return self._dataset
+
+    def train_fingerprint(self) -> str:
+        r = self.recipe
+        return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
+                   r.data.augment.model_dump(mode="json"), r.data.batch_size)
+
+    def train(self, force: bool = False, progress=None) -> bool:
+        """Train unless model.keras is current. Returns True when it trained."""
+        fp = self.train_fingerprint()
+        if not force and self._done("train", fp, ["model.keras", "history.json"]):
+            log.info("train: up to date (model.keras), skipped")
+            return False
+        ckpt = self.dir / "checkpoints"
+        marker = ckpt / "fingerprint.txt"
+        if ckpt.exists() and (force or not marker.is_file() or marker.read_text() != fp):
+            shutil.rmtree(ckpt)  # checkpoints of another config must not be resumed
+        ckpt.mkdir(parents=True, exist_ok=True)
+        write_text(marker, fp)
+        from edgecnn.train import train
+
+        result = train(self.recipe, self.dataset(), self.dir, progress=progress)
+        self._mark("train", fp, ["model.keras", "history.json"])
+        self.state.pop("export", None)
+        self.state.pop("evaluate", None)
+        self._save_state()
+        if result.resumed:
+            log.info("train: resumed from checkpoints")
+        return True
+
+    def export(self, formats: list[str] | None = None, force: bool = False) -> list[str]:
+        """Export every configured format whose artifact is missing or stale; returns the names exported."""
+        from edgecnn.export import ExportContext, export, get_format
+        from edgecnn.export.manifest import add_artifact, init_manifest, remove_artifact
+
+        if not (self.dir / "model.keras").is_file():
+            raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
+        formats = formats or self.recipe.export.formats
+        specs = [get_format(f) for f in formats]
+        # onnx-int8 quantises model.onnx, so make sure it is exported first when both are requested.
+        specs.sort(key=lambda s: s.name == "onnx-int8")
+        train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
+        e = self.recipe.export
+        base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel)
+        from edgecnn.arch import get_model_entry
+        from edgecnn.arch._layers import preprocessing
+
+        ds = self.dataset()
+        size = self.input_size
+        entry = get_model_entry(self.recipe.model.name)
+        init_manifest(self.dir, name=self.recipe.name,
+                      model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
+                             "family": entry.family, **{k: v for k, v in self.recipe.model.args.items()}},
+                      labels=ds.classes, preprocessing={**preprocessing(), "resize": [size, size]})
+        done_state = self.state.setdefault("export", {})
+        todo = [s for s in specs if force or not self._export_current(s, base_fp)]
+        if not todo:
+            log.info("export: all %d artifacts up to date, skipped", len(specs))
+            return []
+        from edgecnn._tf import keras
+        from edgecnn.data.loader import calibration_arrays
+
+        model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
+        calib = None
+        if any(s.needs_calibration for s in todo):
+            calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
+        ctx = ExportContext(self.dir, calibration=calib, opset=e.opset, onnx_calibration=e.onnx_calibration,
+                            onnx_per_channel=e.onnx_per_channel)
+        from edgecnn.runtime import load_runner
+
+        for spec in todo:
+            remove_artifact(self.dir, spec.filename)
+            done_state.pop(spec.name, None)
+            path = export(spec.name, model, ctx)
+            runner = load_runner(path, threads=1)
+            add_artifact(self.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
+                         stage="export", parent=spec.parent, input=runner.input.to_json(),
+                         output=runner.output.to_json(),
+                         calibration_images=len(calib) if spec.needs_calibration else None)
+            done_state[spec.name] = {"fingerprint": base_fp, "sha256": sha256_file(path)}
+            self._save_state()
+        self.state.pop("evaluate", None)
+        self._save_state()
+        return [s.name for s in todo]
+
+    def _export_current(self, spec, fp: str) -> bool:
+        rec = self.state.get("export", {}).get(spec.name)
+        p = self.dir / spec.filename
+        return bool(rec and rec["fingerprint"] == fp and p.is_file() and sha256_file(p) == rec["sha256"])
+
+    def evaluate(self, force: bool = False, progress=None) -> RunResult:
+        """Evaluate every artifact (unless report.json is current), then apply the budgets."""
+        from edgecnn.evaluate.budgets import check_budgets
+        from edgecnn.evaluate.run import evaluate_artifacts, render_markdown
+        from edgecnn.export.manifest import read_manifest
+
+        manifest = read_manifest(self.dir)
+        fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()},
+                 sha256_file(self.dir / "model.keras"), self.recipe.evaluate.model_dump(mode="json"),
+                 self.dataset().fingerprint())
+        report_path = self.dir / "report.json"
+        if not force and self._done("evaluate", fp, ["report.json"]):
+            log.info("evaluate: up to date (report.json), skipped measuring; re-checking budgets")
+            report = json.loads(report_path.read_text())
+        else:
+            from edgecnn.data.loader import load_arrays
+
+            images, labels = load_arrays(self.dataset(), "test", self.input_size)
+            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes, progress)
+        checks, violations = check_budgets(report, self.recipe.budgets)
+        report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
+        report["verdict"] = "pass" if not violations else "fail"
+        write_json(report_path, report)
+        write_text(self.dir / "report.md", render_markdown(report))
+        self._mark("evaluate", fp, ["report.json"], hashed=False)
+        return RunResult(self.dir, report, violations)
+
+
+def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: str | os.PathLike | None = None,
+        skip_bad_images: bool | None = None, force: bool = False, progress=None) -> RunResult:
+    """Run the whole pipeline for a recipe.
+
+    Args:
+        recipe: a Recipe or the path of a recipe YAML file.
+        data: dataset folder overriding ``data.path``.
+        output: run directory (default ``export/<recipe name>``).
+        skip_bad_images: drop unreadable images instead of failing.
+        force: redo every stage even when its outputs are current.
+
+    Returns:
+        RunResult with the report and any budget violations (``result.ok`` is False when a budget broke).
+
+    Example:
+        >>> result = edgecnn.run("models/defects-mobilenetv2.yaml")   # doctest: +SKIP
+        >>> result.report["artifacts"]["model.int8.tflite"]["metrics"]["accuracy"]  # doctest: +SKIP
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if data is not None:
+        recipe.data.path = str(data)
+        recipe.data.generate = None  # a user's folder is never overwritten by the generator
+    recipe.data.path = str(Path(recipe.data.path).resolve())  # recipe.yaml must work from any cwd
+    if skip_bad_images is not None:
+        recipe.data.skip_bad_images = skip_bad_images
+    run_dir = Path(output) if output else Path("export") / recipe.name
+    r = Run(recipe, run_dir)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    r.dataset()
+    r.train(force=force, progress=progress)
+    r.export(force=force)
+    return r.evaluate(force=force)

@@ -1,0 +1,33 @@
+"""The float reference: the Keras model itself."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgecnn.runtime.base import Runner, TensorSpec, register_runner
+
+
+@register_runner(".keras", ".h5")
+class KerasRunner(Runner):
+    backend = "keras"
+
+    def __init__(self, path, threads=None):
+        super().__init__(path, threads)
+        from edgecnn._tf import keras, tf
+
+        if threads:
+            # Only effective before TF's first op in this process; recorded either way.
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass
+        self.model = keras.models.load_model(str(path), compile=False)
+        shape = tuple(self.model.input_shape)
+        self.input = TensorSpec(self.model.input_names[0], shape, "float32")
+        self.output = TensorSpec(self.model.output_names[0], tuple(self.model.output_shape), "float32")
+        self._fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), 64):
+            out.append(self._fn(images[i:i + 64]).numpy())
+        return np.concatenate(out).astype(np.float32)

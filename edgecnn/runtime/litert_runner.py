@@ -1,0 +1,42 @@
+"""LiteRT (ai-edge-litert) interpreter, XNNPACK on CPU; batch 1 invocations."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgecnn.runtime.base import Runner, TensorSpec, dequantize, quantize, register_runner
+
+
+def _spec(detail: dict) -> TensorSpec:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    q = (float(scale), int(zero)) if scale else None
+    shape = tuple(None if s == -1 else int(s) for s in detail.get("shape_signature", detail["shape"]))
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, q)
+
+
+@register_runner(".tflite")
+class LiteRTRunner(Runner):
+    backend = "litert"
+
+    def __init__(self, path, threads=None):
+        super().__init__(path, threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+        inp = self.interpreter.get_input_details()[0]
+        # Fix batch 1 so XNNPACK plans once; larger batches loop (what a device does).
+        self.interpreter.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+        self.interpreter.allocate_tensors()
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self.input = _spec(self._in)
+        self.output = _spec(self._out)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        out = np.empty((len(images), *self._out["shape"][1:]), np.float32)
+        for i, img in enumerate(images):
+            x = img[None]
+            x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
+            self.interpreter.set_tensor(self._in["index"], x)
+            self.interpreter.invoke()
+            out[i] = dequantize(self.interpreter.get_tensor(self._out["index"]), self.output)[0]
+        return out

@@ -1,0 +1,39 @@
+"""onnxruntime InferenceSession on the CPU execution provider."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgecnn.runtime.base import Runner, TensorSpec, register_runner
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+@register_runner(".onnx")
+class OrtRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path, threads=None):
+        super().__init__(path, threads)
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        i, o = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        dyn = lambda shape: tuple(s if isinstance(s, int) else None for s in shape)  # noqa: E731
+        self.input = TensorSpec(i.name, dyn(i.shape), _ORT_TYPES.get(i.type, i.type))
+        self.output = TensorSpec(o.name, dyn(o.shape), _ORT_TYPES.get(o.type, o.type))
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        out = [self.session.run([self.output.name], {self.input.name: images[i:i + 64]})[0]
+               for i in range(0, len(images), 64)]
+        return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,214 @@
+"""Transfer learning as the course teaches it.
+
+Phase 1 trains only the new head on a frozen backbone (BatchNorm in inference mode): a linear
+model on pretrained features. Phase 2 unfreezes the top N backbone blocks and trains them with a
+smaller learning rate (cosine or step decay). Early stopping on validation loss restores the best
+weights. Each phase checkpoints every epoch (Keras BackupAndRestore), so a killed run resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn._io import atomic_path, write_json
+from edgecnn._tf import keras, tf
+from edgecnn.config import Recipe
+from edgecnn.data.folders import Dataset
+from edgecnn.data.loader import make_dataset
+
+log = logging.getLogger("edgecnn.train")
+HEAD_LAYERS = ("pool", "dropout", "classifier", "probs")
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    history: dict[str, list]
+    resumed: bool
+
+
+def block_of(layer_name: str) -> str:
+    """The backbone block a layer belongs to: the part before the first '_' (``block3_dw_bn`` -> ``block3``)."""
+    return layer_name.split("_", 1)[0]
+
+
+def backbone_blocks(model) -> list[str]:
+    """Backbone blocks (with weights) in input-to-output order."""
+    seen: list[str] = []
+    for layer in model.layers:
+        if layer.name in HEAD_LAYERS or layer.name == "normalize" or not layer.weights:
+            continue
+        b = block_of(layer.name)
+        if b not in seen:
+            seen.append(b)
+    return seen
+
+
+def set_trainable(model, blocks: set[str] | None, train_batchnorm: bool = False) -> None:
+    """Freeze the backbone except ``blocks`` (None = everything trainable); the head always trains.
+
+    Frozen BatchNorm layers run in inference mode in tf.keras, so their statistics stay pretrained.
+    """
+    for layer in model.layers:
+        if layer.name in HEAD_LAYERS:
+            layer.trainable = True
+        elif blocks is None:
+            layer.trainable = True
+        else:
+            trainable = block_of(layer.name) in blocks
+            if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
+                trainable = False
+            layer.trainable = trainable
+
+
+def _optimizer(name: str, lr, momentum: float):
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=True)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr, momentum=momentum if momentum < 0.5 else 0.0)
+    return keras.optimizers.Adam(lr)
+
+
+def _schedule(kind: str, lr: float, steps: int):
+    if kind == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
+    if kind == "step":
+        return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=max(1, steps // 3), decay_rate=0.3,
+                                                           staircase=True)
+    return lr
+
+
+class _LrLogger(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        opt = self.model.optimizer
+        lr = opt.learning_rate
+        value = lr(opt.iterations) if callable(lr) else lr
+        logs["lr"] = float(tf.keras.backend.get_value(value) if not hasattr(value, "numpy") else value.numpy())
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """One line per epoch (readable in CI logs) and an optional rich progress callback."""
+
+    def __init__(self, phase: str, epochs: int, progress=None):
+        super().__init__()
+        self.phase, self.epochs, self.progress = phase, epochs, progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        msg = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
+        log.info("%s epoch %d/%d %s", self.phase, epoch + 1, self.epochs, msg)
+        if self.progress:
+            self.progress(self.phase, epoch + 1, self.epochs, logs)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds, steps: int,
+               ckpt_dir: Path, cw, progress) -> tuple[dict, bool]:
+    """Compile and fit one phase with per-epoch backup; returns (history, resumed)."""
+    t = recipe.train
+    model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    backup = ckpt_dir / f"{phase}-backup"
+    best = ckpt_dir / f"{phase}-best.weights.h5"
+    resumed = backup.exists()
+    if resumed:
+        log.info("%s: resuming from the last completed epoch in %s", phase, backup)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience),
+        _LrLogger(),
+        _EpochLog(phase, cfg_epochs, progress),
+    ]
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg_epochs, callbacks=callbacks,
+                     class_weight=cw, verbose=0)
+    if best.exists():
+        model.load_weights(str(best))
+    shutil.rmtree(backup, ignore_errors=True)
+    del steps
+    return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
+
+
+def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None) -> TrainResult:
+    """Build the recipe's model and train it in one or two phases; writes model.keras and history.json.
+
+    Args:
+        recipe: the validated recipe.
+        ds: the discovered dataset.
+        run_dir: the run directory (checkpoints/ and the outputs go here).
+        progress: optional ``callback(phase, epoch, epochs, logs)``.
+    """
+    from edgecnn.arch import create_model, get_model_entry
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    t = recipe.train
+    keras.utils.set_random_seed(t.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    entry = get_model_entry(recipe.model.name)
+    size = recipe.model.input_size or entry.default_input_size
+    args = {**recipe.model.args, "num_classes": len(ds.classes)}
+    if "input_size" in entry.defaults:
+        args["input_size"] = size
+    model = create_model(recipe.model.name, **args)
+
+    bs = recipe.data.batch_size
+    train_ds = make_dataset(ds, "train", size, bs, training=True, augment=recipe.data.augment, seed=t.seed)
+    val_ds = make_dataset(ds, "val", size, bs)
+    steps = math.ceil(len(ds.paths("train")) / bs)
+    cw = class_weights(ds.labels("train"), len(ds.classes)) if t.class_weights else None
+
+    pretrained = args.get("weights") not in (None, "")
+    freeze = {"auto": pretrained, "yes": True, "no": False}[t.freeze_backbone]
+    history: dict[str, Any] = {"phases": []}
+    resumed_any = False
+
+    phase1_done = ckpt_dir / "phase1.weights.h5"
+    if phase1_done.exists():
+        model.load_weights(str(phase1_done))
+        history = json.loads((ckpt_dir / "phase1.history.json").read_text())
+        resumed_any = True
+        log.info("phase 1 already finished; loaded %s", phase1_done)
+    elif t.head.epochs:
+        set_trainable(model, set() if freeze else None)
+        h, resumed = _fit_phase(model, "phase1", t.head.epochs, t.head.lr, recipe, train_ds, val_ds, steps,
+                                ckpt_dir, cw, progress)
+        resumed_any |= resumed
+        history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
+                                  "lr": t.head.lr, **h})
+        with atomic_path(phase1_done) as tmp:
+            model.save_weights(str(tmp))
+        write_json(ckpt_dir / "phase1.history.json", history)
+
+    ft = t.finetune
+    if freeze and ft.blocks and ft.epochs:
+        blocks = backbone_blocks(model)
+        top = set(blocks[-ft.blocks:])
+        set_trainable(model, top, ft.train_batchnorm)
+        lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
+        h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, steps, ckpt_dir, cw,
+                                progress)
+        resumed_any |= resumed
+        history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
+                                  "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, **h})
+
+    set_trainable(model, None)  # saved model is plainly trainable for later compression stages
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(str(tmp))
+    write_json(run_dir / "history.json", history)
+    return TrainResult(model=model, history=history, resumed=resumed_any)
