@@ -165,13 +165,13 @@ def weights_fetch(name: str = typer.Argument("mobilenet_v2"),
 
 
 @app.command()
-def predict(model: Path = typer.Argument(..., help="'imagenet' is not a path: use a run dir, an artifact, or --imagenet"),
+def predict(model: str = typer.Argument(..., help="'imagenet', a run directory, or an artifact file"),
             images: list[Path] = typer.Argument(..., help="image files"),
             top: int = typer.Option(5, help="how many classes to print")):
     """Classify images with a run directory, an artifact (.keras/.tflite/.onnx) or `imagenet`."""
     from edgecnn.predict import predict_files
 
-    for path, preds in predict_files(str(model), [str(p) for p in images], top=top):
+    for path, preds in predict_files(model, [str(p) for p in images], top=top):
         out.print(f"{path}:")
         for label, p in preds:
             out.print(f"  {p:7.4f}  {label}")

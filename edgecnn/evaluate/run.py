@@ -12,6 +12,7 @@ from edgecnn.config import Recipe
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest, verify_artifact
+from edgecnn.progress import progress
 
 log = logging.getLogger("edgecnn.evaluate")
 REFERENCE = "model.keras"
@@ -22,13 +23,11 @@ def gzip_size(path: Path) -> int:
 
 
 def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
-                       classes: list[str], progress=None) -> dict:
+                       classes: list[str]) -> dict:
     """Accuracy, agreement with the Keras float model, latency at each thread count, and size.
 
     Every exported artifact's sha256 is checked against manifest.json before it is run.
     """
-    from edgecnn.runtime import load_runner
-
     manifest = read_manifest(run_dir)
     names = [REFERENCE] + [n for n in manifest["artifacts"] if n != REFERENCE]
     cfg = recipe.evaluate
@@ -39,35 +38,50 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
                                                                      "runs": cfg.runs, "threads": thread_counts},
                     "artifacts": {}}
     reference = None
-    for i, name in enumerate(names):
-        path = run_dir / name
-        entry = manifest["artifacts"].get(name, {}) if name != REFERENCE else {
-            "format": "keras", "runtime": "keras", "precision": "fp32"}
-        if name != REFERENCE:
-            verify_artifact(run_dir, name, manifest)
-        if progress:
-            progress(name, i, len(names))
-        runner = load_runner(path, threads=max(thread_counts))
-        probs = runner(images)
-        if name == REFERENCE:
-            reference = probs
-        metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference)
-        latency = {}
-        for t in thread_counts:
-            if name == REFERENCE and t != max(thread_counts):
-                continue  # TF's intra-op pool is fixed per process; Keras is timed at the process default
-            r = runner if t == max(thread_counts) else load_runner(path, threads=t)
-            latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
-        art = {"format": entry.get("format"), "runtime": entry.get("runtime", runner.backend),
-               "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
-               "metrics": metrics, "latency": latency}
-        report["artifacts"][name] = art
-        lat1 = latency.get(str(thread_counts[0])) or next(iter(latency.values()))
-        log.info("evaluated %-20s acc=%.4f agree=%s p50=%.2fms p95=%.2fms (%s thr) %.0f KB", name,
-                 metrics["accuracy"], f"{metrics.get('agreement', 1.0):.4f}", lat1["p50_ms"], lat1["p95_ms"],
-                 next(k for k, v in latency.items() if v is lat1), art["bytes"] / 1024)
+    steps = 1 + len(thread_counts)
+    with progress("evaluating", len(names) * steps) as update:
+        for i, name in enumerate(names):
+            def step(k: int, info: str, _base=i * steps) -> None:
+                update(_base + k, info)
+
+            art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
+                                       reference, step)
+            report["artifacts"][name] = art
+            if name == REFERENCE:
+                reference = probs
+        update(len(names) * steps)
     report["reference_accuracy"] = report["artifacts"][REFERENCE]["metrics"]["accuracy"]
     return report
+
+
+def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, labels: np.ndarray,
+                  classes: list[str], cfg, thread_counts: list[int], reference, step) -> tuple[dict, np.ndarray]:
+    """One artifact: accuracy on the test split at all threads, then latency at each thread count."""
+    from edgecnn.runtime import load_runner
+
+    path = run_dir / name
+    entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}
+    if name != REFERENCE:
+        entry = verify_artifact(run_dir, name, manifest)
+    step(0, f"{name} accuracy")
+    runner = load_runner(path, threads=max(thread_counts))
+    probs = runner(images)
+    metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference if reference is not None else probs)
+    latency = {}
+    for j, t in enumerate(thread_counts):
+        if name == REFERENCE and t != max(thread_counts):
+            continue  # TF's intra-op pool is fixed per process; Keras is timed at the process default
+        step(1 + j, f"{name} latency @{t} threads")
+        r = runner if t == max(thread_counts) else load_runner(path, threads=t)
+        latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
+    art = {"format": entry.get("format"), "runtime": entry.get("runtime", runner.backend),
+           "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
+           "metrics": metrics, "latency": latency}
+    t_log = str(thread_counts[0]) if str(thread_counts[0]) in latency else next(iter(latency))
+    lat = latency[t_log]
+    log.info("evaluated %-20s acc=%.4f agree=%.4f p50=%.2fms p95=%.2fms (%s thr) %.0f KB", name,
+             metrics["accuracy"], metrics["agreement"], lat["p50_ms"], lat["p95_ms"], t_log, art["bytes"] / 1024)
+    return art, probs
 
 
 def render_markdown(report: dict) -> str:

@@ -1,0 +1,111 @@
+"""`edgecnn predict`: labels and probabilities for image files, from any model edgecnn can run.
+
+The model may be ``imagenet`` (MobileNetV2 with the offline ImageNet weights and the 1000 class
+names shipped in the package), a run directory (its model.keras and labels.txt), or an artifact
+(.keras / .tflite / .onnx) whose folder holds manifest.json or labels.txt.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+
+IMAGENET = "imagenet"
+
+
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """RGB float32 0-255 at size x size (bilinear), as every exported model expects."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.float32)
+    except FileNotFoundError:
+        raise EdgecnnError(f"image not found: {str(path)!r}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise EdgecnnError(f"cannot read image {str(path)!r}: {e}. Use a PNG, JPEG or BMP file.") from None
+
+
+def _labels_near(folder: Path) -> list[str]:
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        labels = json.loads(manifest.read_text()).get("labels")
+        if labels:
+            return list(labels)
+    txt = folder / "labels.txt"
+    if txt.is_file():
+        return [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+    raise EdgecnnError(f"no labels for the model in {str(folder)!r}: expected manifest.json or labels.txt beside it.")
+
+
+class Predictor:
+    """A runner plus its labels: ``Predictor.open("imagenet")(images) -> probabilities``."""
+
+    def __init__(self, runner, labels: list[str]):
+        self.runner, self.labels = runner, labels
+        if runner.output.shape[-1] != len(labels):
+            raise EdgecnnError(f"the model has {runner.output.shape[-1]} outputs but {len(labels)} labels were found.")
+
+    @property
+    def input_size(self) -> int:
+        return self.runner.input_size
+
+    @classmethod
+    def open(cls, model: str | os.PathLike, threads: int | None = None) -> Predictor:
+        from edgecnn.runtime import load_runner
+
+        if str(model) == IMAGENET:
+            return cls(_ImagenetRunner(), _imagenet_labels())
+        path = Path(model)
+        if path.is_dir():
+            artifact = path / "model.keras"
+            if not artifact.is_file():
+                raise EdgecnnError(f"{str(path)!r} has no model.keras; pass an artifact file instead.")
+            return cls(load_runner(artifact, threads), _labels_near(path))
+        if not path.exists():
+            raise EdgecnnError(f"model not found: {str(path)!r}. Pass 'imagenet', a run directory or an artifact "
+                               "(.keras, .tflite, .onnx).")
+        return cls(load_runner(path, threads), _labels_near(path.parent))
+
+    def top(self, images: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        probs = self.runner(images)
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+def _imagenet_labels() -> list[str]:
+    from edgecnn.arch.weights import imagenet_class_names
+
+    return imagenet_class_names()
+
+
+class _ImagenetRunner:
+    """The ImageNet MobileNetV2 in memory (no artifact file needed)."""
+
+    backend = "keras"
+
+    def __init__(self):
+        from edgecnn.arch import create_model
+        from edgecnn.runtime.base import TensorSpec
+
+        self.model = create_model("mobilenet_v2", include_top=True, weights=IMAGENET, dropout=0.0)
+        self.input = TensorSpec("image", (None, 224, 224, 3), "float32")
+        self.output = TensorSpec("probs", (None, 1000), "float32")
+        self.input_size = 224
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.model(np.asarray(images, np.float32), training=False).numpy()
+
+
+def predict_files(model: str, images: list[str], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Top-k (label, probability) for each image file."""
+    if top < 1:
+        raise EdgecnnError(f"--top must be >= 1. Received {top}.")
+    predictor = Predictor.open(model)
+    batch = np.stack([load_image(p, predictor.input_size) for p in images])
+    return list(zip(images, predictor.top(batch, top)))
