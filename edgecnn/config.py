@@ -71,7 +71,6 @@ class TrainConfig(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     early_stopping_patience: int = Field(3, ge=1)
     class_weights: bool = False
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 FORMAT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8")
