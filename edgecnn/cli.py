@@ -47,7 +47,7 @@ def _setup_logging(verbose: bool = False) -> None:
 
 def _print_result(result) -> None:
     rep = result.report
-    out.print(f"report: {result.run_dir / 'report.md'}  (json: {result.run_dir / 'report.json'})")
+    out.print(f"report: {result.run_dir / 'report.html'}  (also report.md, report.json, MODEL_CARD.md)")
     out.print(f"artifacts: {result.run_dir}  (manifest: {result.run_dir / 'manifest.json'})")
     if rep is not None:
         for name, a in rep["artifacts"].items():
@@ -123,6 +123,20 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
     result = r.evaluate(force=force)
     _print_result(result)
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
+
+
+@app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, or several to compare"),
+           out_dir: Path = typer.Option(Path("export/compare"), "--out", help="where a comparison is written")):
+    """Regenerate report.html (and MODEL_CARD.md) of a run, or compare several runs side by side."""
+    _setup_logging()
+    from edgecnn.evaluate.report_html import compare_runs, render_report
+
+    pages = [render_report(d) for d in run_dirs]
+    if len(run_dirs) > 1:
+        pages.append(compare_runs(run_dirs, out_dir))
+    for page in pages:
+        out.print(f"report: {page}")
 
 
 @app.command()

@@ -245,6 +245,9 @@ class Run:
         write_json(report_path, report)
         write_text(self.dir / "report.md", render_markdown(report))
         self._mark("evaluate", fp, ["report.json"], hashed=False)
+        from edgecnn.evaluate.report_html import render_report
+
+        render_report(self.dir)  # report.html, plots/, MODEL_CARD.md
         return RunResult(self.dir, report, violations)
 
 
