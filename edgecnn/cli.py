@@ -191,15 +191,14 @@ def predict(model: str = typer.Argument(..., help="'imagenet', a run directory, 
             out.print(f"  {p:7.4f}  {label}")
 
 
-@app.command()
-def serve(target: Path = typer.Argument(..., help="run directory or artifact listed in its manifest.json"),
-          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
-          threads: Optional[int] = typer.Option(None, help="intra-op threads per session"),
-          workers: int = typer.Option(1, help="uvicorn worker processes")):
-    """Serve a run's ONNX/TFLite artifacts over the KServe v2 protocol."""
-    from edgecnn.serve import serve as serve_fn
+def _serve_command():
+    from edgecnn.serve.__main__ import main as serve_main
 
-    serve_fn(target, host=host, port=port, threads=threads, workers=workers)
+    return serve_main
+
+
+app.command("serve", help="Serve a run's ONNX/TFLite artifacts over the KServe v2 protocol (docs/serving.md).")(
+    _serve_command())
 
 
 def main() -> None:

@@ -80,12 +80,13 @@ def _load_backends() -> None:
     from edgecnn.runtime import keras_runner, litert_runner, ort_runner  # noqa: F401
 
 
-def load_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
+def load_runner(path: str | os.PathLike, threads: int | None = None, *, server: bool = False) -> Runner:
     """Open an artifact with the backend its suffix names (.keras, .tflite, .onnx).
 
     Args:
         path: the artifact file.
         threads: intra-op threads (None = the runtime's default, usually all cores).
+        server: tune for sharing the CPU with a server (onnxruntime: no spin-waiting).
 
     Raises:
         EdgecnnError: missing file or unknown suffix.
@@ -99,6 +100,8 @@ def load_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
         raise EdgecnnError(
             f"no runtime for {path.name!r} (suffix {suffix!r}); supported suffixes: {', '.join(sorted(_BACKENDS))}."
         )
+    if server and suffix == ".onnx":
+        return _BACKENDS[suffix](path, threads, spinning=False)
     return _BACKENDS[suffix](path, threads)
 
 

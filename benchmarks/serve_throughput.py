@@ -1,0 +1,305 @@
+"""Service throughput vs in-process onnxruntime, same model, same thread budget, same concurrency.
+
+    python benchmarks/serve_throughput.py export/defects-mobilenetv2 --out serve.json
+    python benchmarks/serve_throughput.py model.onnx --threads 2 --concurrency 4 --out serve.json
+
+In-process: ``concurrency`` Python threads call one onnxruntime session (``threads`` intra-op
+threads) on a batch-1 image. Service: ``python -m edgecnn.serve`` with the same ``threads``, and
+``concurrency`` client threads sending the same image to ``/infer`` over loopback, as JSON, with
+the binary tensor extension (FP32) and as binary UINT8 pixels (``--modes``). The client runs on
+the same machine and its CPU time is reported, because on a small machine it competes with the
+server. ``--scaling 1,8,16`` also measures binary requests and in-process calls at those levels.
+
+Each measurement is warm-up requests, then ``--requests`` timed ones. The in-process baseline is
+measured before and after the service, with onnxruntime's spin-waiting on (the runtime default)
+and off (what the service uses); the ratio divides by the faster of the two means, so drift on a
+shared machine shows and the baseline is never the weaker configuration. Writes one JSON file:
+p50/p90/p99 and spread, throughput, CPU per request, the server's own split (inference vs. the
+rest, from /metrics), the single-thread cost of encoding and decoding a request, machine info
+and the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.export.manifest import MANIFEST, add_artifact, init_manifest
+from edgecnn.runtime import load_runner
+from edgecnn.serve import InferenceClient
+from edgecnn.serve.protocol import decode_input, parse_infer_request, split_binary_inputs
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "loadavg_at_start": os.getloadavg(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def stats(latencies_s: list[float], wall: float) -> dict:
+    ms = np.array(latencies_s) * 1e3
+    return {"requests": len(ms), "throughput_rps": len(ms) / wall, "wall_s": wall,
+            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "std_ms": float(ms.std()),
+            "min_ms": float(ms.min()), "max_ms": float(ms.max())}
+
+
+def closed_loop(fn_factory, n: int, concurrency: int) -> dict:
+    """``concurrency`` threads, each with its own ``fn``, share ``n`` calls; latency per call."""
+    lock, counter, latencies = threading.Lock(), iter(range(n)), []
+
+    def worker():
+        fn, mine = fn_factory(), []
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            t0 = time.perf_counter()
+            fn()
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    cpu0, t0 = os.times(), time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall, cpu1 = time.perf_counter() - t0, os.times()
+    out = stats(latencies, wall)
+    out["client_cpu_ms_per_request"] = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) * 1e3 / n
+    return out
+
+
+def in_process(onnx: Path, image: np.ndarray, threads: int, concurrency: int, n: int, warmup: int,
+               spinning: bool) -> dict:
+    runner = load_runner(onnx, threads=threads)
+    if not spinning:            # what the service does (edgecnn.serve.repository)
+        import onnxruntime as ort
+
+        from edgecnn.runtime.ort_runner import session_options
+
+        opts = session_options(threads)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        runner.session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    closed_loop(lambda: (lambda: runner(image)), warmup, concurrency)
+    result = closed_loop(lambda: (lambda: runner(image)), n, concurrency)
+    result["process_cpu_ms_per_request"] = result.pop("client_cpu_ms_per_request")
+    result["ort_spinning"] = spinning
+    return result
+
+
+def scrape(url: str) -> dict[str, float]:
+    status, _, data = InferenceClient(url).request("GET", "/metrics")
+    values: dict[str, float] = {}
+    for line in data.decode().splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith(("edgecnn_inference_duration_seconds_sum", "edgecnn_inference_duration_seconds_count",
+                            "process_cpu_seconds_total")) or (
+                name.startswith("edgecnn_request_duration_seconds_") and "/infer" in name and "_bucket" not in name):
+            values[name.split("{")[0]] = values.get(name.split("{")[0], 0.0) + float(value)
+    return values
+
+
+def service(url: str, model: str, input_name: str, image: np.ndarray, concurrency: int, n: int, warmup: int,
+            mode: str) -> dict:
+    """``mode``: json (FP32 values in JSON), binary (FP32 bytes), binary-uint8 (the same pixels as UINT8 bytes)."""
+    client = InferenceClient(url)
+    if mode == "binary-uint8":
+        raw = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+        head = json.dumps({"inputs": [{"name": input_name, "shape": list(image.shape), "datatype": "UINT8",
+                                       "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        body, headers = head + raw, {"Content-Type": "application/octet-stream",
+                                     "Inference-Header-Content-Length": str(len(head))}
+    else:
+        body, headers = client.encode_infer(image, input_name, binary=mode == "binary")
+    path = f"/v2/models/{model}/infer"
+
+    def factory():
+        c = InferenceClient(url)
+
+        def call():
+            status, _, _ = c.request("POST", path, body, headers)
+            if status != 200:
+                raise RuntimeError(f"service answered {status}")
+        return call
+
+    closed_loop(factory, warmup, concurrency)
+    before = scrape(url)
+    result = closed_loop(factory, n, concurrency)
+    after = scrape(url)
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    result["body_bytes"] = len(body)
+    result["server_cpu_ms_per_request"] = d.get("process_cpu_seconds_total", 0.0) * 1e3 / n
+    if d.get("edgecnn_inference_duration_seconds_count"):
+        result["server_inference_ms_mean"] = (d["edgecnn_inference_duration_seconds_sum"]
+                                              / d["edgecnn_inference_duration_seconds_count"] * 1e3)
+    if d.get("edgecnn_request_duration_seconds_count"):
+        result["server_request_ms_mean"] = (d["edgecnn_request_duration_seconds_sum"]
+                                            / d["edgecnn_request_duration_seconds_count"] * 1e3)
+    return result
+
+
+def decode_costs(image: np.ndarray, input_name: str, hwc: tuple[int, int, int], reps: int = 50) -> dict:
+    """Single-thread cost of the protocol work per request, measured in this process."""
+    client = InferenceClient("http://127.0.0.1:1")
+    out = {}
+    for mode, binary in (("json", False), ("binary", True)):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            body, headers = client.encode_infer(image, input_name, binary=binary)
+        encode = (time.perf_counter() - t0) / reps
+        hl = headers.get("Inference-Header-Content-Length")
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            req, tail = parse_infer_request(body, hl)
+            bins = split_binary_inputs(req, tail) if hl else {}
+            decode_input(req.inputs[0], bins.get(input_name), hwc, 64)
+        decode = (time.perf_counter() - t0) / reps
+        out[mode] = {"body_bytes": len(body), "client_encode_ms": encode * 1e3, "server_decode_ms": decode * 1e3}
+    return out
+
+
+def prepare(target: Path, tmp: Path) -> tuple[Path, Path]:
+    """(what to serve, the .onnx file); a bare .onnx gets a temporary run directory with a manifest."""
+    if target.is_dir():
+        return target, target / "model.onnx"
+    if (target.parent / MANIFEST).is_file():
+        return target, target
+    run = tmp / "run"
+    run.mkdir()
+    (run / "model.onnx").symlink_to(target.resolve())
+    runner = load_runner(target, threads=1)
+    classes = runner.output.shape[1]
+    init_manifest(run, name=target.stem.replace(".", "-"), labels=[f"class_{i}" for i in range(classes)],
+                  preprocessing={"resize": list(runner.input.shape[1:3])})
+    add_artifact(run, "model.onnx", format="onnx", precision="fp32", runtime="onnxruntime", stage="export",
+                 input=runner.input.to_json(), output=runner.output.to_json())
+    return run, run / "model.onnx"
+
+
+def _http_parser() -> str:
+    """What uvicorn's ``http="auto"`` picks: httptools (C) when installed, else h11 (pure Python)."""
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("target", type=Path, help="run directory or .onnx file")
+    ap.add_argument("--out", type=Path, required=True, help="JSON result path")
+    ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="intra-op threads (both sides)")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=1, help="service worker processes (each with --threads)")
+    ap.add_argument("--scaling", default="1,8,16",
+                    help="other concurrency levels to measure (binary mode and in-process, no spinning); '' = none")
+    ap.add_argument("--modes", default="json,binary,binary-uint8",
+                    help="request encodings to measure: json, binary (FP32), binary-uint8")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        serve_target, onnx = prepare(args.target, Path(tmp))
+        runner = load_runner(onnx, threads=1)
+        hwc = tuple(int(s) for s in runner.input.shape[1:])
+        image = np.random.default_rng(0).integers(0, 256, (1, *hwc)).astype(np.float32)
+        result = {"target": str(args.target), "input_shape": [1, *hwc], "threads": args.threads,
+                  "switch_interval_s": sys.getswitchinterval(),
+                  "service_workers": args.workers, "http_parser": _http_parser(),
+                  "concurrency": args.concurrency, "requests": args.requests, "warmup": args.warmup,
+                  "machine": machine()}
+        result["protocol_cost_single_thread"] = decode_costs(image, runner.input.name, hwc)
+        del runner
+        base = [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
+                for spin in (True, False)]
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(Path(tmp) / "server.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "edgecnn.serve", str(serve_target), "--port", str(port),
+                                 "--threads", str(args.threads), "--workers", str(args.workers),
+                                 "--max-concurrency", str(4 * args.concurrency)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            client = InferenceClient(url)
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.request("GET", "/v2/health/ready")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"server did not start:\n{(Path(tmp) / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+            model = client.models()[0]["name"]
+            input_name = client.model_metadata(model)["inputs"][0]["name"]
+            runs = {}
+            for mode in args.modes.split(","):
+                runs[mode] = service(url, model, input_name, image, args.concurrency, args.requests, args.warmup,
+                                     mode)
+            levels = [int(c) for c in args.scaling.split(",") if c.strip()]
+            scaling = {c: {"service_binary": service(url, model, input_name, image, c, args.requests, args.warmup,
+                                                     "binary")} for c in levels}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            log.close()
+        base += [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
+                 for spin in (True, False)]
+
+    # The baseline is the faster in-process configuration, averaged over the runs before and after.
+    spin = (base[0]["throughput_rps"] + base[2]["throughput_rps"]) / 2
+    nospin = (base[1]["throughput_rps"] + base[3]["throughput_rps"]) / 2
+    baseline = max(spin, nospin)
+    result["in_process"] = {"runs": base, "throughput_rps_spinning": spin, "throughput_rps_no_spinning": nospin,
+                            "throughput_rps_baseline": baseline}
+    result["service"] = runs
+    for c, entry in scaling.items():
+        entry["in_process"] = in_process(onnx, image, args.threads, c, args.requests, args.warmup, False)
+        entry["ratio"] = entry["service_binary"]["throughput_rps"] / entry["in_process"]["throughput_rps"]
+    result["scaling"] = {str(c): v for c, v in scaling.items()}
+    result["ratio"] = {mode: r["throughput_rps"] / baseline for mode, r in runs.items()}
+    result["target_ratio"] = 0.85
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"ratio": result["ratio"], "in_process_rps": baseline,
+                      "service_rps": {m: r["throughput_rps"] for m, r in runs.items()},
+                      "scaling_binary": {c: {"ratio": round(v["ratio"], 3),
+                                             "service_rps": round(v["service_binary"]["throughput_rps"], 1),
+                                             "in_process_rps": round(v["in_process"]["throughput_rps"], 1),
+                                             "service_p50_ms": round(v["service_binary"]["p50_ms"], 2),
+                                             "in_process_p50_ms": round(v["in_process"]["p50_ms"], 2)}
+                                         for c, v in result["scaling"].items()}}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

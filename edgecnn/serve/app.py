@@ -1,0 +1,556 @@
+"""The FastAPI application: KServe v2 REST endpoints, an image-classify endpoint, limits, metrics.
+
+Layers, outermost first::
+
+    ObserveMiddleware   request id, access log (JSON line), Prometheus counters, in-flight gauge
+    LimitMiddleware     inference concurrency gate (503 at once, no queue) and the body-size limit
+                        (413 from Content-Length or from counting streamed bytes, before any parsing)
+    routes              parse and validate in a worker thread, run the session, encode
+
+Decoding and inference run in worker threads (onnxruntime releases the GIL), so health checks and
+``/metrics`` stay responsive under load. Every client mistake is a 4xx ``{"error": "..."}``.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+import edgecnn
+from edgecnn.errors import EdgecnnError
+from edgecnn.serve.metrics import Metrics, log_event
+from edgecnn.serve.protocol import (
+    HEADER_LENGTH, INPUT_DATATYPES, ProtocolError, decode_input, encode_infer_response, parse_infer_request,
+    resize_pixels, split_binary_inputs, wants_binary,
+)
+from edgecnn.serve.repository import LoadedVersion, ModelState, Repository
+
+CONFIG_ENV = "EDGECNN_SERVE_CONFIG"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|classify)$")
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+_OTHER_IMAGES = {b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WEBP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the service runs and what it accepts.
+
+    Args:
+        threads: intra-op threads per session (None = the runtime's default, all cores).
+        max_body_bytes: largest request body; larger ones get 413 before parsing.
+        max_concurrency: inference requests (infer + classify) handled at once; more get 503
+            with ``Retry-After: 1`` immediately instead of queueing into a timeout.
+        max_batch: largest batch N in one infer request.
+        max_image_pixels: largest width x height an uploaded image may declare (checked from the
+            header, before decoding). Decoding and resizing take about 8 bytes per pixel, so the
+            worst case for uploads is roughly ``max_concurrency * max_image_pixels * 8`` bytes.
+        default_version: artifact file name used when a request names no version.
+        warmup_runs: inferences on a zero image before a version is served.
+        allow_reload: enable ``POST /v2/repository/models/{name}/load`` (off with several workers).
+    """
+
+    threads: int | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_concurrency: int = 8
+    max_batch: int = 64
+    max_image_pixels: int = 4096 * 4096
+    default_version: str | None = None
+    warmup_runs: int = 2
+    allow_reload: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("max_body_bytes", "max_concurrency", "max_batch", "max_image_pixels"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServeOptions.{key} must be a positive integer. Received {key}={value!r}.")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"ServeOptions.threads must be None or a positive integer. Received threads={self.threads!r}.")
+
+
+# ---------------------------------------------------------------- middleware (pure ASGI)
+
+
+class ObserveMiddleware:
+    """Request id, one JSON access-log line, Prometheus counters and the in-flight gauge."""
+
+    def __init__(self, app, metrics: Metrics, routes: list):
+        self.app, self.metrics, self.routes = app, metrics, routes
+        # Request ids: unique per process and cheap (uuid4 costs a getrandom syscall per request).
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(3).hex()
+
+    def _route(self, scope) -> str:
+        route = scope.get("route")      # set by the router when a route handled the request
+        if route is not None and hasattr(route, "path"):
+            return route.path
+        for route in self.routes:       # rejected before routing (413, 503) or no route at all
+            match, _ = route.matches(scope)
+            if match != Match.NONE:
+                return route.path
+        return "<unmatched>"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or ())
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else f"{self._prefix}-{next(self._ids)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 0
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        self.metrics.request_started()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            status = status or 499       # the client went away before a response
+            route = self._route(scope)
+            self.metrics.request_finished(route, scope["method"], status, elapsed)
+            client = scope.get("client") or ("", 0)
+            log_event("request", level=logging.ERROR if status >= 500 else logging.INFO, request_id=request_id,
+                      method=scope["method"], path=scope["path"][:200], route=route, status=status,
+                      ms=round(elapsed * 1e3, 2), client=client[0])
+
+
+class LimitMiddleware:
+    """Concurrency gate for inference routes, then the body-size limit, before the app sees anything.
+
+    The body is read here, counting bytes as they arrive (a chunked upload has no Content-Length),
+    and replayed to the app, so a parser never starts on an oversized body. An oversized body is
+    never stored: up to ``DRAIN_BYTES`` of it are read and dropped before the 413 goes out, so the
+    client reads the answer instead of a connection reset; beyond that the connection is closed.
+    """
+
+    DRAIN_BYTES = 1 << 20
+
+    def __init__(self, app, max_body_bytes: int, max_concurrency: int):
+        self.app, self.max_body, self.max_concurrency = app, max_body_bytes, max_concurrency
+        self.active = 0          # touched only on the event loop thread
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        gated = scope["method"] == "POST" and _INFER_PATH.match(scope["path"]) is not None
+        if gated and self.active >= self.max_concurrency:
+            return await _error(send, 503, f"server busy: {self.active} inference requests in flight "
+                                           f"(max_concurrency={self.max_concurrency}); retry shortly.",
+                                [(b"retry-after", b"1")])
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            # Decided from the header alone; a body too large to drain is not read at all.
+            drain = int(length) <= self.max_body + self.DRAIN_BYTES
+            return await self._too_large(receive, send, f"request body of {int(length)} bytes exceeds the limit "
+                                                        f"of {self.max_body} bytes (max_body_bytes).",
+                                         0 if drain else self.max_body + self.DRAIN_BYTES + 1)
+        if gated:
+            self.active += 1
+        try:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    if not message.get("more_body", False):
+                        size = -1           # all of it has arrived: nothing left to drain
+                    return await self._too_large(receive, send, f"request body exceeds the limit of "
+                                                                f"{self.max_body} bytes (max_body_bytes).", size)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            if gated:
+                self.active -= 1
+
+    async def _too_large(self, receive, send, message: str, received: int) -> None:
+        """Drop what is left of the body (bounded), then answer 413; close if the body is larger still."""
+        close = False
+        while received >= 0:
+            if received > self.max_body + self.DRAIN_BYTES:
+                close = True
+                break
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            received += len(event.get("body", b""))
+            if not event.get("more_body", False):
+                break
+        await _error(send, 413, message, [(b"connection", b"close")] if close else None)
+
+
+async def _error(send, status: int, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------- images
+
+
+def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """PNG/JPEG bytes -> float32 (height, width, 3) RGB pixels 0-255, refusing bombs before decoding.
+
+    The resize is :func:`edgecnn.serve.protocol.resize_pixels`, identical to the training pipeline's.
+
+    Raises:
+        ProtocolError: empty, not PNG/JPEG (415 for another image format), too many declared
+            pixels, truncated or corrupt.
+    """
+    from PIL import Image
+
+    if not data:
+        raise ProtocolError("the image is empty (0 bytes); send a PNG or JPEG file.")
+    if data.startswith(_PNG):
+        fmt = "PNG"
+    elif data.startswith(_JPEG):
+        fmt = "JPEG"
+    else:
+        other = next((name for magic, name in _OTHER_IMAGES.items() if data.startswith(magic)), None)
+        if other:
+            raise ProtocolError(f"{other} images are not accepted; send PNG or JPEG.", status=415)
+        raise ProtocolError(f"the upload is not a PNG or JPEG image (it starts with {data[:8]!r}); "
+                            "send PNG or JPEG.")
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
+            w, h = im.size               # from the header; nothing decoded yet
+            if w < 1 or h < 1 or w * h > max_pixels:
+                raise ProtocolError(f"the {fmt} image declares {w}x{h} = {w * h} pixels; the limit is "
+                                    f"{max_pixels} (max_image_pixels). Downscale it before sending.")
+            # Full decode, no JPEG draft scaling: the pixels must be the ones the model was evaluated on.
+            if im.mode.startswith("I;16"):        # 16-bit grey (industrial cameras): keep the top 8 bits
+                rgb = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+            else:
+                rgb = im.convert("RGB")
+            return resize_pixels(rgb, width, height), {"format": fmt, "width": w, "height": h}
+    except ProtocolError:
+        raise
+    except Image.DecompressionBombError:
+        raise ProtocolError(f"the {fmt} image declares too many pixels (decompression bomb); "
+                            f"the limit is {max_pixels}.") from None
+    except Exception as e:      # truncated, corrupt, unsupported mode: Pillow raises many types
+        raise ProtocolError(f"could not decode the {fmt} image: {str(e)[:200] or type(e).__name__}.") from None
+
+
+# ---------------------------------------------------------------- the app
+
+
+class _Service:
+    """The request handlers' shared state and the work they do in worker threads."""
+
+    def __init__(self, repository: Repository, options: ServeOptions, metrics: Metrics):
+        self.repo, self.options, self.metrics = repository, options, metrics
+        self.limiter = anyio.CapacityLimiter(options.max_concurrency)
+        self.ready = False
+
+    def metadata(self, state: ModelState, loaded: LoadedVersion) -> dict[str, Any]:
+        h, w, c = loaded.input_hwc
+        return {
+            "name": state.name,
+            "versions": list(state.versions),
+            "platform": loaded.platform,
+            "inputs": [{"name": loaded.runner.input.name, "datatype": "FP32", "shape": [-1, h, w, c]}],
+            "outputs": [{"name": loaded.runner.output.name, "datatype": "FP32", "shape": [-1, loaded.num_classes]}],
+            "parameters": {
+                "version": loaded.version, "default_version": state.default, "labels": state.labels,
+                "preprocessing": state.manifest.get("preprocessing"), "precision": loaded.entry.get("precision"),
+                "sha256": loaded.sha256, "backend": loaded.runner.backend,
+                "accepted_input_datatypes": list(INPUT_DATATYPES), "max_batch": self.options.max_batch,
+                "artifact_input": loaded.runner.input.to_json(), "artifact_output": loaded.runner.output.to_json(),
+                "generation": state.generation,
+            },
+        }
+
+    def infer(self, state: ModelState, loaded: LoadedVersion, body: bytes, header_length: str | None) -> Response:
+        try:
+            request, tail = parse_infer_request(body, header_length)
+            binaries = split_binary_inputs(request, tail) if header_length is not None else {}
+            in_name, out_name = loaded.runner.input.name, loaded.runner.output.name
+            names = [i.name for i in request.inputs]
+            if in_name not in names:
+                raise ProtocolError(f"missing input {in_name!r}: model {state.name!r} version {loaded.version!r} "
+                                    f"takes inputs [{in_name!r}]. Received inputs {names}.")
+            if len(names) != 1:
+                extra = sorted({n for n in names if n != in_name}) or [in_name]
+                raise ProtocolError(f"unexpected or repeated inputs {extra}; the model takes one input, {in_name!r}.")
+            images = decode_input(request.inputs[0], binaries.get(in_name), loaded.input_hwc, self.options.max_batch)
+            for out in request.outputs or ():
+                if out.name != out_name:
+                    raise ProtocolError(f"unknown output {out.name!r}; the model's outputs: [{out_name!r}].")
+            binary = wants_binary(request)
+            binary_names = {out_name} if binary is True else binary
+        except ProtocolError:
+            raise
+        except Exception as e:     # anything else a body can provoke while being decoded is still its fault
+            raise ProtocolError(f"invalid inference request ({type(e).__name__}: {str(e)[:200]}).") from None
+        started = time.perf_counter()
+        probs = loaded.predict(images)
+        self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
+        head = {"model_name": state.name, "model_version": loaded.version}
+        if request.id is not None:
+            head["id"] = request.id
+        content, headers = encode_infer_response(head, {out_name: probs}, binary_names)
+        media = "application/octet-stream" if headers else "application/json"
+        return Response(content, media_type=media, headers=headers)
+
+    def classify(self, state: ModelState, loaded: LoadedVersion, data: bytes, top_k: int) -> dict[str, Any]:
+        h, w, _ = loaded.input_hwc
+        pixels, info = decode_image(data, h, w, self.options.max_image_pixels)
+        started = time.perf_counter()
+        probs = loaded.predict(pixels[None])[0]
+        self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        return {
+            "model_name": state.name, "model_version": loaded.version, "image": info,
+            "predictions": [{"label": state.labels[i], "index": int(i), "probability": float(probs[i])} for i in order],
+        }
+
+
+def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options: ServeOptions | None = None) -> FastAPI:
+    """Build the service for a run directory (or artifact, or several): load, verify and warm every model.
+
+    Args:
+        target: a run directory with ``manifest.json``, an ``.onnx``/``.tflite`` artifact inside one,
+            or a list of them (one model each, named by the manifest's ``name``).
+        options: limits and runtime settings; ``ServeOptions()`` when None.
+
+    Returns:
+        A FastAPI app; run it with uvicorn (``serve`` does).
+
+    Raises:
+        EdgecnnError: missing manifest, sha256 mismatch, a Keras/HDF5 target, a file that fails to load.
+
+    Example:
+        >>> app = create_app("export/defects-mobilenetv2", ServeOptions(threads=2))  # doctest: +SKIP
+    """
+    options = options or ServeOptions()
+    repo = Repository(target, threads=options.threads, default_version=options.default_version,
+                      warmup_runs=options.warmup_runs)
+    metrics = Metrics()
+    for state in repo.states():
+        metrics.set_models(state.name, {v: lv.sha256 for v, lv in state.versions.items()})
+        metrics.model_event(state.name, "ok")
+    service = _Service(repo, options, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.ready = True
+        log_event("ready", models={s.name: list(s.versions) for s in repo.states()}, pid=os.getpid(),
+                  options=asdict(options))
+        yield
+        service.ready = False
+        log_event("stopped", pid=os.getpid())
+
+    app = FastAPI(title="edgecnn inference service", version=edgecnn.__version__, lifespan=lifespan,
+                  summary="KServe v2 / Open Inference Protocol over onnxruntime and LiteRT.")
+    app.state.service = service
+    app.add_middleware(LimitMiddleware, max_body_bytes=options.max_body_bytes, max_concurrency=options.max_concurrency)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, routes=app.router.routes)
+    _install_error_handlers(app)
+
+    # -------------------------------------------------------- health and metadata
+
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        ok = service.ready and all(s.versions for s in repo.states())
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v2")
+    async def server_metadata():
+        return {"name": "edgecnn", "version": edgecnn.__version__,
+                "extensions": ["model_repository", "binary_tensor_data", "classification"]}
+
+    @app.get("/v2/models/{name}")
+    async def model_metadata(name: str):
+        return service.metadata(*repo.resolve(name))
+
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(name: str, version: str):
+        return service.metadata(*repo.resolve(name, version))
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str):
+        state, loaded = repo.resolve(name)
+        return {"name": state.name, "version": loaded.version, "ready": service.ready}
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(name: str, version: str):
+        state, loaded = repo.resolve(name, version)
+        return {"name": state.name, "version": loaded.version, "ready": service.ready}
+
+    # -------------------------------------------------------- inference
+
+    async def _infer(request: Request, name: str, version: str | None) -> Response:
+        state, loaded = repo.resolve(name, version)
+        header_length = request.headers.get(HEADER_LENGTH)
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if header_length is None and ctype not in ("application/json", ""):
+            raise ProtocolError(f"infer takes Content-Type application/json (or the binary tensor extension with "
+                                f"an Inference-Header-Content-Length header). Received {ctype!r}.", status=415)
+        body = await request.body()
+        return await anyio.to_thread.run_sync(partial(service.infer, state, loaded, body, header_length),
+                                              limiter=service.limiter)
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(request: Request, name: str):
+        """KServe v2 inference: ``{"inputs": [{"name", "shape", "datatype", "data"}]}`` -> ``{"outputs": [...]}``."""
+        return await _infer(request, name, None)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(request: Request, name: str, version: str):
+        return await _infer(request, name, version)
+
+    async def _classify(request: Request, name: str, version: str | None, top_k: int) -> dict[str, Any]:
+        state, loaded = repo.resolve(name, version)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=1, max_fields=16)
+            except Exception as e:
+                raise ProtocolError(f"malformed multipart body ({str(e)[:200] or type(e).__name__}).") from None
+            files = [v for v in form.values() if isinstance(v, UploadFile)]
+            if not files:
+                raise ProtocolError("the multipart body has no file; upload the image as a file field (e.g. 'file').")
+            data = await files[0].read()
+            await form.close()
+        elif ctype in ("image/png", "image/jpeg", "image/jpg"):
+            data = await request.body()
+        else:
+            raise ProtocolError(f"classify takes an image/png or image/jpeg body, or multipart/form-data with a "
+                                f"file field. Received Content-Type {ctype or 'none'!r}.", status=415)
+        k = min(top_k, loaded.num_classes)
+        return await anyio.to_thread.run_sync(partial(service.classify, state, loaded, data, k),
+                                              limiter=service.limiter)
+
+    @app.post("/v2/models/{name}/classify")
+    async def classify(request: Request, name: str, top_k: int = Query(5, ge=1, le=1000)):
+        """Upload a PNG/JPEG (raw body or multipart); returns the top-k labels with probabilities."""
+        return await _classify(request, name, None, top_k)
+
+    @app.post("/v2/models/{name}/versions/{version}/classify")
+    async def classify_version(request: Request, name: str, version: str, top_k: int = Query(5, ge=1, le=1000)):
+        return await _classify(request, name, version, top_k)
+
+    # -------------------------------------------------------- repository and operations
+
+    @app.post("/v2/repository/index")
+    async def repository_index():
+        return [{"name": s.name, "version": v, "state": "READY", "default": v == s.default}
+                for s in repo.states() for v in s.versions]
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load_model(name: str):
+        """Re-read the manifest and hot-swap changed versions; on failure the old ones keep serving."""
+        if not options.allow_reload:
+            raise ProtocolError("reload is off for this server (several workers): send SIGHUP to the server's "
+                                "main process for a rolling restart instead.", status=409)
+        old = repo.state(name)
+        try:
+            result = await anyio.to_thread.run_sync(repo.reload, name)
+        except ProtocolError:
+            raise
+        except Exception as e:
+            metrics.model_event(name, "failed")
+            log_event("model_reload_failed", level=logging.WARNING, model=name, error=str(e),
+                      still_serving=list(old.versions), generation=old.generation)
+            message = str(e) if isinstance(e, EdgecnnError) else f"{type(e).__name__}: {e}"
+            raise ProtocolError(f"reload of {name!r} failed: {message} Still serving generation {old.generation} "
+                                f"({', '.join(old.versions)}).", status=409) from None
+        state = repo.state(name)
+        metrics.model_event(name, "ok")
+        metrics.set_models(name, {v: lv.sha256 for v, lv in state.versions.items()})
+        return result
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request: Request, exc: ProtocolError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(EdgecnnError)
+    async def edgecnn_error(request: Request, exc: EdgecnnError):
+        # Raised by a runner on an input the protocol checks let through: still the request's fault.
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.method} {request.url.path[:200]}; see /docs."
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "; ".join(parts) or "invalid request"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        rid = request.scope.get("state", {}).get("request_id", "")
+        log_event("unhandled_error", level=logging.ERROR, exc_info=exc, request_id=rid, path=request.url.path[:200])
+        return JSONResponse({"error": f"internal server error (request id {rid}); see the server log."},
+                            status_code=500)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``workers > 1``: each worker process builds its app from ``EDGECNN_SERVE_CONFIG``."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    return create_app(config["targets"], ServeOptions(**config["options"]))

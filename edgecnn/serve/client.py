@@ -1,0 +1,345 @@
+"""A small KServe v2 client, and validation of a served model over HTTP.
+
+``evaluate_via_http`` sends a labelled image folder through ``/infer`` as raw tensors (FP32 pixels
+0-255 at the model's input size, as JSON or with the binary tensor extension) at several
+concurrency levels and reports accuracy, latency percentiles and throughput: the numbers the
+service itself delivers, HTTP and decoding included.
+
+The client uses ``http.client`` (one keep-alive connection per thread), which costs far less CPU
+per request than a full-featured client; on a small machine the load generator shares the cores.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+from edgecnn.serve.protocol import resize_pixels, split_binary_response
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class InferenceClient:
+    """KServe v2 REST client.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
+        timeout: seconds per request.
+
+    Example:
+        >>> client = InferenceClient("http://127.0.0.1:8000")              # doctest: +SKIP
+        >>> probs = client.infer("defects", np.zeros((1, 128, 128, 3)))    # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EdgecnnError(f"url must look like http://HOST:PORT. Received url={url!r}.")
+        self.url = url
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ transport
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = self._local.conn = cls(self.host, self.port, timeout=self.timeout)
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request on this thread's keep-alive connection; a stale connection is retried once."""
+        for attempt in (0, 1):
+            conn = self._connection()
+            reused = getattr(self._local, "used", False)
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=headers or {})
+                resp = conn.getresponse()
+                data = resp.read()
+                self._local.used = True
+                if resp.getheader("connection", "").lower() == "close":
+                    self.close()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if attempt or not reused:   # only a kept-alive connection the server closed is retried
+                    raise
+            except BaseException:
+                self.close()                # never reuse a connection in an unknown state
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+        self._local.used = False
+
+    def json(self, method: str, path: str, payload: Any = None) -> Any:
+        """Send JSON, return the decoded answer; a non-2xx answer is an EdgecnnError with the server's message."""
+        body = None if payload is None else json.dumps(payload).encode()
+        status, _, data = self.request(method, path, body, {"Content-Type": "application/json"})
+        return _decode(status, data, f"{method} {path}")
+
+    # ------------------------------------------------------------------ protocol
+
+    def models(self) -> list[dict[str, Any]]:
+        """The repository index: ``[{"name", "version", "state", "default"}, ...]``."""
+        return self.json("POST", "/v2/repository/index")
+
+    def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        return self.json("GET", _model_path(model, version))
+
+    def encode_infer(self, images: np.ndarray, input_name: str, *, binary: bool = False,
+                     request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """Body and headers of an infer request for a float batch of pixels 0-255 (N, H, W, C)."""
+        images = np.asarray(images)
+        head: dict[str, Any] = {"inputs": [{"name": input_name, "shape": list(images.shape), "datatype": "FP32"}]}
+        if request_id is not None:
+            head["id"] = request_id
+        if binary:
+            raw = np.ascontiguousarray(images, dtype="<f4").tobytes()
+            head["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+            encoded = json.dumps(head, separators=(",", ":")).encode()
+            return encoded + raw, {"Content-Type": "application/octet-stream",
+                                   "Inference-Header-Content-Length": str(len(encoded))}
+        # Whole-number pixels (the usual case) are sent as integers: shorter and faster to parse.
+        values = images.ravel()
+        as_int = values.astype(np.int64)
+        data = as_int.tolist() if np.array_equal(as_int, values) else values.astype(np.float32).tolist()
+        head["inputs"][0]["data"] = data
+        return json.dumps(head, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+
+    def infer(self, model: str, images: np.ndarray, *, version: str | None = None, binary: bool = False,
+              input_name: str | None = None) -> np.ndarray:
+        """Probabilities (N, classes) for a batch of pixels 0-255 (N, H, W, C)."""
+        if input_name is None:
+            input_name = self.model_metadata(model, version)["inputs"][0]["name"]
+        body, headers = self.encode_infer(images, input_name, binary=binary)
+        status, resp_headers, data = self.request("POST", _model_path(model, version) + "/infer", body, headers)
+        if status != 200:
+            _decode(status, data, f"infer {model}")
+        _, arrays = split_binary_response(data, resp_headers.get("inference-header-content-length"))
+        return next(iter(arrays.values())).astype(np.float32)
+
+    def classify(self, model: str, image: bytes, *, content_type: str = "image/png", top_k: int = 5,
+                 version: str | None = None) -> dict[str, Any]:
+        """Top-k labels for an encoded PNG/JPEG image."""
+        path = f"{_model_path(model, version)}/classify?top_k={int(top_k)}"
+        status, _, data = self.request("POST", path, image, {"Content-Type": content_type})
+        return _decode(status, data, f"classify {model}")
+
+
+def _model_path(model: str, version: str | None) -> str:
+    path = f"/v2/models/{quote(model, safe='')}"
+    return path if version is None else f"{path}/versions/{quote(version, safe='')}"
+
+
+def _decode(status: int, data: bytes, what: str) -> Any:
+    try:
+        payload = json.loads(data) if data else None
+    except json.JSONDecodeError:
+        payload = None
+    if not 200 <= status < 300:
+        message = payload.get("error") if isinstance(payload, dict) else data[:200].decode("latin-1")
+        raise EdgecnnError(f"{what}: the server answered {status}: {message}")
+    return payload
+
+
+# ---------------------------------------------------------------------- validation over HTTP
+
+
+def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[str, int]]:
+    """(image path, label index) pairs: a run directory's test split, or a class-per-folder tree.
+
+    A run directory (with ``recipe.yaml``) is resolved through its recipe exactly as
+    ``edgecnn evaluate`` does (same data folder, same seeded split); otherwise ``data`` must hold
+    one folder of PNG/JPEG images per label.
+    """
+    root = Path(data)
+    if (root / "recipe.yaml").is_file():
+        from edgecnn.pipeline import Run
+
+        ds = Run.open(root).dataset()
+        unknown = sorted(set(ds.classes) - set(labels))
+        if unknown:
+            raise EdgecnnError(f"the run's classes {unknown} are not labels of the served model ({', '.join(labels)}); "
+                               "is the service serving this run?")
+        return [(p, labels.index(ds.classes[y])) for p, y in zip(ds.paths("test"), ds.labels("test"))]
+    if not root.is_dir():
+        raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of <class>/*.png images.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    unknown = [p.name for p in class_dirs if p.name not in labels]
+    if unknown or not class_dirs:
+        raise EdgecnnError(
+            f"{str(root)!r} must hold one folder per class named after the model's labels ({', '.join(labels)}). "
+            f"Received folders: {', '.join(p.name for p in class_dirs) or 'none'}."
+        )
+    return [(str(f), labels.index(d.name)) for d in class_dirs for f in sorted(d.iterdir())
+            if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def load_images(files: Sequence[str], height: int, width: int) -> np.ndarray:
+    """float32 (N, height, width, 3) RGB pixels 0-255, resized as the service and the pipeline resize."""
+    from PIL import Image
+
+    pixels = np.empty((len(files), height, width, 3), np.float32)
+    for i, f in enumerate(files):
+        with Image.open(f) as im:
+            pixels[i] = resize_pixels(im.convert("RGB"), width, height)
+    return pixels
+
+
+def evaluate_via_http(
+    url: str,
+    data: str | os.PathLike,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    concurrency: Sequence[int] = (1, 2, 4, 8),
+    requests_per_level: int | None = None,
+    binary: bool = False,
+    warmup: int = 8,
+    timeout: float = 30.0,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Accuracy, latency and throughput of a served model on a labelled image folder.
+
+    Each image is resized on the client to the model's input size (the resize of the training
+    pipeline and of the classify endpoint) and sent as one FP32 tensor request to ``/infer``.
+    Every concurrency level sends ``requests_per_level`` requests (default: each image once)
+    from that many threads.
+
+    Args:
+        url: the service, e.g. ``http://127.0.0.1:8000``.
+        data: a run directory (its recipe's test split, as ``edgecnn evaluate`` uses), or a folder
+            of ``<class>/*.png`` (or .jpg) images named after the model's labels (its metadata).
+        model: model name; None = the only model the server serves.
+        version: artifact version; None = the server's default.
+        concurrency: client threads per level.
+        requests_per_level: requests per level; None = one per image.
+        binary: send tensors with the binary tensor extension instead of JSON.
+        warmup: untimed requests before each level.
+        timeout: seconds per request.
+        limit: use at most this many images.
+
+    Returns:
+        ``{"url", "model", "version", "n_images", "accuracy", "binary", "levels": [{"concurrency",
+        "requests", "errors", "accuracy", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps",
+        "wall_s"}, ...]}``; ``accuracy`` is the first level's.
+
+    Raises:
+        EdgecnnError: the server is unreachable, the model is unknown, the folder does not match the labels.
+
+    Example:
+        >>> evaluate_via_http("http://127.0.0.1:8000", "export/defects-mobilenetv2")     # doctest: +SKIP
+        >>> evaluate_via_http("http://127.0.0.1:8000", "my_test_images", concurrency=(1, 4))  # doctest: +SKIP
+    """
+    client = InferenceClient(url, timeout=timeout)
+    try:
+        if model is None:
+            names = sorted({m["name"] for m in client.models()})
+            if len(names) != 1:
+                raise EdgecnnError(f"the server at {url} serves {len(names)} models ({', '.join(names)}); pass model=.")
+            model = names[0]
+        meta = client.model_metadata(model, version)
+    except OSError as e:
+        raise EdgecnnError(f"cannot reach the service at {url} ({e}); is `edgecnn serve` running?") from e
+    labels = list(meta.get("parameters", {}).get("labels") or [])
+    _, height, width, _ = meta["inputs"][0]["shape"]
+    input_name = meta["inputs"][0]["name"]
+    served_version = meta.get("parameters", {}).get("version", version)
+    files = list_images(data, labels)[:limit]
+    if not files:
+        raise EdgecnnError(f"no .png/.jpg images found in {str(data)!r}.")
+    truth = np.array([y for _, y in files])
+    pixels = load_images([f for f, _ in files], height, width)
+    bodies = [client.encode_infer(p[None], input_name, binary=binary) for p in pixels]
+    path = _model_path(model, served_version) + "/infer"
+
+    levels = []
+    for c in concurrency:
+        if not isinstance(c, int) or c < 1:
+            raise EdgecnnError(f"concurrency levels must be positive integers. Received {c!r}.")
+        n = requests_per_level or len(bodies)
+        _run_requests(client, path, bodies, min(warmup, n), c)
+        levels.append(_level(client, path, bodies, truth, n, c))
+    client.close()
+    return {"url": url, "model": model, "version": served_version, "binary": binary, "n_images": len(bodies),
+            "labels": labels, "accuracy": levels[0]["accuracy"] if levels else None, "levels": levels}
+
+
+def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, threads: int) -> list[tuple]:
+    """Send requests 0..n-1 (image i % len) from ``threads`` threads; (index, status, seconds, top-1 or error)."""
+    lock = threading.Lock()
+    counter = iter(range(n))
+    results: list[tuple] = []
+
+    def worker():
+        local = InferenceClient(client.url, client.timeout)
+        out = []
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            body, headers = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            try:
+                status, resp_headers, data = local.request("POST", path, body, headers)
+            except OSError as e:
+                out.append((i, 0, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
+                local.close()
+                continue
+            dt = time.perf_counter() - t0
+            if status == 200:
+                _, arrays = split_binary_response(data, resp_headers.get("inference-header-content-length"))
+                out.append((i, status, dt, int(np.argmax(next(iter(arrays.values()))[0]))))
+            else:
+                out.append((i, status, dt, data[:300].decode("utf-8", "replace")))
+        local.close()
+        with lock:
+            results.extend(out)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sorted(results)
+
+
+def _level(client: InferenceClient, path: str, bodies: list, truth: np.ndarray, n: int, c: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    results = _run_requests(client, path, bodies, n, c)
+    wall = time.perf_counter() - started
+    ok = [r for r in results if r[1] == 200]
+    errors = [r for r in results if r[1] != 200]
+    ms = np.array([r[2] for r in ok]) * 1e3 if ok else np.array([np.nan])
+    correct = sum(r[3] == truth[r[0] % len(truth)] for r in ok)
+    level = {
+        "concurrency": c, "requests": n, "errors": len(errors),
+        "accuracy": correct / len(ok) if ok else None,
+        "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+        "throughput_rps": len(ok) / wall if wall > 0 else None, "wall_s": wall,
+    }
+    if errors:
+        level["first_error"] = f"status {errors[0][1]}: {errors[0][3]}"
+    return level

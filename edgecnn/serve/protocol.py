@@ -1,0 +1,310 @@
+"""KServe v2 / Open Inference Protocol REST bodies, and the tensor (de)coding the service needs.
+
+The JSON bodies follow https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
+(the protocol Triton speaks too). Two additions, both from Triton:
+
+* the *binary tensor data* extension: a request whose ``Inference-Header-Content-Length`` header
+  is N carries N bytes of JSON followed by raw little-endian tensor bytes; an input then has
+  ``"parameters": {"binary_data_size": K}`` instead of ``data``. Outputs come back the same way
+  when the request asks with ``"parameters": {"binary_data_output": true}`` (or per output
+  ``"parameters": {"binary_data": true}``). It saves the JSON encode/decode of every pixel.
+* the ``classify`` response of the image-upload endpoint (``ClassifyResponse``).
+
+Every problem with a client's body is a :class:`ProtocolError` carrying the HTTP status to answer.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgecnn.errors import EdgecnnError
+
+HEADER_LENGTH = "inference-header-content-length"
+
+# KServe datatype name -> numpy dtype. BYTES (strings) is not a pixel type and is refused.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+# What the service accepts for an image input: float pixels 0-255 (the edgecnn contract), or uint8 pixels.
+INPUT_DATATYPES = ("FP32", "UINT8")
+
+
+def datatype_of(dtype: str | np.dtype) -> str:
+    """The KServe name of a numpy dtype (``float32`` -> ``FP32``)."""
+    dtype = np.dtype(dtype)
+    for name, dt in DATATYPES.items():
+        if dt == dtype:
+            return name
+    return "BYTES"
+
+
+class ProtocolError(EdgecnnError):
+    """A request the service refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="ignore")
+
+
+class TensorMetadata(_Body):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(_Body):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(_Body):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    # edgecnn additions: the version answered, labels, preprocessing, artifact facts.
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestInput(_Body):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = None
+
+
+class RequestOutput(_Body):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(_Body):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(_Body):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(_Body):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class ErrorResponse(_Body):
+    error: str
+
+
+class Prediction(_Body):
+    label: str
+    index: int
+    probability: float
+
+
+class ClassifyResponse(_Body):
+    model_name: str
+    model_version: str
+    predictions: list[Prediction]
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
+    """Split and validate an infer body; returns the request and the binary tail (b"" for pure JSON).
+
+    Raises:
+        ProtocolError: not JSON, too deeply nested, fields of the wrong type, a bad header length.
+    """
+    tail = b""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise ProtocolError(
+                f"Inference-Header-Content-Length must be an integer byte count. Received {header_length[:40]!r}."
+            ) from None
+        if not 0 < n <= len(body):
+            raise ProtocolError(
+                f"Inference-Header-Content-Length={n} does not fit the body of {len(body)} bytes; it must count "
+                "the JSON header that starts the body."
+            )
+        body, tail = body[:n], body[n:]
+    if not body.strip():
+        raise ProtocolError("empty request body; send a JSON inference request with an 'inputs' list.")
+    try:
+        # pydantic's Rust parser: faster than json.loads here and it stops deep nesting at a fixed depth
+        # with an error instead of a RecursionError.
+        return InferenceRequest.model_validate_json(body), tail
+    except ValidationError as e:
+        raise ProtocolError(f"invalid inference request: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    errors = e.errors(include_url=False, include_input=False)
+    if not errors:
+        return "malformed body"
+    err = errors[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc + ': ' if loc else ''}{err.get('msg', 'invalid')}{more}"
+
+
+def decode_input(inp: RequestInput, binary: memoryview | None, expected: tuple[int, ...], max_batch: int) -> np.ndarray:
+    """Turn one request input into a float32 NHWC batch of pixels, checking datatype, shape and values.
+
+    Args:
+        inp: the request input.
+        binary: its bytes under the binary extension, else None (then ``inp.data`` is used).
+        expected: the model's (H, W, C).
+        max_batch: the largest N accepted.
+
+    Raises:
+        ProtocolError: what is wrong, with the input's name, the value received and what is allowed.
+    """
+    name = inp.name
+    if inp.datatype not in INPUT_DATATYPES:
+        raise ProtocolError(
+            f"input {name!r}: datatype must be one of {', '.join(INPUT_DATATYPES)} (RGB pixels 0-255). "
+            f"Received datatype={inp.datatype!r}."
+        )
+    want = [-1, *expected]
+    shape = inp.shape
+    if len(shape) != len(want) or any(s != w for s, w in zip(shape[1:], want[1:])) or not 1 <= shape[0] <= max_batch:
+        raise ProtocolError(
+            f"input {name!r}: shape must be {want} with a batch of 1 to {max_batch}. Received shape={shape}; "
+            f"resize images to {expected[0]}x{expected[1]} RGB."
+        )
+    count = math.prod(shape)
+    dtype = DATATYPES[inp.datatype]
+    if binary is not None:
+        if inp.data is not None:
+            raise ProtocolError(f"input {name!r}: has both 'data' and binary_data_size; send one of them.")
+        if len(binary) != count * dtype.itemsize:
+            raise ProtocolError(
+                f"input {name!r}: shape {shape} of {inp.datatype} needs {count * dtype.itemsize} bytes. "
+                f"Received binary_data_size={len(binary)}."
+            )
+        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(np.float32)
+    else:
+        if inp.data is None:
+            raise ProtocolError(f"input {name!r}: has no 'data' (and no binary_data_size parameter).")
+        try:
+            array = np.asarray(inp.data, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError):
+            raise ProtocolError(
+                f"input {name!r}: 'data' must be a flat (row-major) or nested list of numbers with shape {shape}."
+            ) from None
+        if array.size != count:
+            raise ProtocolError(
+                f"input {name!r}: shape {shape} holds {count} values but 'data' has {array.size}."
+            )
+    if not np.isfinite(array).all():
+        raise ProtocolError(f"input {name!r}: data contains NaN or infinity; pixels must be finite numbers 0-255.")
+    if inp.datatype == "UINT8" and binary is None and (array.min() < 0 or array.max() > 255):
+        raise ProtocolError(f"input {name!r}: UINT8 data must lie in 0-255.")
+    return array.reshape(shape)
+
+
+def split_binary_inputs(request: InferenceRequest, tail: bytes) -> dict[str, memoryview]:
+    """Cut the binary tail into each input's bytes, in request order (the extension's rule)."""
+    out: dict[str, memoryview] = {}
+    view, pos = memoryview(tail), 0
+    for inp in request.inputs:
+        size = (inp.parameters or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ProtocolError(f"input {inp.name!r}: binary_data_size must be a byte count. Received {size!r}.")
+        if pos + size > len(view):
+            raise ProtocolError(
+                f"input {inp.name!r}: binary_data_size={size} runs past the end of the body "
+                f"({len(view) - pos} bytes left)."
+            )
+        out[inp.name] = view[pos:pos + size]
+        pos += size
+    if pos != len(view):
+        raise ProtocolError(f"the body has {len(view) - pos} bytes after the last binary input; check binary_data_size.")
+    return out
+
+
+def encode_infer_response(
+    response: dict[str, Any], arrays: dict[str, np.ndarray], binary: set[str]
+) -> tuple[bytes, dict[str, str]]:
+    """JSON (or JSON + binary tail) body for an inference response; returns (body, extra headers)."""
+    outputs, tail = [], []
+    for name, array in arrays.items():
+        out = {"name": name, "shape": list(array.shape), "datatype": datatype_of(array.dtype)}
+        if name in binary:
+            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            out["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            out["data"] = array.ravel().tolist()
+        outputs.append(out)
+    head = json.dumps({**response, "outputs": outputs}, separators=(",", ":")).encode()
+    if not tail:
+        return head, {}
+    return head + b"".join(tail), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def wants_binary(request: InferenceRequest) -> set[str] | bool:
+    """Output names the client asked for as binary (True = all of them)."""
+    params = request.parameters or {}
+    if params.get("binary_data_output") is True:
+        return True
+    return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
+
+
+def resize_pixels(image, width: int, height: int) -> np.ndarray:
+    """An RGB PIL image -> float32 (height, width, 3) pixels 0-255: bilinear with antialiasing, unrounded.
+
+    This equals ``tf.image.resize(image, (height, width), antialias=True)``, the resize of the
+    training and evaluation pipeline (edgecnn/data/loader.py), so the service and its validation
+    client see the pixels the model was evaluated on. One channel at a time, to bound memory.
+    """
+    from PIL import Image
+
+    if image.size == (width, height):
+        return np.asarray(image, dtype=np.float32)
+    out = np.empty((height, width, 3), np.float32)
+    for c in range(3):
+        band = image.getchannel(c).convert("F")
+        out[..., c] = np.asarray(band.resize((width, height), Image.Resampling.BILINEAR))
+    return out
+
+
+def split_binary_response(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Client side: the JSON part and the output arrays of a (possibly binary) inference response."""
+    n = int(header_length) if header_length else len(body)
+    head = json.loads(body[:n])
+    arrays, pos = {}, n
+    for out in head.get("outputs", []):
+        dtype = DATATYPES[out["datatype"]]
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            arrays[out["name"]] = np.frombuffer(body[pos:pos + size], dtype=dtype.newbyteorder("<")).reshape(out["shape"])
+            pos += size
+        else:
+            arrays[out["name"]] = np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
+    return head, arrays
