@@ -126,6 +126,27 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
 
 
 @app.command()
+def check(run_dir: Path = typer.Argument(..., help="run directory with exported artifacts and report.json"),
+          budgets: Path = typer.Option(..., "--budgets", "-b", help="budgets.yaml (see docs/ci.md)"),
+          baseline: Optional[Path] = typer.Option(None, help="baseline run directory for max_slowdown_vs"),
+          junit: Optional[Path] = typer.Option(None, help="write JUnit XML here"),
+          summary: Optional[Path] = typer.Option(None, help="write a Markdown summary here ($GITHUB_STEP_SUMMARY)"),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
+          tolerance: Optional[float] = typer.Option(None, help="window agreement needed, percent"),
+          max_time: Optional[float] = typer.Option(None, help="time cap per measurement, seconds")):
+    """CI gate: measure with noise control and check budgets. Exit 0 hold, 1 broken, 2 could not check."""
+    _setup_logging()
+    from edgecnn.evaluate.check import check as run_check
+    from edgecnn.evaluate.check import format_text
+
+    measurement = {k: v for k, v in {"tolerance_pct": tolerance, "max_time_s": max_time}.items() if v is not None}
+    result = run_check(run_dir, budgets, baseline=baseline, junit=junit, summary=summary, json_out=json_out,
+                       measurement=measurement or None)
+    out.print(format_text(result), highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, or several to compare"),
            out_dir: Path = typer.Option(Path("export/compare"), "--out", help="where a comparison is written")):
     """Regenerate report.html (and MODEL_CARD.md) of a run, or compare several runs side by side."""

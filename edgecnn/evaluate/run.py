@@ -11,6 +11,7 @@ import numpy as np
 from edgecnn.config import Recipe
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
+from edgecnn._io import sha256_file
 from edgecnn.export.manifest import read_manifest, verify_artifact
 from edgecnn.progress import progress
 
@@ -75,6 +76,7 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
         r = runner if t == max(thread_counts) else load_runner(path, threads=t)
         latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
     art = {"format": entry.get("format"), "runtime": entry.get("runtime", runner.backend),
+           "sha256": entry.get("sha256") or sha256_file(path),
            "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
            "metrics": metrics, "latency": latency}
     t_log = str(thread_counts[0]) if str(thread_counts[0]) in latency else next(iter(latency))
