@@ -106,7 +106,11 @@ def export(run_dir: Path = typer.Argument(..., help="run directory with model.ke
 @app.command()
 def evaluate(run_dir: Path = typer.Argument(..., help="run directory with exported artifacts"),
              force: bool = typer.Option(False, help="measure again even if report.json is current"),
-             url: Optional[str] = typer.Option(None, help="evaluate through a running service at this URL")):
+             url: Optional[str] = typer.Option(None, help="evaluate through a running service at this URL"),
+             model: Optional[str] = typer.Option(None, help="with --url: the served model name (default: the run's)"),
+             version: Optional[str] = typer.Option(None, help="with --url: the artifact version to call"),
+             concurrency: list[int] = typer.Option([1, 2, 4, 8], help="with --url: client concurrency levels"),
+             binary: bool = typer.Option(False, help="with --url: binary tensor extension instead of JSON")):
     """Accuracy, agreement, latency and size of every artifact; exit 1 if a budget breaks."""
     _setup_logging()
     from edgecnn.pipeline import Run
@@ -117,9 +121,19 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
 
         from edgecnn.serve import evaluate_via_http
 
-        result = evaluate_via_http(url, run_dir)
+        result = evaluate_via_http(url, run_dir, model=model, version=version, concurrency=tuple(concurrency),
+                                   binary=binary)
+        from edgecnn.evaluate.budgets import check_http_result
+
+        violations = check_http_result(result, r.dir, r.recipe.budgets)
+        from edgecnn._io import write_json
+
+        write_json(run_dir / "report.http.json", {**result, "violations": [v.to_json() for v in violations]})
         out.print(json.dumps(result, indent=2))
-        return
+        out.print(f"written: {run_dir / 'report.http.json'}")
+        for v in violations:
+            err.print(f"[red]budget broken[/red] {v} (through {url})")
+        raise typer.Exit(EXIT_BUDGET if violations else 0)
     result = r.evaluate(force=force)
     _print_result(result)
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)

@@ -120,3 +120,40 @@ def test_interrupted_training_resumes(tmp_path, tiny_defects):
     first = next(l for l in p.stderr.splitlines() if "phase1 epoch" in l)
     assert "phase1 epoch 1/40" not in first, first  # it did not start over
     del r2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_evaluate_through_the_service(tiny_run):
+    """`edgecnn evaluate RUN --url`: same accuracy as in-process for the same artifact; budgets applied."""
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "edgecnn.serve", str(tiny_run), "--port", str(port),
+                               "--threads", "1", "--log-level", "warning"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        p = edgecnn("evaluate", str(tiny_run), "--url", f"http://127.0.0.1:{port}", "--concurrency", "1",
+                    "--concurrency", "2", "--version", "model.onnx")
+        assert p.returncode == 0, p.stdout + p.stderr
+        http = json.loads((tiny_run / "report.http.json").read_text())
+        in_process = json.loads((tiny_run / "report.json").read_text())["artifacts"]["model.onnx"]["metrics"]
+        assert http["version"] == "model.onnx" and [lv["concurrency"] for lv in http["levels"]] == [1, 2]
+        assert http["accuracy"] == pytest.approx(in_process["accuracy"])
+        assert all(lv["errors"] == 0 and lv["p95_ms"] > 0 for lv in http["levels"])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -55,3 +55,27 @@ def check_budgets(report: dict, budgets: BudgetsConfig) -> tuple[list[dict], lis
         if b.max_size_kb is not None:
             check(name, "max_size_kb", art["bytes"] / 1024, b.max_size_kb, upper=True, unit=" KB")
     return checks, violations
+
+
+def check_http_result(result: dict, run_dir, budgets: BudgetsConfig) -> list[Violation]:
+    """Budgets applied to what a client of the service saw (``serve.evaluate_via_http``'s result).
+
+    Accuracy, the drop against the in-process float model (from report.json, when present), size,
+    and the client-side p95 at the first concurrency level, which stands for every thread count:
+    the service's thread budget is its own.
+    """
+    import json
+    from pathlib import Path
+
+    from edgecnn.evaluate.latency import resolve_threads
+
+    first = result["levels"][0] if result.get("levels") else {}
+    name = result["version"]
+    latency = {str(resolve_threads(t)): {"p95_ms": first.get("p95_ms")} for t in (1, 0)}
+    art = {"metrics": {"accuracy": result["accuracy"]}, "bytes": (Path(run_dir) / name).stat().st_size,
+           "latency": latency}
+    report: dict = {"artifacts": {name: art}}
+    report_path = Path(run_dir) / "report.json"
+    if report_path.is_file():
+        report["reference_accuracy"] = json.loads(report_path.read_text()).get("reference_accuracy")
+    return check_budgets(report, budgets)[1]
