@@ -40,7 +40,7 @@ __all__ = ["CLASSES", "TEXTURES", "GENERATOR", "GENERATOR_VERSION", "make_defect
 CLASSES = ("good", "scratch", "crack", "spot")
 SPLITS = ("train", "val", "test")
 GENERATOR = "edgecnn.data.defects"
-GENERATOR_VERSION = 2  # bump whenever the drawing changes: a folder made by another version is refused
+GENERATOR_VERSION = 3  # bump whenever the drawing changes: a folder made by another version is refused
 
 # Texture name -> mild base tint (RGB gains) so each surface gets a plausible colour.
 TEXTURES: dict[str, tuple[float, float, float]] = {
@@ -444,15 +444,15 @@ def _spot_shape(rng: np.random.Generator, size: int, small: float) -> np.ndarray
 
 def _spot_paint(rng: np.random.Generator, img: np.ndarray, coverage: np.ndarray, faint: float) -> None:
     size = img.shape[0]
-    # Of three candidate stains, take the one that differs most from the surface under it: a stain
-    # the colour of the surface is not a defect anyone could see (faint cases come from `faint`).
+    # A random one of the three stains that differ most from the surface under them: a stain the
+    # colour of the surface is not a defect anyone could see (faint cases come from `faint`).
     under = img[coverage > 0.5].mean(axis=0) if (coverage > 0.5).any() else img.reshape(-1, 3).mean(axis=0)
-    picks = SPOT_COLOURS[rng.choice(len(SPOT_COLOURS), 3, replace=False)]
-    colour = picks[int(np.argmax(np.abs(picks - under).sum(axis=1)))]
+    distinct = np.argsort(-np.abs(SPOT_COLOURS - under).sum(axis=1))[:3]
+    colour = SPOT_COLOURS[int(distinct[int(rng.integers(3))])]
     colour = colour * (1 + rng.normal(0, 0.08, 3)).astype(np.float32)
     luma = img.mean(axis=2, keepdims=True)
     target = colour * (0.55 + 0.45 * luma / max(float(luma.mean()), 1e-3))  # stain keeps the texture
-    strength = rng.uniform(0.7, 0.95) * faint
+    strength = rng.uniform(0.75, 0.95) * faint
     mottle = 0.7 + 0.3 * _smooth_noise(rng, size, 6)
     _blend(img, coverage * mottle * strength, target.astype(np.float32))
 
