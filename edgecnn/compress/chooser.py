@@ -1,0 +1,454 @@
+"""The accuracy-aware chooser: the cheapest int8 artifact whose top-1 drop fits the budget.
+
+Routes are tried in tiers, cheapest first; after each tier, if any candidate's drop (float top-1
+minus candidate top-1 on the validation split) is within ``max_accuracy_drop``, the search stops
+and the fastest (or smallest) of those is chosen. Otherwise it escalates:
+
+1. ``ptq``          TFLite full-int8 (per-channel weights) and ONNX QDQ MinMax per-tensor
+2. ``calibration``  ONNX per-channel MinMax, Percentile, Entropy
+3. ``qat``          a few epochs of quantisation-aware training, then TFLite int8 (needs ``train``)
+4. ``mixed``        keep the most sensitive layers float: TFLite via QuantizationDebugger,
+                    ONNX via qdq_loss_debug on the best calibration so far
+
+When every route has been tried and none fits, ``result.chosen`` is None and ``result.reason``
+says so with the best drop reached. Every candidate is reported: route, artifact, accuracy, drop,
+size, latency p50/p95 at ``threads`` threads, and whether it is on the Pareto front of
+(accuracy, size, latency).
+
+    result = choose(model, val_x, val_y, calib, "export/run/compress", max_accuracy_drop=0.005)
+    result.chosen.artifact if result.chosen else result.reason
+    write_json("compress.json", result.to_json())
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn._io import write_bytes
+from edgecnn.compress.ptq import check_calibration
+from edgecnn.errors import EdgecnnError, did_you_mean
+
+log = logging.getLogger("edgecnn.compress")
+TIERS = ("ptq", "calibration", "qat", "mixed")
+PREFER = ("latency", "size")
+
+
+@dataclass
+class Candidate:
+    """One artifact the chooser built and measured (or the reason it could not)."""
+
+    route: str
+    tier: str
+    runtime: str
+    artifact: Path | None = None
+    accuracy: float | None = None
+    drop: float | None = None
+    agreement: float | None = None
+    size_bytes: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    within_budget: bool = False
+    pareto: bool = False
+    seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in ("route", "tier", "runtime", "accuracy", "drop", "agreement", "size_bytes",
+                                            "latency_p50_ms", "latency_p95_ms", "within_budget", "pareto",
+                                            "seconds", "notes", "error")}
+        d["artifact"] = str(self.artifact) if self.artifact else None
+        return d
+
+
+@dataclass
+class ChooseResult:
+    """What :func:`choose` found: the chosen candidate (or None and why) and every candidate."""
+
+    chosen: Candidate | None
+    reason: str
+    max_accuracy_drop: float
+    float_accuracy: float
+    reference_accuracy: float
+    candidates: list[Candidate]
+    skipped: dict[str, str]
+    threads: int
+    val_images: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.chosen is not None
+
+    def to_json(self) -> dict:
+        return {"chosen": self.chosen.route if self.chosen else None,
+                "artifact": str(self.chosen.artifact) if self.chosen and self.chosen.artifact else None,
+                "reason": self.reason, "max_accuracy_drop": self.max_accuracy_drop,
+                "float_accuracy": self.float_accuracy, "reference_accuracy": self.reference_accuracy,
+                "latency_threads": self.threads, "val_images": self.val_images,
+                "resolution": 1.0 / self.val_images if self.val_images else None,
+                "candidates": [c.to_json() for c in self.candidates],
+                "skipped": dict(self.skipped)}
+
+
+@dataclass
+class ChooseContext:
+    """What a route function may use; routes cache shared work (the float ONNX, QAT model) in ``cache``."""
+
+    model: Any
+    calibration: np.ndarray
+    workdir: Path
+    train: Any = None
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    float_onnx: Path | None = None
+    qat_scheme: str = "default"
+    qat_epochs: int = 2
+    qat_lr: float = 1e-5
+    sensitive_top_k: int = 3
+    opset: int = 17
+    cache: dict[str, Any] = field(default_factory=dict)
+    done: list[Candidate] = field(default_factory=list)
+
+    def onnx_path(self) -> Path:
+        """The float ONNX (exported once into the workdir unless one was given)."""
+        if self.float_onnx is not None and Path(self.float_onnx).is_file():
+            return Path(self.float_onnx)
+        path = self.workdir / "model.onnx"
+        if not path.is_file():
+            from edgecnn.export.onnx import export_onnx
+            from edgecnn.export.registry import ExportContext
+
+            export_onnx(self.model, path, ExportContext(self.workdir, opset=self.opset))
+        self.float_onnx = path
+        return path
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    tier: str
+    runtime: str
+    filename: str
+    fn: Callable[[ChooseContext, Path], dict | None]
+    description: str = ""
+
+
+_ROUTES: dict[str, Route] = {}
+
+
+def register_route(name: str, *, tier: str, runtime: str, filename: str, description: str = ""):
+    """Register ``fn(ctx, path) -> notes | None`` that writes one candidate artifact at ``path``."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS}; received {tier!r}")
+
+    def wrap(fn):
+        _ROUTES[name] = Route(name, tier, runtime, filename, fn, description)
+        return fn
+
+    return wrap
+
+
+def list_routes() -> list[Route]:
+    """Every registered route in escalation order (tier order, then registration order)."""
+    return sorted(_ROUTES.values(), key=lambda r: TIERS.index(r.tier))
+
+
+# ------------------------------------------------------------------------------------------ routes
+@register_route("tflite-int8", tier="ptq", runtime="litert", filename="model.int8.tflite",
+                description="TFLite full-int8 PTQ (per-channel weights, int8 in/out)")
+def _tflite_int8(ctx: ChooseContext, path: Path):
+    from edgecnn.compress.ptq import tflite_int8
+
+    write_bytes(path, tflite_int8(ctx.model, ctx.calibration))
+    return {"calibration": "minmax", "weights": "per-channel"}
+
+
+def _onnx_route(method: str, per_channel: bool):
+    def fn(ctx: ChooseContext, path: Path):
+        from edgecnn.compress.ptq import quantize_onnx
+
+        quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel)
+        return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor"}
+
+    return fn
+
+
+register_route("onnx-int8-minmax", tier="ptq", runtime="onnxruntime", filename="model.int8-minmax.onnx",
+               description="ONNX QDQ int8, MinMax, per-tensor weights")(_onnx_route("minmax", False))
+register_route("onnx-int8-minmax-pc", tier="calibration", runtime="onnxruntime", filename="model.int8-minmax-pc.onnx",
+               description="ONNX QDQ int8, MinMax, per-channel weights")(_onnx_route("minmax", True))
+register_route("onnx-int8-percentile", tier="calibration", runtime="onnxruntime",
+               filename="model.int8-percentile.onnx",
+               description="ONNX QDQ int8, 99.999th-percentile ranges, per-channel")(_onnx_route("percentile", True))
+register_route("onnx-int8-entropy", tier="calibration", runtime="onnxruntime", filename="model.int8-entropy.onnx",
+               description="ONNX QDQ int8, entropy (KL) ranges, per-channel")(_onnx_route("entropy", True))
+
+
+@register_route("tflite-int8-qat", tier="qat", runtime="litert", filename="model.qat.int8.tflite",
+                description="quantisation-aware fine-tuning, then TFLite full-int8")
+def _tflite_qat(ctx: ChooseContext, path: Path):
+    from edgecnn.compress.qat import fine_tune_qat, quantize_aware, to_tflite_int8, unsupported_layers
+
+    if ctx.train is None:
+        raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
+    float_layers = unsupported_layers(ctx.model)
+    qat = quantize_aware(ctx.model, scheme=ctx.qat_scheme)
+    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=ctx.qat_epochs, lr=ctx.qat_lr)
+    write_bytes(path, to_tflite_int8(qat, ctx.calibration))
+    ctx.cache["qat_model"] = qat
+    return {"scheme": ctx.qat_scheme, "epochs": ctx.qat_epochs, "lr": ctx.qat_lr,
+            "float_in_qat": [n for n, _, _ in float_layers],
+            "final": {k: round(v[-1], 4) for k, v in history.items()}}
+
+
+@register_route("tflite-int8-mixed", tier="mixed", runtime="litert", filename="model.int8-mixed.tflite",
+                description="TFLite int8 with the most sensitive ops float (QuantizationDebugger)")
+def _tflite_mixed(ctx: ChooseContext, path: Path):
+    from edgecnn.compress.ptq import tflite_int8, tflite_sensitive_nodes
+
+    nodes = tflite_sensitive_nodes(ctx.model, ctx.calibration, top_k=ctx.sensitive_top_k)
+    write_bytes(path, tflite_int8(ctx.model, ctx.calibration, denylisted_nodes=nodes))
+    return {"float_nodes": nodes}
+
+
+@register_route("onnx-int8-mixed", tier="mixed", runtime="onnxruntime", filename="model.int8-mixed.onnx",
+                description="ONNX QDQ int8 (best calibration so far) with the most sensitive nodes float")
+def _onnx_mixed(ctx: ChooseContext, path: Path):
+    from edgecnn.compress.ptq import onnx_sensitive_nodes, quantize_onnx
+
+    tried = [c for c in ctx.done if c.runtime == "onnxruntime" and c.drop is not None and c.artifact is not None
+             and c.notes.get("calibration")]
+    if tried:
+        best = min(tried, key=lambda c: c.drop)
+        method, per_channel, base = best.notes["calibration"], best.notes["weights"] == "per-channel", best.artifact
+    else:
+        method, per_channel, base = "minmax", True, path.with_name("model.int8-base.onnx")
+        quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
+    nodes = onnx_sensitive_nodes(ctx.onnx_path(), base, ctx.calibration, top_k=ctx.sensitive_top_k)
+    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes)
+    return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
+
+
+class _Skip(Exception):
+    """A route that does not apply (no training data, ...): reported under ``skipped``, not as an error."""
+
+
+# ----------------------------------------------------------------------------------------- measure
+def _predict_keras(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(model(images[i:i + batch], training=False))
+                           for i in range(0, len(images), batch)])
+
+
+def _measure(c: Candidate, images: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
+             threads: int, warmup: int, runs: int) -> None:
+    from edgecnn.evaluate.latency import measure_latency
+    from edgecnn.runtime import load_runner
+
+    runner = load_runner(c.artifact, threads=threads)
+    probs = runner(images)
+    pred = probs.argmax(1)
+    c.accuracy = float((pred == labels).mean())
+    c.drop = float(reference_acc - c.accuracy)
+    c.agreement = float((pred == ref_pred).mean())
+    c.size_bytes = int(Path(c.artifact).stat().st_size)
+    if runs:
+        lat = measure_latency(runner, images[0], warmup=warmup, runs=runs)
+        c.latency_p50_ms, c.latency_p95_ms = round(lat["p50_ms"], 4), round(lat["p95_ms"], 4)
+    runner.close()
+
+
+def pareto_front(cands: Sequence[Candidate]) -> None:
+    """Mark candidates no other candidate beats on accuracy, size and latency at once."""
+    ok = [c for c in cands if c.accuracy is not None]
+    for c in cands:
+        c.pareto = False
+    for c in ok:
+        lat_c = c.latency_p50_ms if c.latency_p50_ms is not None else math.inf
+        dominated = False
+        for o in ok:
+            if o is c:
+                continue
+            lat_o = o.latency_p50_ms if o.latency_p50_ms is not None else math.inf
+            if (o.accuracy >= c.accuracy and o.size_bytes <= c.size_bytes and lat_o <= lat_c
+                    and (o.accuracy > c.accuracy or o.size_bytes < c.size_bytes or lat_o < lat_c)):
+                dominated = True
+                break
+        c.pareto = not dominated
+
+
+def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None) -> list[Route]:
+    known = {r.name: r for r in list_routes()}
+    if routes is None:
+        chosen = list(known.values())
+    else:
+        names = list(routes)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise EdgecnnError(f"unknown route(s) {unknown}.{did_you_mean(unknown[0], known)} "
+                               f"Known routes: {', '.join(known)}.")
+        chosen = sorted((known[n] for n in names), key=lambda r: TIERS.index(r.tier))
+    if runtimes is not None:
+        rts = set(runtimes)
+        bad = rts - {"litert", "onnxruntime"}
+        if bad:
+            raise EdgecnnError(f"runtimes must be among ['litert', 'onnxruntime']; received {sorted(bad)}.")
+        chosen = [r for r in chosen if r.runtime in rts]
+    if not chosen:
+        raise EdgecnnError("no route left to try: check routes= and runtimes=.")
+    return chosen
+
+
+def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike, *,
+           max_accuracy_drop: float = 0.005, routes: Iterable[str] | None = None,
+           runtimes: Iterable[str] | None = None, train: Any = None, qat_scheme: str = "default",
+           qat_epochs: int = 2, qat_lr: float = 1e-5, sensitive_top_k: int = 3, prefer: str = "latency",
+           reference_accuracy: float | None = None, float_onnx: str | os.PathLike | None = None,
+           threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False) -> ChooseResult:
+    """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
+
+    Args:
+        model: the float ``tf_keras`` model (or a stripped pruned / clustered one), RGB 0-255 input.
+        val_images: (N, H, W, 3) float32 0-255 validation images (never the test split).
+        val_labels: (N,) integer labels.
+        calibration: (M, H, W, 3) training images for calibration, M >= 10.
+        workdir: where candidate artifacts are written (created; e.g. ``<run>/compress``).
+        max_accuracy_drop: allowed top-1 drop vs the reference, in [0, 1] (0.005 = half a point).
+        routes: route names to consider (default: all, see :func:`list_routes`).
+        runtimes: restrict to ``'litert'`` and/or ``'onnxruntime'`` artifacts.
+        train: (images, labels) or a batched tf.data.Dataset for the QAT route; None skips QAT.
+        qat_scheme: ``'default'``, ``'pqat'`` (model is pruned) or ``'cqat'`` (model is clustered).
+        qat_epochs, qat_lr: QAT fine-tuning.
+        sensitive_top_k: how many layers the mixed routes keep float.
+        prefer: among candidates within budget, pick the lowest ``'latency'`` p50 or the smallest ``'size'``.
+        reference_accuracy: the top-1 the drop is measured from (default: ``model``'s own on val; pass
+            the unpruned float model's accuracy when ``model`` is pruned/clustered).
+        float_onnx: an existing float ONNX of ``model`` to quantise (default: exported into ``workdir``).
+        threads: threads for the latency measurement (1 = what a budget usually means).
+        warmup, runs: latency measurement; ``runs=0`` skips latency.
+        exhaustive: try every route instead of stopping at the first tier that fits.
+
+    Returns:
+        :class:`ChooseResult`; ``.chosen`` is None with ``.reason`` when the budget is unreachable.
+
+    Raises:
+        EdgecnnError: invalid budget or arguments, too few calibration images, mismatched validation arrays.
+    """
+    if not isinstance(max_accuracy_drop, (int, float)) or not 0.0 <= max_accuracy_drop <= 1.0:
+        raise EdgecnnError(f"max_accuracy_drop must be in [0, 1] (a fraction of top-1, 0.005 = 0.5 points); "
+                           f"received max_accuracy_drop={max_accuracy_drop!r}.")
+    if prefer not in PREFER:
+        raise EdgecnnError(f"prefer must be one of {list(PREFER)}; received prefer={prefer!r}.")
+    cal = check_calibration(calibration, what="the chooser's int8 routes")
+    images = np.asarray(val_images, np.float32)
+    labels = np.asarray(val_labels).astype(np.int64).ravel()
+    if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
+        raise EdgecnnError(f"validation images must be (N, H, W, 3) with N labels, N > 0; received images "
+                           f"{images.shape} and {len(labels)} labels.")
+    if tuple(images.shape[1:]) != tuple(cal.shape[1:]):
+        raise EdgecnnError(f"validation and calibration images differ in size: {images.shape[1:]} vs {cal.shape[1:]}.")
+    todo = _resolve_routes(routes, runtimes)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    ref_probs = _predict_keras(model, images)
+    ref_pred = ref_probs.argmax(1)
+    float_acc = float((ref_pred == labels).mean())
+    reference = float_acc if reference_accuracy is None else float(reference_accuracy)
+    log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
+             max_accuracy_drop, len(todo))
+    if max_accuracy_drop < 2.0 / len(labels):
+        log.warning("chooser: the budget %.4f is under two validation images (1/%d = %.4f each): candidates will be "
+                    "told apart by one or two images, which is noise; use a larger validation split or budget",
+                    max_accuracy_drop, len(labels), 1.0 / len(labels))
+    ctx = ChooseContext(model, cal, workdir, train=train, val=(images, labels),
+                        float_onnx=Path(float_onnx) if float_onnx else None,
+                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, sensitive_top_k=sensitive_top_k)
+    skipped: dict[str, str] = {}
+    eps = 1e-9
+    for tier in TIERS:
+        tier_routes = [r for r in todo if r.tier == tier]
+        for route in tier_routes:
+            c = Candidate(route.name, route.tier, route.runtime)
+            path = workdir / route.filename
+            t0 = time.perf_counter()
+            try:
+                notes = route.fn(ctx, path)
+                c.notes = dict(notes or {})
+                c.artifact = path
+                _measure(c, images, labels, ref_pred, reference, threads, warmup, runs)
+                c.within_budget = c.drop <= max_accuracy_drop + eps
+            except _Skip as e:
+                skipped[route.name] = str(e)
+                log.info("chooser: %s skipped: %s", route.name, e)
+                continue
+            except EdgecnnError as e:
+                if "calibration images" in str(e):
+                    raise
+                c.error = str(e)
+            except Exception as e:  # one route failing (a converter bug, an op) must not end the search
+                c.error = f"{type(e).__name__}: {e}"
+            c.seconds = round(time.perf_counter() - t0, 2)
+            if c.error:
+                log.warning("chooser: %s failed: %s", route.name, c.error)
+                if path.exists():
+                    path.unlink()
+                c.artifact = None
+            else:
+                log.info("chooser: %-22s top-1 %.4f drop %+.4f size %8.1f KB p50 %s ms%s", route.name, c.accuracy,
+                         c.drop, c.size_bytes / 1024, c.latency_p50_ms, " (within budget)" if c.within_budget else "")
+            ctx.done.append(c)
+        if not exhaustive and any(c.within_budget for c in ctx.done):
+            break
+    cands = ctx.done
+    pareto_front(cands)
+    fits = [c for c in cands if c.within_budget]
+    if fits:
+        key = (lambda c: (c.latency_p50_ms if c.latency_p50_ms is not None else math.inf, c.size_bytes)) \
+            if prefer == "latency" else (lambda c: (c.size_bytes, c.latency_p50_ms or math.inf))
+        chosen = min(fits, key=key)
+        reason = (f"{chosen.route}: top-1 drop {chosen.drop:+.4f} <= {max_accuracy_drop:.4f} "
+                  f"(tier '{chosen.tier}'; {'lowest latency' if prefer == 'latency' else 'smallest'} of "
+                  f"{len(fits)} within budget)")
+    else:
+        chosen = None
+        measured = [c for c in cands if c.drop is not None]
+        tried = ", ".join(c.route for c in cands) or "none"
+        if measured:
+            best = min(measured, key=lambda c: c.drop)
+            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}; the best was "
+                      f"{best.route} with drop {best.drop:+.4f} (top-1 {best.accuracy:.4f} vs reference "
+                      f"{reference:.4f}). "
+                      f"Tried: {tried}.")
+        else:
+            reason = f"budget unreachable: every route failed or was skipped. Tried: {tried}."
+        if skipped:
+            reason += " Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "."
+        reason += (" Fixes: raise max_accuracy_drop, give train= for QAT, add calibration images, or keep the "
+                   "float model for this target.")
+    log.info("chooser: %s", reason)
+    return ChooseResult(chosen, reason, float(max_accuracy_drop), float_acc, reference, cands, skipped, threads,
+                        val_images=len(labels))
+
+
+def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
+    """Copy the chosen artifact to ``dest`` (atomically); returns the path, or None when nothing was chosen."""
+    if result.chosen is None or result.chosen.artifact is None:
+        return None
+    from edgecnn._io import atomic_path
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(result.chosen.artifact, tmp)
+    return dest
+
+
+__all__ = ["Candidate", "ChooseResult", "ChooseContext", "Route", "choose", "copy_chosen", "list_routes",
+           "register_route", "pareto_front", "TIERS"]
