@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     head = max(1, args.epochs // 3)
     common = {"data": {"path": str(sub), "batch_size": 16, "min_images_per_class": 2},
               "export": {"formats": []}, "evaluate": {"runs": 10, "warmup": 2, "threads": [0]}}
+    # Transfer uses the default recipe's schedule (phase 1 head, phase 2 every block with
+    # BatchNorm adapting); from scratch gets the same number of epochs with everything trainable.
     variants = {
         "imagenet": {"model": {"name": "mobilenet_v2", "input_size": args.input_size,
                                "args": {"weights": "imagenet"}},
                      "train": {"head": {"epochs": head, "lr": 0.003},
-                               "finetune": {"blocks": 19, "epochs": args.epochs - head, "lr_factor": 0.1},
+                               "finetune": {"blocks": 19, "epochs": args.epochs - head, "lr_factor": 0.1,
+                                            "train_batchnorm": True},
                                "early_stopping_patience": 6}},
         "scratch": {"model": {"name": "mobilenet_v2", "input_size": args.input_size, "args": {"weights": None}},
                     "train": {"freeze_backbone": "no", "head": {"epochs": args.epochs, "lr": 0.001},
