@@ -60,7 +60,22 @@ def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = N
 
 def _ensure_loaded() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from edgecnn.arch import dsconv, mobilenet  # noqa: F401
+    from edgecnn.arch import (  # noqa: F401
+        alexnet,
+        densenet,
+        ds_cnn,
+        dsconv,
+        efficientnet,
+        efficientnet_lite,
+        googlenet,
+        lenet,
+        mobilenet,
+        mobilenet_v1,
+        mobilenet_v3,
+        resnet,
+        vgg,
+        xception,
+    )
 
 
 def get_model_entry(name: str) -> ModelEntry:
