@@ -176,16 +176,25 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, o
 
 @app.command()
 def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilenet*'")):
-    """List the registered model builders."""
-    from rich.table import Table
+    """Registered builders: default input, parameters and MACs (computed from the built graph), description."""
+    from edgecnn.arch import list_models
+    from edgecnn.arch.inspect import model_summary, render_models_table
 
-    from edgecnn.arch import get_model_entry, list_models
+    names = list_models(pattern)
+    if not names:
+        raise EdgecnnError(f"no registered model matches {pattern!r}; run `edgecnn models` for the list.")
+    out.print(render_models_table([model_summary(n) for n in names]))
 
-    table = Table("name", "family", "default input", "description")
-    for name in list_models(pattern):
-        e = get_model_entry(name)
-        table.add_row(name, e.family, str(e.default_input_size), e.description)
-    out.print(table)
+
+@app.command()
+def inspect(model: str = typer.Argument(..., help="registered model name"),
+            input_size: Optional[int] = typer.Option(None, "--input-size", help="square input side (default: the model's)"),
+            num_classes: int = typer.Option(1000, help="classes of the head")):
+    """Per layer: output shape, kernel, stride, padding, dilation, receptive field, jump, params, MACs."""
+    from edgecnn.arch.inspect import inspect_model, render_table
+
+    _, rows, stats = inspect_model(model, input_size, num_classes)
+    out.print(render_table(rows, stats, title=f"{model} @ {input_size or stats.input_shape[1]} px"))
 
 
 @data_app.command("make-defects")
