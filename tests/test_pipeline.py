@@ -157,3 +157,24 @@ def test_evaluate_through_the_service(tiny_run):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v3_small", "efficientnet_lite0", "ds_cnn", "lenet5"])
+def test_run_with_zoo_models(model, tmp_path, tiny_defects):
+    """`edgecnn run` trains and exports any registered model on the bundled data (issue: the model zoo)."""
+    import yaml
+
+    recipe = yaml.safe_load(TINY.read_text())
+    recipe["name"] = f"zoo-{model}"
+    recipe["model"] = {"name": model, "input_size": 32, "args": {"weights": None}}
+    recipe["train"]["head"]["epochs"] = 1
+    recipe["export"] = {"formats": ["tflite-fp32", "tflite-int8", "onnx"], "calibration_images": 20}
+    recipe["budgets"] = {}  # the tiny recipe's size budget is for dsconv
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    p = edgecnn("run", str(path), "--data", str(tiny_defects), "--output", str(tmp_path / "run"))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert set(report["artifacts"]) == {"model.keras", "model.fp32.tflite", "model.int8.tflite", "model.onnx"}
+    for name in ("model.fp32.tflite", "model.onnx"):
+        assert report["artifacts"][name]["metrics"]["agreement"] == 1.0, name
