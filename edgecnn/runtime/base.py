@@ -1,6 +1,7 @@
 """The Runner protocol and the suffix-keyed registry of backends."""
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quantization": q}
 
 
-class Runner:
+class Runner(abc.ABC):
     """Runs one artifact. Subclasses implement ``_predict`` on a float32 batch."""
 
     backend: str = ""
@@ -48,8 +49,9 @@ class Runner:
             )
         return self._predict(images)
 
-    def _predict(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for a float32 NHWC batch already checked against the input shape."""
 
     @property
     def input_size(self) -> int:
