@@ -166,7 +166,7 @@ class Run:
         e = self.recipe.export
         base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel)
         from edgecnn.arch import get_model_entry
-        from edgecnn.arch._layers import preprocessing
+        from edgecnn.arch.inspect import preprocessing_of
 
         ds = self.dataset()
         size = self.input_size
@@ -174,7 +174,7 @@ class Run:
         init_manifest(self.dir, name=self.recipe.name,
                       model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
                              "family": entry.family, **self.recipe.model.args},
-                      labels=ds.classes, preprocessing={**preprocessing(), "resize": [size, size]})
+                      labels=ds.classes)
         todo = [s for s in specs if force or not self._export_current(s, base_fp)]
         if not todo:
             log.info("export: all %d artifacts up to date, skipped", len(specs))
@@ -184,6 +184,8 @@ class Run:
         from edgecnn.progress import progress
 
         model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
+        # What the graph's own normalize layer does (ImageNet mean/std, [-1, 1], Caffe mean...).
+        init_manifest(self.dir, preprocessing={**preprocessing_of(model), "resize": [size, size]})
         calib = None
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)

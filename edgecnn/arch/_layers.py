@@ -13,13 +13,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def preprocessing(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> dict:
-    """The preprocessing record that goes into manifest.json: what the graph does to 0-255 input."""
-    return {"input_range": [0, 255], "color": "RGB", "layout": "NHWC",
-            "mean": [round(m * 255, 4) for m in mean], "std": [round(s * 255, 4) for s in std],
-            "in_graph": True}
-
-
 def normalize(x, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
     """(x/255 - mean)/std as a standard Keras layer, so every exporter and runtime sees it."""
     return keras.layers.Normalization(
