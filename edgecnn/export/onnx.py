@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from edgecnn._io import atomic_path
 from edgecnn._tf import tf
 from edgecnn.export.registry import ExportContext, register_format
