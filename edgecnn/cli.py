@@ -4,6 +4,7 @@ Errors the user can fix print one line and exit 2; a broken budget exits 1; succ
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -88,6 +89,25 @@ def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgec
     r = Run.open(run_dir)
     r.train(force=force)
     out.print(f"model: {run_dir / 'model.keras'}")
+
+
+@app.command()
+def compress(run_dir: Path = typer.Argument(..., help="run directory with model.keras"),
+             force: bool = typer.Option(False, help="compress again even if compress.json is current")):
+    """Prune / cluster, then choose the int8 artifact per runtime within the recipe's accuracy budget."""
+    _setup_logging()
+    from edgecnn.pipeline import Run
+
+    r = Run.open(run_dir)
+    if r.compress_fingerprint() is None:
+        raise EdgecnnError(f"the recipe of {str(run_dir)!r} has no enabled compress section; add "
+                           "`compress: {enabled: true}` to it (see README 'Models and compression').")
+    r.compress(force=force)
+    summary = json.loads((run_dir / "compress.json").read_text())
+    for fmt, pick in summary["picks"].items():
+        verdict = "within budget" if pick["within_budget"] else "OVER budget"
+        out.print(f"{fmt}: {pick['route']} (val drop {pick['val_drop']:+.4f}, {verdict}) -> {pick['artifact']}")
+    out.print(f"candidates: {run_dir / 'compress.json'}; export with `edgecnn export {run_dir}`")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""The typed recipe: one YAML file says everything a run does (data, model, train, export, evaluate, budgets).
+"""The typed recipe: one YAML file says everything a run does (data, model, train, export, compress,
+evaluate, budgets).
 
 Unknown keys are errors (a typo must not silently fall back to a default), and every error names
 the file and the key path, e.g. ``models/x.yaml: train.head.epochs: Input should be greater than 0``.
@@ -17,6 +18,13 @@ from edgecnn.errors import EdgecnnError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _known_names(values: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; known: {list(known)}")
+    return values
 
 
 class AugmentConfig(_Strict):
@@ -86,10 +94,78 @@ class ExportConfig(_Strict):
     @field_validator("formats")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in FORMAT_NAMES]
-        if bad:
-            raise ValueError(f"unknown format(s) {bad}; known: {list(FORMAT_NAMES)}")
-        return v
+        return _known_names(v, FORMAT_NAMES, "format")
+
+
+ROUTE_NAMES = ("tflite-int8", "onnx-int8-minmax", "onnx-int8-minmax-pc", "onnx-int8-percentile", "onnx-int8-entropy",
+               "tflite-int8-qat", "tflite-int8-mixed", "onnx-int8-mixed")
+
+
+class PruneConfig(_Strict):
+    """Magnitude pruning before quantisation (``edgecnn.compress.prune``)."""
+
+    enabled: bool = False
+    target_sparsity: float = Field(0.5, gt=0, lt=1, description="fraction of zeros per pruned kernel")
+    structured_2_4: bool = Field(False, description="2:4 structured sparsity instead of unstructured")
+    layers: Literal["all", "pointwise"] = Field("all", description="pointwise = 1x1 Conv2D only (XNNPACK sparse)")
+    exclude: list[str] = Field(default_factory=list, description="layer names to keep dense")
+    epochs: int = Field(2, ge=1, le=100)
+    lr: float = Field(1e-4, gt=0, le=1)
+    frequency: int = Field(100, ge=1, description="apply the schedule every N steps")
+    sparse_tflite: bool = Field(False, description="also write model.pruned.sparse.tflite (fp32, sparse weights)")
+
+
+class ClusterConfig(_Strict):
+    """Weight clustering (``edgecnn.compress.cluster``); after pruning it preserves the zeros."""
+
+    enabled: bool = False
+    clusters: int = Field(16, ge=2, le=256)
+    init: Literal["kmeans++", "linear", "density", "random"] = "kmeans++"
+    epochs: int = Field(1, ge=1, le=100)
+    lr: float = Field(1e-5, gt=0, le=1)
+
+
+class QatConfig(_Strict):
+    """The chooser's QAT route (scheme follows the model: pqat after pruning, cqat after clustering)."""
+
+    epochs: int = Field(2, ge=1, le=100)
+    lr: float = Field(1e-4, gt=0, le=1, description="peak learning rate, cosine-decayed to 0")
+    distill: bool = Field(True, description="fit the float model's probabilities, not the labels")
+
+
+class CompressConfig(_Strict):
+    """The ``compress:`` stage: optional pruning/clustering, then the accuracy-aware int8 chooser.
+
+    When enabled, ``model.int8.tflite`` and ``model.int8.onnx`` are the chooser's pick for each
+    runtime (the cheapest route whose validation top-1 drop fits ``max_accuracy_drop``) instead of
+    plain post-training quantisation; every candidate is recorded in ``compress.json``.
+    """
+
+    enabled: bool = False
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="allowed top-1 drop vs the float model")
+    routes: list[str] = Field(default_factory=lambda: list(ROUTE_NAMES),
+                              description="int8 routes the chooser may try, cheapest tier first")
+    runtimes: list[Literal["litert", "onnxruntime"]] = Field(default_factory=lambda: ["litert", "onnxruntime"])
+    prefer: Literal["latency", "size"] = "latency"
+    sensitive_top_k: int = Field(3, ge=1, le=50, description="layers the mixed routes keep float")
+    latency_runs: int = Field(50, ge=0, description="timed runs per candidate at 1 thread (0 = skip)")
+    exhaustive: bool = Field(False, description="try every route instead of stopping at the first tier that fits")
+    prune: PruneConfig = PruneConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    qat: QatConfig = QatConfig()
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("routes must name at least one route")
+        return _known_names(v, ROUTE_NAMES, "route")
+
+    @property
+    def qat_scheme(self) -> str:
+        if self.cluster.enabled:
+            return "cqat"
+        return "pqat" if self.prune.enabled else "default"
 
 
 class EvaluateConfig(_Strict):
@@ -130,6 +206,7 @@ class Recipe(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
+    compress: CompressConfig = CompressConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     budgets: BudgetsConfig = BudgetsConfig()
 

@@ -1,4 +1,4 @@
-"""Chains the stages over a run directory: data -> train -> export -> evaluate (+ budgets).
+"""Chains the stages over a run directory: data -> train -> compress -> export -> evaluate (+ budgets).
 
 Each stage records a fingerprint of its inputs and config in ``state.json``; a stage whose
 fingerprint is unchanged and whose outputs are intact is skipped, so re-running a finished
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecnn._io import sha256_file, write_json, write_text
+from edgecnn._io import atomic_path, sha256_file, write_json, write_text
 from edgecnn.config import Recipe, dump_recipe, load_recipe
 from edgecnn.errors import EdgecnnError
 
@@ -144,11 +144,49 @@ class Run:
 
         result = train(self.recipe, self.dataset(), self.dir)
         self._mark("train", fp, ["model.keras", "history.json"])
+        self.state.pop("compress", None)
         self.state.pop("export", None)
         self.state.pop("evaluate", None)
         self._save_state()
         if result.resumed:
             log.info("train: resumed from checkpoints")
+        return True
+
+    def compress_fingerprint(self) -> str | None:
+        """None when the recipe has no enabled ``compress:`` section."""
+        c = self.recipe.compress
+        if not c.enabled:
+            return None
+        train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
+        e = self.recipe.export
+        return _fp(train_fp, c.model_dump(mode="json"), e.calibration_images, e.opset, self.recipe.train.seed,
+                   self.recipe.data.augment.model_dump(mode="json"), self.recipe.data.batch_size)
+
+    def compress_picks(self) -> dict[str, dict]:
+        """``{format name: pick}`` from compress.json (empty when compression is off or has not run)."""
+        path = self.dir / "compress.json"
+        if self.compress_fingerprint() is None or not path.is_file():
+            return {}
+        return json.loads(path.read_text()).get("picks", {})
+
+    def compress(self, force: bool = False) -> bool:
+        """Run the compress stage (recipe ``compress.enabled``) unless compress.json is current."""
+        fp = self.compress_fingerprint()
+        if fp is None:
+            return False
+        if not (self.dir / "model.keras").is_file():
+            raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
+        picks = self.compress_picks()
+        outputs = ["compress.json"] + [p["artifact"] for p in picks.values()]
+        if not force and self._done("compress", fp, outputs):
+            log.info("compress: up to date (compress.json), skipped")
+            return False
+        from edgecnn.compress.stage import run_compress
+
+        out = run_compress(self.recipe, self.dataset(), self.dir, self.input_size)
+        self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
+        self.state.pop("evaluate", None)  # export notices new picks itself (their fingerprint changed)
+        self._save_state()
         return True
 
     def export(self, formats: list[str] | None = None, force: bool = False) -> list[str]:
@@ -165,6 +203,12 @@ class Run:
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
         base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel)
+        picks = self.compress_picks()
+        compress_fp = self.state.get("compress", {}).get("fingerprint")
+
+        def fp_of(spec) -> str:  # a picked int8 artifact is current only for this compress stage's result
+            return _fp(base_fp, compress_fp, picks[spec.name]) if spec.name in picks else base_fp
+
         from edgecnn.arch import get_model_entry
         from edgecnn.arch.inspect import preprocessing_of
 
@@ -175,7 +219,7 @@ class Run:
                       model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
                              "family": entry.family, **self.recipe.model.args},
                       labels=ds.classes)
-        todo = [s for s in specs if force or not self._export_current(s, base_fp)]
+        todo = [s for s in specs if force or not self._export_current(s, fp_of(s))]
         if not todo:
             log.info("export: all %d artifacts up to date, skipped", len(specs))
             return []
@@ -194,14 +238,18 @@ class Run:
         with progress("exporting", len(todo)) as update:
             for i, spec in enumerate(todo):
                 update(i, spec.name)
-                self._export_one(spec, model, ctx, base_fp)
+                self._export_one(spec, model, ctx, fp_of(spec), picks.get(spec.name))
             update(len(todo))
         self.state.pop("evaluate", None)
         self._save_state()
         return [s.name for s in todo]
 
-    def _export_one(self, spec, model, ctx, base_fp: str) -> None:
-        """Export one format, record it in the manifest (hash, io specs) and in state.json."""
+    def _export_one(self, spec, model, ctx, base_fp: str, pick: dict | None = None) -> None:
+        """Export one format, record it in the manifest (hash, io specs) and in state.json.
+
+        With a compress-stage ``pick`` for this format, the chooser's artifact is copied in instead
+        of converting ``model`` again (it may come from QAT or a pruned model).
+        """
         from edgecnn.export import export
         from edgecnn.export.manifest import add_artifact, remove_artifact
         from edgecnn.runtime import load_runner
@@ -209,11 +257,21 @@ class Run:
         done_state = self.state.setdefault("export", {})
         remove_artifact(self.dir, spec.filename)
         done_state.pop(spec.name, None)
-        path = export(spec.name, model, ctx)
+        extra = {}
+        if pick is None:
+            path = export(spec.name, model, ctx)
+        else:
+            path = self.dir / spec.filename
+            with atomic_path(path) as tmp:
+                shutil.copyfile(self.dir / pick["artifact"], tmp)
+            extra = {"route": pick["route"], "chooser_artifact": pick["artifact"], "notes": pick["notes"]}
+            log.info("export: %s is the compress stage's pick, %s (%s)", spec.filename, pick["route"],
+                     pick["artifact"])
         runner = load_runner(path, threads=1)
         add_artifact(self.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
-                     stage="export", parent=spec.parent, input=runner.input.to_json(), output=runner.output.to_json(),
-                     calibration_images=len(ctx.calibration) if spec.needs_calibration else None)
+                     stage="compress" if pick else "export", parent=spec.parent, input=runner.input.to_json(),
+                     output=runner.output.to_json(),
+                     calibration_images=len(ctx.calibration) if spec.needs_calibration else None, **extra)
         done_state[spec.name] = {"fingerprint": base_fp, "sha256": sha256_file(path)}
         self._save_state()
 
@@ -241,6 +299,9 @@ class Run:
 
             images, labels = load_arrays(self.dataset(), "test", self.input_size)
             report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes)
+        report.pop("compress", None)
+        if self.recipe.compress.enabled and (self.dir / "compress.json").is_file():
+            report["compress"] = json.loads((self.dir / "compress.json").read_text())
         checks, violations = check_budgets(report, self.recipe.budgets)
         report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
         report["verdict"] = "pass" if not violations else "fail"
@@ -284,5 +345,6 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
     write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     r.dataset()
     r.train(force=force)
+    r.compress(force=force)
     r.export(force=force)
     return r.evaluate(force=force)

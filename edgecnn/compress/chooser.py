@@ -112,6 +112,7 @@ class ChooseContext:
     qat_scheme: str = "default"
     qat_epochs: int = 2
     qat_lr: float = 1e-5
+    qat_distill: bool = True
     sensitive_top_k: int = 3
     opset: int = 17
     cache: dict[str, Any] = field(default_factory=dict)
@@ -201,10 +202,11 @@ def _tflite_qat(ctx: ChooseContext, path: Path):
         raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
     float_layers = unsupported_layers(ctx.model)
     qat = quantize_aware(ctx.model, scheme=ctx.qat_scheme)
-    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=ctx.qat_epochs, lr=ctx.qat_lr)
+    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=ctx.qat_epochs, lr=ctx.qat_lr, schedule="cosine",
+                            teacher=ctx.model if ctx.qat_distill else None)
     write_bytes(path, to_tflite_int8(qat, ctx.calibration))
     ctx.cache["qat_model"] = qat
-    return {"scheme": ctx.qat_scheme, "epochs": ctx.qat_epochs, "lr": ctx.qat_lr,
+    return {"scheme": ctx.qat_scheme, "epochs": ctx.qat_epochs, "lr": ctx.qat_lr, "distilled": ctx.qat_distill,
             "float_in_qat": [n for n, _, _ in float_layers],
             "final": {k: round(v[-1], 4) for k, v in history.items()}}
 
@@ -309,7 +311,7 @@ def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None
 def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike, *,
            max_accuracy_drop: float = 0.005, routes: Iterable[str] | None = None,
            runtimes: Iterable[str] | None = None, train: Any = None, qat_scheme: str = "default",
-           qat_epochs: int = 2, qat_lr: float = 1e-5, sensitive_top_k: int = 3, prefer: str = "latency",
+           qat_epochs: int = 2, qat_lr: float = 1e-5, qat_distill: bool = True, sensitive_top_k: int = 3, prefer: str = "latency",
            reference_accuracy: float | None = None, float_onnx: str | os.PathLike | None = None,
            threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False) -> ChooseResult:
     """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
@@ -325,7 +327,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         runtimes: restrict to ``'litert'`` and/or ``'onnxruntime'`` artifacts.
         train: (images, labels) or a batched tf.data.Dataset for the QAT route; None skips QAT.
         qat_scheme: ``'default'``, ``'pqat'`` (model is pruned) or ``'cqat'`` (model is clustered).
-        qat_epochs, qat_lr: QAT fine-tuning.
+        qat_epochs, qat_lr: QAT fine-tuning (cosine decay from ``qat_lr``).
+        qat_distill: fit the float model's probabilities instead of the labels (self-distillation).
         sensitive_top_k: how many layers the mixed routes keep float.
         prefer: among candidates within budget, pick the lowest ``'latency'`` p50 or the smallest ``'size'``.
         reference_accuracy: the top-1 the drop is measured from (default: ``model``'s own on val; pass
@@ -370,7 +373,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
     ctx = ChooseContext(model, cal, workdir, train=train, val=(images, labels),
                         float_onnx=Path(float_onnx) if float_onnx else None,
-                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, sensitive_top_k=sensitive_top_k)
+                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, qat_distill=qat_distill, sensitive_top_k=sensitive_top_k)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:

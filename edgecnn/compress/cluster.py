@@ -90,10 +90,10 @@ def cluster(model, *, clusters: int = 16, init: str = "kmeans++", preserve_spars
 
 def fine_tune_clustered(model, train: Any, val: Any = None, *, epochs: int = 1, lr: float = 1e-5,
                         batch_size: int = 32, seed: int = 0,
-                        train_batchnorm: bool = False) -> dict[str, list[float]]:
+                        train_batchnorm: bool = False, teacher=None) -> dict[str, list[float]]:
     """Fine-tune a :func:`cluster`-ed model (the centroids train); returns the Keras history."""
     return _fit.fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    train_batchnorm=train_batchnorm)
+                    train_batchnorm=train_batchnorm, teacher=teacher)
 
 
 def strip_clusters(model):

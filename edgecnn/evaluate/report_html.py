@@ -684,7 +684,9 @@ def _render_html(run: RunFiles, f: ImageFindings, sections: dict[str, str], fron
     proto = r.get("latency_protocol", {})
     model = (run.manifest or {}).get("model", {})
     desc = run.recipe.description if run.recipe is not None else ""
-    nav = [("verdict", "Verdict"), ("artifacts", "Artifacts"), ("tradeoff", "Trade-off"), ("confusion", "Confusion"),
+    nav = [("verdict", "Verdict"), ("artifacts", "Artifacts"), ("tradeoff", "Trade-off")]
+    nav += [("compression", "Compression")] if r.get("compress") else []
+    nav += [("confusion", "Confusion"),
            ("per-class", "Per class"), ("training", "Training"), ("mistakes", "Mistakes"), ("gradcam", "Grad-CAM"),
            ("data", "Data"), ("model", "Model"), ("files", "Files")]
     smallest = min(r["artifacts"].items(), key=lambda kv: kv[1].get("bytes", 1 << 62))
@@ -713,6 +715,7 @@ def _render_html(run: RunFiles, f: ImageFindings, sections: dict[str, str], fron
         "the float reference's; ★ = on the accuracy-vs-latency Pareto front.</p>" + sections.get("budgets", "") +
         "</section>",
         f'<section id="tradeoff"><h2>Accuracy vs latency vs size</h2>{sections.get("tradeoff", "")}</section>',
+        _compression_html(run),
         f'<section id="confusion"><h2>Confusion matrices</h2>{sections.get("confusion", "")}</section>',
         f'<section id="per-class"><h2>Per-class precision / recall</h2>{_per_class_html(run)}<p class="note">'
         "Recall below 0.80 in red.</p></section>",
@@ -728,6 +731,23 @@ def _render_html(run: RunFiles, f: ImageFindings, sections: dict[str, str], fron
         f'<section id="files"><h2>Files</h2>{_files_html(run)}</section>',
     ]
     return _page(f"{run.name} — edgecnn report", "\n".join(body))
+
+
+def _compression_html(run: RunFiles) -> str:
+    """The chooser's candidates (compress stage), the pick per runtime and why; empty without one."""
+    from edgecnn.evaluate.run import COMPRESSION_HEAD, compression_rows, compression_summary
+
+    comp = run.report.get("compress")
+    if not comp:
+        return ""
+    rows = compression_rows(comp)
+    cls = {"pick": "front", "fits": "", "over": "", "failed": "bad"}
+    table = _table([_e(h) for h in COMPRESSION_HEAD], [[_e(c) for c in row] for row, _ in rows], left=2,
+                   classes=[cls[t] for _, t in rows], wrap=(-1,))
+    return (f'<section id="compression"><h2>Compression: the int8 chooser</h2><p>{_e(compression_summary(comp))}'
+            f"</p>{table}<p class=\"note\">Measured on the validation split, never the test split; each runtime "
+            "escalates from post-training quantisation to better calibration, QAT and mixed precision until the "
+            "drop fits. ★ = on the Pareto front of (val top-1, size, latency).</p></section>")
 
 
 def _budgets_table(run: RunFiles) -> str:

@@ -86,6 +86,45 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
     return art, probs
 
 
+COMPRESSION_HEAD = ["runtime", "route", "tier", "val top-1", "drop", "agree", "size KB", "p50 / p95 ms @1t",
+                    "time s", "verdict"]
+
+
+def compression_rows(compress: dict) -> list[tuple[list[str], str]]:
+    """The chooser's candidates as table rows (plain text) and a tag: 'pick', 'fits', 'over' or 'failed'."""
+    rows = []
+    picks = {p["route"] for p in compress.get("picks", {}).values()}
+    for runtime, res in compress.get("runtimes", {}).items():
+        for c in res.get("candidates", []):
+            if c.get("error"):
+                rows.append(([runtime, c["route"], c["tier"], "—", "—", "—", "—", "—", f"{c['seconds']:.0f}",
+                              f"failed: {c['error'][:120]}"], "failed"))
+                continue
+            tag = "pick" if c["route"] in picks else ("fits" if c["within_budget"] else "over")
+            lat = (f"{c['latency_p50_ms']:.2f} / {c['latency_p95_ms']:.2f}" if c.get("latency_p50_ms") is not None
+                   else "—")
+            verdict = {"pick": "chosen" if c["within_budget"] else "closest (over budget)",
+                       "fits": "within budget", "over": "over budget"}[tag]
+            rows.append(([runtime, c["route"], c["tier"], f"{c['accuracy']:.4f}", f"{c['drop']:+.4f}",
+                          f"{c['agreement']:.4f}", f"{c['size_bytes'] / 1024:.1f}", lat, f"{c['seconds']:.0f}",
+                          verdict + (" ★" if c.get("pareto") else "")], tag))
+    return rows
+
+
+def compression_summary(compress: dict) -> str:
+    """One paragraph: the budget, what was chosen per runtime and why."""
+    parts = [f"Budget: top-1 drop ≤ {compress['max_accuracy_drop']:.4f} on the validation split "
+             f"({compress['val_images']} images, float top-1 {compress['float_val_accuracy']:.4f})."]
+    if compress.get("prune"):
+        p = compress["prune"]
+        parts.append(f"Pruned to {p['sparsity']:.1%} sparsity ({p['epochs']} epochs) before quantisation.")
+    if compress.get("cluster"):
+        parts.append(f"Clustered to {compress['cluster']['clusters']} centroids per kernel.")
+    for fmt, pick in compress.get("picks", {}).items():
+        parts.append(f"{fmt}: {pick['reason']}")
+    return " ".join(parts)
+
+
 def render_markdown(report: dict) -> str:
     """A readable report.md: one row per artifact, then the budget verdict and per-class figures."""
     threads = report["latency_protocol"]["threads"]
@@ -118,6 +157,13 @@ def render_markdown(report: dict) -> str:
             for c in b["checks"]:
                 lines.append(f"| `{c['artifact']}` | {c['budget']} | {c['measured']:.4g}{c['unit']} | "
                              f"{c['allowed']:.4g}{c['unit']} | {'ok' if c['ok'] else '**BROKEN**'} |")
+    if report.get("compress"):
+        lines += ["", "## Compression: every int8 candidate the chooser tried", "",
+                  compression_summary(report["compress"]), "",
+                  "| " + " | ".join(COMPRESSION_HEAD) + " |", "|" + "---|" * len(COMPRESSION_HEAD)]
+        lines += ["| " + " | ".join(row) + " |" for row, _ in compression_rows(report["compress"])]
+        lines.append("")
+        lines.append("★ = on the Pareto front of (val top-1, size, latency).")
     ref = report["artifacts"][report["reference"]]["metrics"]
     lines += ["", "## Per class (reference model)", "", "| class | precision | recall | F1 | support |",
               "|---|---|---|---|---|"]

@@ -1,0 +1,148 @@
+"""The pipeline's ``compress`` stage: prune / cluster (optional), then the int8 chooser per runtime.
+
+    compress:
+      enabled: true
+      max_accuracy_drop: 0.005
+      routes: [tflite-int8, tflite-int8-qat, onnx-int8-minmax-pc, onnx-int8-percentile]
+
+Runs after ``train`` and before ``export``. For each runtime (LiteRT, onnxruntime) the chooser
+escalates through that runtime's routes until the validation top-1 drop fits the budget; the pick
+becomes ``model.int8.tflite`` / ``model.int8.onnx`` at export (see :meth:`edgecnn.pipeline.Run.export`).
+Every candidate, with accuracy, drop, agreement, size and latency, goes to ``compress.json`` and
+from there into the report. When no route fits, the closest candidate is still exported (the
+budgets then say by how much it misses) and ``compress.json`` carries the chooser's reason.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from edgecnn._io import atomic_path, write_json
+from edgecnn.config import Recipe
+from edgecnn.errors import EdgecnnError
+
+log = logging.getLogger("edgecnn.compress")
+
+COMPRESS_JSON = "compress.json"
+WORKDIR = "compress"
+FORMAT_OF_RUNTIME = {"litert": "tflite-int8", "onnxruntime": "onnx-int8"}
+
+
+def _save_keras(model, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(str(tmp))
+
+
+def _pick(result) -> tuple[Any, bool]:
+    """The chooser's pick, or (when nothing fits) the candidate with the smallest drop, and whether it fits."""
+    if result.chosen is not None:
+        return result.chosen, True
+    measured = [c for c in result.candidates if c.drop is not None and c.artifact is not None]
+    if not measured:
+        return None, False
+    return min(measured, key=lambda c: (c.drop, c.latency_p50_ms or math.inf)), False
+
+
+def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) -> dict:
+    """Compress ``run_dir/model.keras`` as ``recipe.compress`` says; writes ``compress.json`` and returns it.
+
+    Raises:
+        EdgecnnError: no trained model, too few calibration images, or no route produced an artifact.
+    """
+    from edgecnn._tf import keras
+    from edgecnn.compress.chooser import _predict_keras, choose, list_routes
+    from edgecnn.data.loader import calibration_arrays, load_arrays, make_dataset
+
+    cfg = recipe.compress
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file():
+        raise EdgecnnError(f"no model.keras in {str(run_dir)!r}; run `edgecnn train {run_dir}` first.")
+    workdir = run_dir / WORKDIR
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed = recipe.train.seed
+    model = keras.models.load_model(str(run_dir / "model.keras"), compile=False)
+    calib = calibration_arrays(dataset, input_size, recipe.export.calibration_images, seed=seed)
+    val_x, val_y = load_arrays(dataset, "val", input_size)
+    # Augmented training batches: with distillation the float model labels each augmented image itself.
+    train = make_dataset(dataset, "train", input_size, recipe.data.batch_size, training=True,
+                         augment=recipe.data.augment, seed=seed)
+    float_acc = float((_predict_keras(model, val_x).argmax(1) == val_y).mean())
+    out: dict[str, Any] = {"max_accuracy_drop": cfg.max_accuracy_drop, "float_val_accuracy": float_acc,
+                           "val_images": int(len(val_y)), "calibration_images": int(len(calib))}
+    teacher = model if cfg.qat.distill else None
+    subject = model
+    if cfg.prune.enabled:
+        subject, out["prune"] = _prune(model, train, cfg, teacher, seed)
+        _save_keras(subject, workdir / "model.pruned.keras")
+    if cfg.cluster.enabled:
+        subject, out["cluster"] = _cluster(subject, train, cfg, teacher, seed)
+        _save_keras(subject, workdir / "model.clustered.keras")
+
+    runtime_of = {r.name: r.runtime for r in list_routes()}
+    out["runtimes"], out["picks"] = {}, {}
+    for runtime in cfg.runtimes:
+        routes = [r for r in cfg.routes if runtime_of[r] == runtime]
+        if not routes:
+            continue
+        log.info("compress: choosing the %s int8 artifact among %s", runtime, ", ".join(routes))
+        result = choose(subject, val_x, val_y, calib, workdir, max_accuracy_drop=cfg.max_accuracy_drop,
+                        routes=routes, train=train, qat_scheme=cfg.qat_scheme, qat_epochs=cfg.qat.epochs,
+                        qat_lr=cfg.qat.lr, qat_distill=cfg.qat.distill, sensitive_top_k=cfg.sensitive_top_k,
+                        prefer=cfg.prefer, reference_accuracy=float_acc, runs=cfg.latency_runs,
+                        exhaustive=cfg.exhaustive)
+        out["runtimes"][runtime] = result.to_json()
+        pick, fits = _pick(result)
+        if pick is None:
+            raise EdgecnnError(f"compress: every {runtime} route failed, so there is no int8 artifact to export. "
+                               f"{result.reason}")
+        if not fits:
+            log.warning("compress: %s", result.reason)
+            log.warning("compress: exporting the closest %s candidate, %s (drop %+.4f); the budgets will report "
+                        "the miss", runtime, pick.route, pick.drop)
+        out["picks"][FORMAT_OF_RUNTIME[runtime]] = {
+            "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
+            "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
+            "val_agreement": pick.agreement, "notes": pick.notes, "reason": result.reason}
+    fitting = [p for p in out["picks"].values() if p["within_budget"]]
+    out["chosen"] = None
+    if fitting:
+        by_route = {c["route"]: c for r in out["runtimes"].values() for c in r["candidates"]}
+        key = "latency_p50_ms" if cfg.prefer == "latency" else "size_bytes"
+        best = min(fitting, key=lambda p: by_route[p["route"]][key] or math.inf)
+        out["chosen"] = best["route"]
+    write_json(run_dir / COMPRESS_JSON, out)
+    return out
+
+
+def _prune(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
+    from edgecnn.compress.prune import fine_tune_pruned, overall_sparsity, prune, strip
+
+    p = cfg.prune
+    steps = max(1, int(train.cardinality())) * p.epochs
+    # reach the target a little before the end, so the last steps fine-tune at the final sparsity
+    end = max(1, int(steps * 0.75))
+    wrapped = prune(model, target_sparsity=p.target_sparsity, end_step=end, frequency=min(p.frequency, end),
+                    structured_2_4=p.structured_2_4, layers=p.layers, exclude=p.exclude)
+    history = fine_tune_pruned(wrapped, train, epochs=p.epochs, lr=p.lr, seed=seed, teacher=teacher)
+    stripped = strip(wrapped)
+    info = {"target_sparsity": p.target_sparsity, "structured_2_4": p.structured_2_4, "layers": p.layers,
+            "epochs": p.epochs, "sparsity": round(overall_sparsity(stripped), 4),
+            "final": {k: round(v[-1], 4) for k, v in history.items()}}
+    log.info("compress: pruned to %.1f %% sparsity", 100 * info["sparsity"])
+    return stripped, info
+
+
+def _cluster(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
+    from edgecnn.compress.cluster import cluster, fine_tune_clustered, strip_clusters
+
+    c = cfg.cluster
+    wrapped = cluster(model, clusters=c.clusters, init=c.init, preserve_sparsity=cfg.prune.enabled)
+    history = fine_tune_clustered(wrapped, train, epochs=c.epochs, lr=c.lr, seed=seed, teacher=teacher)
+    info = {"clusters": c.clusters, "init": c.init, "epochs": c.epochs,
+            "final": {k: round(v[-1], 4) for k, v in history.items()}}
+    return strip_clusters(wrapped), info
+
+
+__all__ = ["run_compress", "COMPRESS_JSON", "FORMAT_OF_RUNTIME"]
