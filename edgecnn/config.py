@@ -88,6 +88,7 @@ class ExportConfig(_Strict):
     formats: list[str] = Field(default_factory=lambda: list(FORMAT_NAMES))
     calibration_images: int = Field(200, ge=10)
     opset: int = Field(17, ge=13, le=21)
+    tflite_calibration: Literal["minmax", "percentile"] = "minmax"
     onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     onnx_per_channel: bool = True
 
@@ -97,8 +98,8 @@ class ExportConfig(_Strict):
         return _known_names(v, FORMAT_NAMES, "format")
 
 
-ROUTE_NAMES = ("tflite-int8", "onnx-int8-minmax", "onnx-int8-minmax-pc", "onnx-int8-percentile", "onnx-int8-entropy",
-               "tflite-int8-qat", "tflite-int8-mixed", "onnx-int8-mixed")
+ROUTE_NAMES = ("tflite-int8", "tflite-int8-percentile", "onnx-int8-minmax", "onnx-int8-minmax-pc",
+               "onnx-int8-percentile", "onnx-int8-entropy", "tflite-int8-qat", "tflite-int8-mixed", "onnx-int8-mixed")
 
 
 class PruneConfig(_Strict):
@@ -143,6 +144,7 @@ class CompressConfig(_Strict):
 
     enabled: bool = False
     max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="allowed top-1 drop vs the float model")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="also require this top-1 agreement on val")
     routes: list[str] = Field(default_factory=lambda: list(ROUTE_NAMES),
                               description="int8 routes the chooser may try, cheapest tier first")
     runtimes: list[Literal["litert", "onnxruntime"]] = Field(default_factory=lambda: ["litert", "onnxruntime"])

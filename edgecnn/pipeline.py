@@ -160,7 +160,7 @@ class Run:
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
         return _fp(train_fp, c.model_dump(mode="json"), e.calibration_images, e.opset, self.recipe.train.seed,
-                   self.recipe.data.augment.model_dump(mode="json"), self.recipe.data.batch_size)
+                   self.recipe.data.batch_size)
 
     def compress_picks(self) -> dict[str, dict]:
         """``{format name: pick}`` from compress.json (empty when compression is off or has not run)."""
@@ -202,7 +202,8 @@ class Run:
         specs.sort(key=lambda s: s.name == "onnx-int8")
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
-        base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel)
+        base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel,
+                      e.tflite_calibration)
         picks = self.compress_picks()
         compress_fp = self.state.get("compress", {}).get("fingerprint")
 
@@ -233,7 +234,8 @@ class Run:
         calib = None
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
-        ctx = ExportContext(self.dir, calibration=calib, opset=e.opset, onnx_calibration=e.onnx_calibration,
+        ctx = ExportContext(self.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
+                            onnx_calibration=e.onnx_calibration,
                             onnx_per_channel=e.onnx_per_channel)
         with progress("exporting", len(todo)) as update:
             for i, spec in enumerate(todo):

@@ -176,6 +176,36 @@ def test_qat_dsconv_converts_to_int8_and_agrees(trained, data, tmp_path):
     assert _agreement(runner(vx), qat.predict(vx, verbose=0)) >= 0.9
 
 
+def test_qat_distilled_from_the_float_model(trained, data):
+    x, y, vx, _ = data
+    qat = quantize_aware(trained)
+    history = fine_tune_qat(qat, (x, y), (vx, vx[:, 0, 0, 0]), epochs=1, lr=1e-4, batch_size=16, teacher=trained,
+                            schedule="cosine")
+    assert "agreement" in history and "val_agreement" in history  # fitted to the teacher, scored against it
+    assert _agreement(qat.predict(vx, verbose=0), trained.predict(vx, verbose=0)) >= 0.9
+
+
+def test_tflite_percentile_calibration_narrows_ranges_and_agrees(trained, data, tmp_path):
+    from edgecnn._tf import tf
+    from edgecnn.compress.tflite_calibration import narrow_to_percentile
+    from edgecnn.export.tflite import representative_dataset
+
+    x, _, vx, _ = data
+    runner = load_runner(_write(tflite_int8(trained, x[:32], method="percentile"), tmp_path), threads=1)
+    assert runner.input.dtype == "int8"
+    assert _agreement(runner(vx), trained.predict(vx, verbose=0)) >= 0.9
+    conv = tf.lite.TFLiteConverter.from_keras_model(trained)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(x[:32])
+    conv._experimental_calibrate_only = True
+    _, changed = narrow_to_percentile(bytes(conv.convert()), x[:32], 99.0)
+    assert changed > 0
+    with pytest.raises(EdgecnnError, match="must be one of \\['minmax', 'percentile'\\]"):
+        tflite_int8(trained, x[:16], method="kl")
+    with pytest.raises(EdgecnnError, match="percentile must be in"):
+        tflite_int8(trained, x[:16], method="percentile", percentile=50)
+
+
 def _write(data: bytes, folder: Path) -> Path:
     path = folder / f"m{len(list(folder.glob('*.tflite')))}.tflite"
     path.write_bytes(data)

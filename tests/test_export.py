@@ -72,3 +72,33 @@ def test_manifest_hash_check(tmp_path, model_and_data):
         f.write(b"\0")
     with pytest.raises(EdgecnnError, match="does not match manifest.json"):
         verify_artifact(tmp_path, "model.fp32.tflite")
+
+
+@pytest.mark.parametrize("int8_io", [True, False])
+def test_shared_quantization_vectors_are_smaller_and_bit_identical(int8_io, model_and_data, tmp_path):
+    from edgecnn._tf import tf
+    from edgecnn.export.tflite import representative_dataset
+    from edgecnn.export.tflite_pack import share_quantization_vectors
+
+    model, calib, test = model_and_data
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(calib)
+    if int8_io:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    raw = bytes(conv.convert())
+    packed = share_quantization_vectors(raw)
+    assert len(packed) < len(raw)
+    (tmp_path / "raw.tflite").write_bytes(raw)
+    (tmp_path / "packed.tflite").write_bytes(packed)
+    a, b = load_runner(tmp_path / "raw.tflite", threads=1), load_runner(tmp_path / "packed.tflite", threads=1)
+    assert np.array_equal(a(test), b(test))
+
+
+def test_sharing_leaves_a_float_model_alone(model_and_data):
+    from edgecnn._tf import tf
+    from edgecnn.export.tflite_pack import share_quantization_vectors
+
+    raw = bytes(tf.lite.TFLiteConverter.from_keras_model(model_and_data[0]).convert())
+    assert share_quantization_vectors(raw) == raw

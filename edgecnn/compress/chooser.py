@@ -172,6 +172,15 @@ def _tflite_int8(ctx: ChooseContext, path: Path):
     return {"calibration": "minmax", "weights": "per-channel"}
 
 
+@register_route("tflite-int8-percentile", tier="calibration", runtime="litert", filename="model.int8-percentile.tflite",
+                description="TFLite full-int8, activation ranges narrowed to their 99.999th percentile")
+def _tflite_int8_percentile(ctx: ChooseContext, path: Path):
+    from edgecnn.compress.ptq import tflite_int8
+
+    write_bytes(path, tflite_int8(ctx.model, ctx.calibration, method="percentile"))
+    return {"calibration": "percentile", "weights": "per-channel"}
+
+
 def _onnx_route(method: str, per_channel: bool):
     def fn(ctx: ChooseContext, path: Path):
         from edgecnn.compress.ptq import quantize_onnx
@@ -313,7 +322,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
            runtimes: Iterable[str] | None = None, train: Any = None, qat_scheme: str = "default",
            qat_epochs: int = 2, qat_lr: float = 1e-5, qat_distill: bool = True, sensitive_top_k: int = 3, prefer: str = "latency",
            reference_accuracy: float | None = None, float_onnx: str | os.PathLike | None = None,
-           threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False) -> ChooseResult:
+           threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False,
+           min_agreement: float | None = None) -> ChooseResult:
     """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
 
     Args:
@@ -337,6 +347,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         threads: threads for the latency measurement (1 = what a budget usually means).
         warmup, runs: latency measurement; ``runs=0`` skips latency.
         exhaustive: try every route instead of stopping at the first tier that fits.
+        min_agreement: also require this top-1 agreement with ``model`` on val (None: drop only).
 
     Returns:
         :class:`ChooseResult`; ``.chosen`` is None with ``.reason`` when the budget is unreachable.
@@ -349,6 +360,10 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                            f"received max_accuracy_drop={max_accuracy_drop!r}.")
     if prefer not in PREFER:
         raise EdgecnnError(f"prefer must be one of {list(PREFER)}; received prefer={prefer!r}.")
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise EdgecnnError(f"min_agreement must be in [0, 1] (0.98 = 98 % of val images keep the float top-1); "
+                           f"received min_agreement={min_agreement!r}.")
+    agree_txt = f" and agreement >= {min_agreement:.4f}" if min_agreement is not None else ""
     cal = check_calibration(calibration, what="the chooser's int8 routes")
     images = np.asarray(val_images, np.float32)
     labels = np.asarray(val_labels).astype(np.int64).ravel()
@@ -387,7 +402,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                 c.notes = dict(notes or {})
                 c.artifact = path
                 _measure(c, images, labels, ref_pred, reference, threads, warmup, runs)
-                c.within_budget = c.drop <= max_accuracy_drop + eps
+                c.within_budget = c.drop <= max_accuracy_drop + eps and (
+                    min_agreement is None or c.agreement >= min_agreement - eps)
             except _Skip as e:
                 skipped[route.name] = str(e)
                 log.info("chooser: %s skipped: %s", route.name, e)
@@ -405,8 +421,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     path.unlink()
                 c.artifact = None
             else:
-                log.info("chooser: %-22s top-1 %.4f drop %+.4f size %8.1f KB p50 %s ms%s", route.name, c.accuracy,
-                         c.drop, c.size_bytes / 1024, c.latency_p50_ms, " (within budget)" if c.within_budget else "")
+                log.info("chooser: %-22s top-1 %.4f drop %+.4f agree %.4f size %8.1f KB p50 %s ms%s", route.name,
+                         c.accuracy, c.drop, c.agreement, c.size_bytes / 1024, c.latency_p50_ms,
+                         " (within budget)" if c.within_budget else "")
             ctx.done.append(c)
         if not exhaustive and any(c.within_budget for c in ctx.done):
             break
@@ -417,7 +434,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         key = (lambda c: (c.latency_p50_ms if c.latency_p50_ms is not None else math.inf, c.size_bytes)) \
             if prefer == "latency" else (lambda c: (c.size_bytes, c.latency_p50_ms or math.inf))
         chosen = min(fits, key=key)
-        reason = (f"{chosen.route}: top-1 drop {chosen.drop:+.4f} <= {max_accuracy_drop:.4f} "
+        reason = (f"{chosen.route}: top-1 drop {chosen.drop:+.4f} <= {max_accuracy_drop:.4f}, agreement "
+                  f"{chosen.agreement:.4f} "
                   f"(tier '{chosen.tier}'; {'lowest latency' if prefer == 'latency' else 'smallest'} of "
                   f"{len(fits)} within budget)")
     else:
@@ -426,9 +444,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         tried = ", ".join(c.route for c in cands) or "none"
         if measured:
             best = min(measured, key=lambda c: c.drop)
-            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}; the best was "
-                      f"{best.route} with drop {best.drop:+.4f} (top-1 {best.accuracy:.4f} vs reference "
-                      f"{reference:.4f}). "
+            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}{agree_txt}; "
+                      f"the best was {best.route} with drop {best.drop:+.4f} (top-1 {best.accuracy:.4f} vs reference "
+                      f"{reference:.4f}, agreement {best.agreement:.4f}). "
                       f"Tried: {tried}.")
         else:
             reason = f"budget unreachable: every route failed or was skipped. Tried: {tried}."

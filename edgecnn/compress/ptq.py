@@ -279,21 +279,35 @@ def _converter(model):
         return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def tflite_int8(model, calibration, *, denylisted_nodes: Iterable[str] = (), int8_io: bool = True) -> bytes:
+TFLITE_METHODS = ("minmax", "percentile")
+
+
+def tflite_int8(model, calibration, *, method: str = "minmax", percentile: float = 99.999,
+                denylisted_nodes: Iterable[str] = (), int8_io: bool = True) -> bytes:
     """Full-integer TFLite from a float, pruned or QAT Keras model; returns the flatbuffer.
 
-    With ``denylisted_nodes`` (TFLite tensor names from :func:`tflite_sensitive_nodes`) those ops
+    ``method='percentile'`` narrows each activation's calibrated range to its ``percentile``
+    (:mod:`edgecnn.compress.tflite_calibration`; the converter alone only does min/max). With
+    ``denylisted_nodes`` (TFLite tensor names from :func:`tflite_sensitive_nodes`) those ops
     stay float through ``QuantizationDebugger``'s selective quantisation; the model's input and
-    output are then float32 (the runners accept either).
+    output are then float32 (the runners accept either). Repeated quantisation vectors are stored
+    once (:func:`edgecnn.export.tflite_pack.share_quantization_vectors`).
 
     Raises:
-        EdgecnnError: fewer than 10 calibration images.
+        EdgecnnError: fewer than 10 calibration images, or an unknown method / percentile.
     """
     from edgecnn._tf import tf
     from edgecnn.compress._quantize_configs import quantize_scope
     from edgecnn.export.tflite import representative_dataset
+    from edgecnn.export.tflite_pack import share_quantization_vectors
 
     cal = check_calibration(calibration, what="TFLite int8")
+    if method not in TFLITE_METHODS:
+        raise EdgecnnError(f"TFLite calibration method must be one of {list(TFLITE_METHODS)}; received "
+                           f"{method!r}.{did_you_mean(method, TFLITE_METHODS)}")
+    if not 99.0 <= percentile < 100.0:
+        raise EdgecnnError(f"percentile must be in [99, 100) (99.999 keeps all but 1 value in 100,000); "
+                           f"received percentile={percentile!r}.")
     deny = list(denylisted_nodes)
     with quantize_scope():
         conv = _converter(model)
@@ -303,12 +317,18 @@ def tflite_int8(model, calibration, *, denylisted_nodes: Iterable[str] = (), int
             options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny)
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:MIN_CALIBRATION]), debug_options=options)
-            return bytes(debugger.get_nondebug_quantized_model())
+            return share_quantization_vectors(bytes(debugger.get_nondebug_quantized_model()))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-        return bytes(conv.convert())
+        if method == "minmax":
+            return share_quantization_vectors(bytes(conv.convert()))
+        from edgecnn.compress.tflite_calibration import narrow_to_percentile, quantize_calibrated
+
+        conv._experimental_calibrate_only = True  # the converter's first step; QuantizationDebugger uses it too
+        calibrated, _ = narrow_to_percentile(bytes(conv.convert()), cal, percentile)
+    return share_quantization_vectors(quantize_calibrated(calibrated, int8_io=int8_io))
 
 
 def tflite_layer_statistics(model, calibration, *, max_images: int = 16) -> list[dict]:

@@ -113,7 +113,9 @@ def compression_rows(compress: dict) -> list[tuple[list[str], str]]:
 
 def compression_summary(compress: dict) -> str:
     """One paragraph: the budget, what was chosen per runtime and why."""
-    parts = [f"Budget: top-1 drop ≤ {compress['max_accuracy_drop']:.4f} on the validation split "
+    agree = compress.get("min_agreement")
+    parts = [f"Budget: top-1 drop ≤ {compress['max_accuracy_drop']:.4f}"
+             + (f" and agreement ≥ {agree:.4f}" if agree is not None else "") + " on the validation split "
              f"({compress['val_images']} images, float top-1 {compress['float_val_accuracy']:.4f})."]
     if compress.get("prune"):
         p = compress["prune"]

@@ -22,6 +22,7 @@ class ExportContext:
     run_dir: Path
     calibration: np.ndarray | None = None
     opset: int = 17
+    tflite_calibration: str = "minmax"
     onnx_calibration: str = "minmax"
     onnx_per_channel: bool = True
 

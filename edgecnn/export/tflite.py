@@ -8,6 +8,7 @@ import numpy as np
 from edgecnn._io import write_bytes
 from edgecnn._tf import tf
 from edgecnn.export.registry import ExportContext, register_format
+from edgecnn.export.tflite_pack import share_quantization_vectors
 
 
 def _converter(model):
@@ -45,17 +46,14 @@ def export_tflite_fp16(model, path: Path, ctx: ExportContext) -> Path:
 def export_tflite_dynamic(model, path: Path, ctx: ExportContext) -> Path:
     conv = _converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    return write_bytes(path, conv.convert())
+    return write_bytes(path, share_quantization_vectors(conv.convert()))
 
 
 @register_format("tflite-int8", filename="model.int8.tflite", runtime="litert", precision="int8",
                  needs_calibration=True,
                  description="full-integer int8 (int8 input/output), calibrated on training images")
 def export_tflite_int8(model, path: Path, ctx: ExportContext) -> Path:
-    conv = _converter(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative_dataset(ctx.calibration)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return write_bytes(path, conv.convert())
+    # One implementation of full-int8 conversion: the compression library's (it also serves QAT models).
+    from edgecnn.compress.ptq import tflite_int8
+
+    return write_bytes(path, tflite_int8(model, ctx.calibration, method=ctx.tflite_calibration))
