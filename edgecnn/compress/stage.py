@@ -35,14 +35,23 @@ def _save_keras(model, path: Path) -> None:
         model.save(str(tmp))
 
 
-def _pick(result) -> tuple[Any, bool]:
-    """The chooser's pick, or (when nothing fits) the candidate with the smallest drop, and whether it fits."""
+def _pick(result, min_agreement: float | None) -> tuple[Any, bool]:
+    """The chooser's pick, or (when nothing fits) the candidate closest to the budget, and whether it fits.
+
+    Closest = the smallest total excess over the budget: top-1 points lost beyond ``max_accuracy_drop``
+    plus agreement points missing below ``min_agreement``.
+    """
     if result.chosen is not None:
         return result.chosen, True
     measured = [c for c in result.candidates if c.drop is not None and c.artifact is not None]
     if not measured:
         return None, False
-    return min(measured, key=lambda c: (c.drop, c.latency_p50_ms or math.inf)), False
+
+    def excess(c) -> float:
+        short = max(0.0, min_agreement - c.agreement) if min_agreement is not None else 0.0
+        return max(0.0, c.drop - result.max_accuracy_drop) + short
+
+    return min(measured, key=lambda c: (excess(c), c.drop, c.latency_p50_ms or math.inf)), False
 
 
 def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) -> dict:
@@ -94,14 +103,14 @@ def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) 
                         prefer=cfg.prefer, reference_accuracy=float_acc, runs=cfg.latency_runs,
                         exhaustive=cfg.exhaustive, min_agreement=cfg.min_agreement)
         out["runtimes"][runtime] = result.to_json()
-        pick, fits = _pick(result)
+        pick, fits = _pick(result, cfg.min_agreement)
         if pick is None:
             raise EdgecnnError(f"compress: every {runtime} route failed, so there is no int8 artifact to export. "
                                f"{result.reason}")
         if not fits:
             log.warning("compress: %s", result.reason)
-            log.warning("compress: exporting the closest %s candidate, %s (drop %+.4f); the budgets will report "
-                        "the miss", runtime, pick.route, pick.drop)
+            log.warning("compress: exporting the %s candidate closest to the budget, %s (drop %+.4f, agreement "
+                        "%.4f); the budgets will report the miss", runtime, pick.route, pick.drop, pick.agreement)
         out["picks"][FORMAT_OF_RUNTIME[runtime]] = {
             "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
             "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
