@@ -330,7 +330,7 @@ def test_paired_ratio_cancels_drift():
 
 def test_measuring_process_is_isolated_and_tf_free(tmp_path):
     path = build_conv_net(tmp_path / "m.onnx", depth=1, channels=8, size=16)
-    opts = MeasureOptions(warmup_runs=2, warmup_s=0.01, window_runs=5, window_s=0.02, max_time_s=1)
+    opts = MeasureOptions(warmup_runs=2, warmup_s=0.01, window_runs=5, window_s=0.02, max_time_s=1, processes=1)
     [m] = measure_group([Subject("m", path, threads=1, batch=2)], opts)
     assert m.backend == "onnxruntime" and m.batch == 2 and m.threads == 1 and m.pid != os.getpid()
     assert m.peak_rss_mb >= m.load_rss_mb > 10 and m.used_windows == 3 and len(m.windows) >= 3
@@ -342,6 +342,16 @@ def test_measuring_process_is_isolated_and_tf_free(tmp_path):
         assert p.info["tensorflow"] is False  # the child never imports TensorFlow
     finally:
         p.close()
+
+
+def test_repetitions_in_fresh_processes_are_pooled(tmp_path):
+    path = build_conv_net(tmp_path / "m.onnx", depth=1, channels=8, size=16)
+    opts = MeasureOptions(warmup_runs=2, warmup_s=0.01, window_runs=5, window_s=0.02, max_time_s=1, processes=3)
+    [m] = measure_group([Subject("m", path)], opts)
+    assert m.used_windows == 9 and len(m.window_samples) == 9  # 3 windows from each of 3 processes
+    assert m.stats["runs"] == sum(len(w) for w in m.window_samples)
+    lo, hi = m.ci["p95_ms"]
+    assert lo <= m.stats["p95_ms"] <= hi
 
 
 def test_broken_artifact_in_child_is_an_error(tmp_path):

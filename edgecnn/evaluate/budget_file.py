@@ -111,6 +111,7 @@ _MEASURE_KEYS: dict[str, _Number | str | tuple] = {
     "stable_windows": _Number("windows", lo=2, integer=True),
     "min_rounds": _Number("rounds", lo=2, integer=True),
     "max_time_s": _Number("seconds", "s", {k: v / 1e3 for k, v in _TIME.items()}, lo=0, lo_open=True),
+    "processes": _Number("processes", lo=1, hi=20, integer=True),
     "confidence": _Number("a probability", lo=0.5, hi=0.999),
     "cpus": "cpus",
     "unstable": ("warn", "error"),

@@ -63,6 +63,10 @@ class MeasureOptions:
             per-round ratios give the ratio's confidence interval.
         max_time_s: give up waiting for stability after this long per artifact (then ``unstable``).
         confidence: level of every confidence interval.
+        processes: measure each group this many times, each time in fresh subprocesses, and pool
+            the samples: the speed of one process depends on where its memory and code landed
+            (a 2-core VM measured one process's p95 11 % over the median of twenty; in-process
+            windows cannot see that), so two or more processes average it out.
         cpus: pin the measuring subprocesses to these CPU ids (None = inherit the affinity).
         unstable: "warn" flags an unstable measurement; "error" makes the check exit 2 instead.
     """
@@ -75,6 +79,7 @@ class MeasureOptions:
     stable_windows: int = 3
     min_rounds: int = 6
     max_time_s: float = 60.0
+    processes: int = 2
     confidence: float = 0.95
     cpus: tuple[int, ...] | None = None
     unstable: str = "warn"
@@ -279,6 +284,9 @@ class MeasureProcess:
 def measure_group(subjects: list[Subject], options: MeasureOptions | None = None) -> list[Measurement]:
     """Time the subjects, each in its own subprocess; two or more take turns window by window.
 
+    The whole protocol runs ``options.processes`` times in fresh subprocesses; each subject's
+    estimate pools the used windows of every repetition (and is stable only if every one was).
+
     Args:
         subjects: the first is the candidate; the others (baseline, reference workload) are
             interleaved with it, A B C A B C ..., so their ratios cancel machine drift.
@@ -291,6 +299,31 @@ def measure_group(subjects: list[Subject], options: MeasureOptions | None = None
         EdgecnnError: an artifact does not load or its subprocess dies.
     """
     o = options or MeasureOptions()
+    reps = [_measure_group_once(subjects, o) for _ in range(max(1, o.processes))]
+    if len(reps) == 1:
+        return reps[0]
+    out = []
+    for per_subject in zip(*reps):
+        first = per_subject[0]
+        # the same number of windows from every process, so each weighs the same in the pool
+        used = min(m.used_windows for m in per_subject)
+        samples = [w for m in per_subject for w in m.window_samples[-used:]]
+        pooled = np.concatenate(samples)
+        out.append(Measurement(
+            label=first.label, path=first.path, backend=first.backend, threads=first.threads, batch=first.batch,
+            stats=percentiles(pooled),
+            ci={name: quantile_ci(pooled, q, o.confidence) for name, q in QUANTILES.items()},
+            stable=all(m.stable for m in per_subject),
+            spread_pct={k: max(m.spread_pct[k] for m in per_subject) for k in first.spread_pct},
+            windows=[w for m in per_subject for w in m.windows], used_windows=len(samples),
+            peak_rss_mb=max(m.peak_rss_mb for m in per_subject), load_rss_mb=first.load_rss_mb,
+            affinity=first.affinity, pid=first.pid, load_ms=first.load_ms,
+            duration_s=sum(m.duration_s for m in per_subject), window_samples=samples))
+    return out
+
+
+def _measure_group_once(subjects: list[Subject], o: MeasureOptions) -> list[Measurement]:
+    """One repetition of :func:`measure_group`'s protocol, in fresh subprocesses."""
     k = o.stable_windows
     min_rounds = k if len(subjects) == 1 else max(k, o.min_rounds)
     procs: list[MeasureProcess] = []
