@@ -15,7 +15,7 @@ import pytest
 
 from edgecnn._tf import keras
 from edgecnn.arch import create_model, list_models
-from edgecnn.compress import (CompressConfig, choose, cluster, fine_tune_clustered, fine_tune_pruned, fine_tune_qat,
+from edgecnn.compress import (CompressConfig, overall_sparsity, choose, cluster, fine_tune_clustered, fine_tune_pruned, fine_tune_qat,
                               flatten, fold_normalization, gzipped_size, is_nested, load_qat, onnx_sensitive_nodes,
                               prunable_layers, prune, quantize_aware, quantize_onnx, save_qat, sparse_tflite,
                               sparsity_report, strip, strip_clusters, tflite_int8, to_tflite_int8, unique_values,
@@ -244,6 +244,23 @@ def test_qat_zoo_families_convert_to_int8(name, tmp_path):
     runner = load_runner(_write(to_tflite_int8(qat, calib), tmp_path), threads=1)
     probe = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
     assert np.abs(runner(probe) - qat.predict(probe, verbose=0)).max() <= 0.05
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_prune_zoo_families_then_int8(name, tmp_path):
+    """Each edge family prunes (flattened, layer by layer), keeps its zeros through stripping, converts to int8."""
+    args = {"num_classes": 3, "input_size": SIZE}
+    if name == "mobilenet_v2":
+        args["alpha"] = 0.35
+    model = create_model(name, **args)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
+    wrapped = prune(model, target_sparsity=0.5, end_step=2, frequency=1)
+    fine_tune_pruned(wrapped, (x, np.arange(16) % 3), epochs=3, lr=1e-6, batch_size=16)
+    plain = strip(wrapped)
+    assert overall_sparsity(plain) == pytest.approx(0.5, abs=0.02)
+    runner = load_runner(_write(tflite_int8(plain, x), tmp_path), threads=1)
+    assert runner.input.dtype == "int8" and np.isfinite(runner(x)).all()
 
 
 @pytest.mark.slow

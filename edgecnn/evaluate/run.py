@@ -103,8 +103,8 @@ def compression_rows(compress: dict) -> list[tuple[list[str], str]]:
             tag = "pick" if c["route"] in picks else ("fits" if c["within_budget"] else "over")
             lat = (f"{c['latency_p50_ms']:.2f} / {c['latency_p95_ms']:.2f}" if c.get("latency_p50_ms") is not None
                    else "—")
-            verdict = {"pick": "chosen" if c["within_budget"] else "closest (over budget)",
-                       "fits": "within budget", "over": "over budget"}[tag]
+            verdict = {"pick": "chosen" if c["within_budget"] else "closest (outside budget)",
+                       "fits": "within budget", "over": "outside budget"}[tag]
             rows.append(([runtime, c["route"], c["tier"], f"{c['accuracy']:.4f}", f"{c['drop']:+.4f}",
                           f"{c['agreement']:.4f}", f"{c['size_bytes'] / 1024:.1f}", lat, f"{c['seconds']:.0f}",
                           verdict + (" ★" if c.get("pareto") else "")], tag))
@@ -123,7 +123,9 @@ def compression_summary(compress: dict) -> str:
     if compress.get("cluster"):
         parts.append(f"Clustered to {compress['cluster']['clusters']} centroids per kernel.")
     for fmt, pick in compress.get("picks", {}).items():
-        parts.append(f"{fmt}: {pick['reason']}")
+        parts.append(f"{fmt}: {pick['reason']}.")
+    if compress.get("chosen"):
+        parts.append(f"Overall pick: {compress['chosen']}.")
     return " ".join(parts)
 
 
