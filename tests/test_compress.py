@@ -228,14 +228,18 @@ def test_pqat_keeps_sparsity(trained, data):
 ZOO = [m for m in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0") if m in list_models()]
 
 
+def _small_zoo_model(name: str):
+    args = {"num_classes": 3, "input_size": SIZE}
+    if name == "mobilenet_v2":
+        args["alpha"] = 0.35
+    return create_model(name, **args)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_qat_zoo_families_convert_to_int8(name, tmp_path):
     """Each edge family quantises with QAT and its int8 TFLite tracks the QAT Keras model."""
-    args = {"num_classes": 3, "input_size": SIZE}
-    if name == "mobilenet_v2":
-        args["alpha"] = 0.35
-    model = create_model(name, **args)
+    model = _small_zoo_model(name)
     left_float = unsupported_layers(model)
     assert all(t in ("TFOpLambda",) for _, t, _ in left_float), left_float  # only TF-op hard-swish pieces
     qat = quantize_aware(model)
@@ -249,10 +253,7 @@ def test_qat_zoo_families_convert_to_int8(name, tmp_path):
 @pytest.mark.parametrize("name", ZOO)
 def test_prune_zoo_families_then_int8(name, tmp_path):
     """Each edge family prunes (flattened, layer by layer), keeps its zeros through stripping, converts to int8."""
-    args = {"num_classes": 3, "input_size": SIZE}
-    if name == "mobilenet_v2":
-        args["alpha"] = 0.35
-    model = create_model(name, **args)
+    model = _small_zoo_model(name)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
     wrapped = prune(model, target_sparsity=0.5, end_step=2, frequency=1)
