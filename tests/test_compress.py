@@ -250,6 +250,7 @@ def test_qat_zoo_families_convert_to_int8(name, tmp_path):
     assert np.abs(runner(probe) - qat.predict(probe, verbose=0)).max() <= 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_prune_zoo_families_then_int8(name, tmp_path):
     """Each edge family prunes (flattened, layer by layer), keeps its zeros through stripping, converts to int8."""
