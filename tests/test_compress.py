@@ -387,3 +387,16 @@ def test_compress_config_is_strict():
         CompressConfig(routes=["tflite-int4"])
     with pytest.raises(ValidationError):
         CompressConfig(max_accuracy_drop=-0.1)
+
+
+def test_closest_candidate_counts_missing_agreement_as_well_as_drop():
+    from edgecnn.compress.chooser import Candidate, ChooseResult
+    from edgecnn.compress.stage import _pick
+
+    qat = Candidate("tflite-int8-qat", "qat", "litert", artifact=Path("a"), drop=0.003, agreement=0.961)
+    pct = Candidate("tflite-int8-percentile", "calibration", "litert", artifact=Path("b"), drop=0.008, agreement=0.99)
+    result = ChooseResult(None, "unreachable", 0.005, 0.95, 0.95, [qat, pct], {}, 1)
+    assert _pick(result, 0.98) == (pct, False)  # 0.3 points over on drop beats 1.9 points short on agreement
+    assert _pick(result, None) == (qat, False)  # without an agreement budget only the drop counts
+    result.chosen = qat
+    assert _pick(result, 0.98) == (qat, True)
