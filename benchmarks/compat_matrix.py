@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "compatibility.json")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per model")
     p.add_argument("--from-json", action="store_true", help="only re-render --md from an existing --json")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other models' rows of the existing --json and replace only those run now")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -271,19 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     from edgecnn.export.manifest import library_versions
 
     names = list_models(args.models)
-    results = []
-    for i, name in enumerate(names, 1):
-        r = run_isolated(name, args.timeout)
-        results.append(r)
-        marks = " ".join(f"{s}:{'ok' if r['steps'].get(s, {}).get('ok') else 'FAIL'}" for s in STEPS)
-        print(f"[{i}/{len(names)}] {name:34s} {r.get('seconds', '?')}s {marks} {r.get('error', '')}", flush=True)
+    by_model = {}
+    if args.merge and args.json.is_file():
+        by_model = {r["model"]: r for r in json.loads(args.json.read_text())["results"]}
     versions = library_versions()
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
             "versions": {k: versions[k] for k in ("tensorflow", "tf-keras", "tf2onnx", "onnxruntime", "ai-edge-litert")
                          if k in versions}}
-    write_json(args.json, {"meta": meta, "results": results})
-    write_text(args.md, to_markdown(results, meta))
+    results = []
+    for i, name in enumerate(names, 1):
+        r = run_isolated(name, args.timeout)
+        by_model[name] = r
+        marks = " ".join(f"{s}:{'ok' if r['steps'].get(s, {}).get('ok') else 'FAIL'}" for s in STEPS)
+        print(f"[{i}/{len(names)}] {name:34s} {r.get('seconds', '?')}s {marks} {r.get('error', '')}", flush=True)
+        # written after every model, so an interrupted run keeps what it measured
+        results = [by_model[n] for n in sorted(by_model)]
+        write_json(args.json, {"meta": meta, "results": results})
+        write_text(args.md, to_markdown(results, meta))
     print(f"wrote {args.md} and {args.json}")
     return 0 if all(all(r["steps"].get(s, {}).get("ok") for s in STEPS) for r in results) else 1
 
