@@ -82,7 +82,7 @@ def narrow_to_percentile(calibrated: bytes, images: np.ndarray, percentile: floa
         q.max = np.array([new_hi], np.float32)
     builder = flatbuffers.Builder(len(calibrated))
     builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
-    log.info("TFLite percentile calibration (%.4g): narrowed %d of %d activation ranges", percentile, changed,
+    log.info("TFLite percentile calibration (%s): narrowed %d of %d activation ranges", percentile, changed,
              len(tensors))
     return bytes(builder.Output()), changed
 
