@@ -242,6 +242,8 @@ def to_markdown(results: list[dict], meta: dict) -> str:
             "`x * 1/6`; the minimalistic variants have none) and Xception (34 SeparableConv2D, no tfmot "
             "QuantizeConfig); the other 26 have none.",
             "- int8 accuracy on real data is what `edgecnn evaluate` measures (tolerance 0.08 on trained models).",
+            "- –: not measured for that row (rows are re-measured model by model with `--merge`; a row whose "
+            "last run predates a column shows – there).",
             ""]
     return "\n".join(out)
 
