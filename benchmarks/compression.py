@@ -45,7 +45,8 @@ def part_chooser(model, data, work: Path, args) -> dict:
     t0 = time.perf_counter()
     result = choose(model, data["val_x"], data["val_y"], data["calib"], work / "chooser",
                     max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
-                    train=(data["train_x"], data["train_y"]), qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, float_onnx=data.get("float_onnx"), runs=args.chooser_runs,
+                    train=(data["train_x"], data["train_y"]), qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
+                    float_onnx=data.get("float_onnx"), runs=args.chooser_runs,
                     warmup=10, exhaustive=args.exhaustive)
     out = result.to_json()
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -246,7 +246,7 @@ class Run:
         self._save_state()
         return [s.name for s in todo]
 
-    def _export_one(self, spec, model, ctx, base_fp: str, pick: dict | None = None) -> None:
+    def _export_one(self, spec, model, ctx, fp: str, pick: dict | None = None) -> None:
         """Export one format, record it in the manifest (hash, io specs) and in state.json.
 
         With a compress-stage ``pick`` for this format, the chooser's artifact is copied in instead
@@ -274,7 +274,7 @@ class Run:
                      stage="compress" if pick else "export", parent=spec.parent, input=runner.input.to_json(),
                      output=runner.output.to_json(),
                      calibration_images=len(ctx.calibration) if spec.needs_calibration else None, **extra)
-        done_state[spec.name] = {"fingerprint": base_fp, "sha256": sha256_file(path)}
+        done_state[spec.name] = {"fingerprint": fp, "sha256": sha256_file(path)}
         self._save_state()
 
     def _export_current(self, spec, fp: str) -> bool:

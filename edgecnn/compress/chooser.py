@@ -320,7 +320,8 @@ def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None
 def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike, *,
            max_accuracy_drop: float = 0.005, routes: Iterable[str] | None = None,
            runtimes: Iterable[str] | None = None, train: Any = None, qat_scheme: str = "default",
-           qat_epochs: int = 2, qat_lr: float = 1e-5, qat_distill: bool = True, sensitive_top_k: int = 3, prefer: str = "latency",
+           qat_epochs: int = 2, qat_lr: float = 1e-5, qat_distill: bool = True, sensitive_top_k: int = 3,
+           prefer: str = "latency",
            reference_accuracy: float | None = None, float_onnx: str | os.PathLike | None = None,
            threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False,
            min_agreement: float | None = None) -> ChooseResult:
@@ -388,7 +389,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
     ctx = ChooseContext(model, cal, workdir, train=train, val=(images, labels),
                         float_onnx=Path(float_onnx) if float_onnx else None,
-                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, qat_distill=qat_distill, sensitive_top_k=sensitive_top_k)
+                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, qat_distill=qat_distill,
+                        sensitive_top_k=sensitive_top_k)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:
