@@ -225,8 +225,12 @@ def to_markdown(results: list[dict], meta: dict) -> str:
         if "error" in r:
             errors.append(f"- `{r['model']}`: {r['error']}")
         out.append("| " + " | ".join(cells) + " |")
-    ok = sum(all(r["steps"].get(s, {}).get("ok") for s in STEPS) for r in results)
-    out += ["", f"{ok} of {len(results)} models pass every step.", ""]
+    complete = [r for r in results if all(s in r["steps"] for s in STEPS)]
+    ok = sum(all(r["steps"][s]["ok"] for s in STEPS) for r in complete)
+    line = f"{ok} of the {len(complete)} models measured on every step pass every step"
+    if len(complete) < len(results):
+        line += f"; {len(results) - len(complete)} rows lack a measurement (–)"
+    out += ["", line + ".", ""]
     if errors:
         out += ["## Failures", "", *[f"{i}. {e[2:]}" for i, e in enumerate(errors, 1)], ""]
     out += ["## Notes", "",
