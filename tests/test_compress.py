@@ -400,3 +400,31 @@ def test_closest_candidate_counts_missing_agreement_as_well_as_drop():
     assert _pick(result, None) == (qat, False)  # without an agreement budget only the drop counts
     result.chosen = qat
     assert _pick(result, 0.98) == (qat, True)
+
+
+def test_batchnorm_adaptation_re_estimates_statistics(trained, data):
+    """adapt_batchnorm: moving mean/variance become the statistics of the data; nothing else moves."""
+    from edgecnn.compress._fit import adapt_batchnorm, copy_model, freeze_batchnorm
+
+    x = data[0]
+    model = copy_model(trained)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns
+    first = bns[0]
+    frozen = freeze_batchnorm(model)  # as during compression fine-tuning: adaptation must still update
+    first.moving_mean.assign(first.moving_mean + 5.0)  # stale statistics, as after pruning
+    others = [w.numpy() for layer in model.layers if not isinstance(layer, keras.layers.BatchNormalization)
+              for w in layer.weights]
+    momenta = [bn.momentum for bn in bns]
+    assert adapt_batchnorm(model, x, batch_size=32) == len(bns)
+    # the input of the first BN, and the mean over the batches of its per-batch means
+    probe = keras.Model(model.inputs, model.get_layer(index=model.layers.index(first) - 1).output)
+    feats = probe(x, training=False).numpy()
+    axes = tuple(range(feats.ndim - 1))
+    want = np.mean([feats[i:i + 32].mean(axis=axes) for i in range(0, len(x) - 31, 32)], axis=0)
+    assert np.allclose(first.moving_mean.numpy(), want, atol=1e-3 * (1 + np.abs(want).max()))
+    assert [bn.momentum for bn in bns] == momenta and not any(bn.trainable for bn in frozen)
+    after = [w.numpy() for layer in model.layers if not isinstance(layer, keras.layers.BatchNormalization)
+             for w in layer.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(others, after))
+

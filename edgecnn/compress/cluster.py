@@ -90,10 +90,13 @@ def cluster(model, *, clusters: int = 16, init: str = "kmeans++", preserve_spars
 
 def fine_tune_clustered(model, train: Any, val: Any = None, *, epochs: int = 1, lr: float = 1e-5,
                         batch_size: int = 32, seed: int = 0,
-                        train_batchnorm: bool = False, teacher=None) -> dict[str, list[float]]:
-    """Fine-tune a :func:`cluster`-ed model (the centroids train); returns the Keras history."""
+                        train_batchnorm: bool = False, teacher=None, adapt_bn: bool = True) -> dict[str, list[float]]:
+    """Fine-tune a :func:`cluster`-ed model (the centroids train); returns the Keras history.
+
+    ``adapt_bn`` re-estimates the BatchNorm statistics after every epoch (see :func:`fine_tune_pruned`).
+    """
     return _fit.fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    train_batchnorm=train_batchnorm, teacher=teacher)
+                    train_batchnorm=train_batchnorm, teacher=teacher, adapt_bn=adapt_bn)
 
 
 def strip_clusters(model):
