@@ -428,3 +428,35 @@ def test_batchnorm_adaptation_re_estimates_statistics(trained, data):
              for w in layer.weights]
     assert all(np.array_equal(a, b) for a, b in zip(others, after))
 
+
+
+def test_qat_average_pooling_keeps_its_input_scale(data, tmp_path):
+    """tfmot gives AveragePooling2D its own output range, which TFLite's int8 kernel rejects (DenseNet's
+    transitions failed to convert); it is left unquantised so the converter carries the input scale."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecnn.compress._quantize_configs import plan_layer
+
+    x, y, _, _ = data
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(keras.layers.Rescaling(1 / 255)(inp))
+    h = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn")(h))
+    h = keras.layers.Conv2D(8, 1, use_bias=False, name="transition_conv")(h)  # DenseNet: conv -> pool
+    h = keras.layers.AveragePooling2D(2, name="transition_pool")(h)
+    out = keras.layers.Dense(3, activation="softmax", name="classifier")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    assert plan_layer(model.get_layer("transition_pool")).action == "same-scale"
+    qat = quantize_aware(model)
+    pool = qat.get_layer("quant_transition_pool")
+    assert pool.quantize_config.get_output_quantizers(pool.layer) == []  # no range of its own
+    fine_tune_qat(qat, (x[:32], y[:32]), epochs=1, batch_size=16, lr=1e-3)
+    path = _write(to_tflite_int8(qat, x[:16]), tmp_path)
+    interp = Interpreter(model_path=str(path))
+    tensors = interp.get_tensor_details()
+    pools = [op for op in interp._get_ops_details() if op["op_name"] == "AVERAGE_POOL_2D"]
+    assert len(pools) == 1
+    scale_in = tensors[pools[0]["inputs"][0]]["quantization"][0]
+    scale_out = tensors[pools[0]["outputs"][0]]["quantization"][0]
+    assert scale_in == scale_out and scale_in > 0
+    assert np.isfinite(load_runner(path, threads=1)(x[:4])).all()

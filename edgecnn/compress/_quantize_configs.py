@@ -16,6 +16,10 @@ layer                       what QAT does with it here
 / hard_swish / silu         the fixed-range sigmoid/tanh/softmax only).
 standalone BatchNorm        :class:`OutputQuantizeConfig` (BN right after a conv/dense is folded by
                             tfmot's own transforms and needs nothing).
+``AveragePooling2D``        :class:`NoOpQuantizeConfig`: TFLite's int8 AVERAGE_POOL_2D needs the same
+                            scale in and out; tfmot gives its output a range of its own, and the
+                            converter then fails ("violate the same scale constraint", DenseNet's
+                            transition layers). Unquantised, it takes its input's scale.
 ``TFOpLambda`` / ``Lambda`` left float during QAT (tfmot cannot wrap TF-op layers); the TFLite
 / unknown custom layers     converter still quantises them from the representative dataset, so the
                             artifact stays full int8, only their ranges are not learned.
@@ -82,7 +86,8 @@ def quantize_scope():
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """How one layer is treated by QAT: ``'default'`` (tfmot's own), ``'output'``, ``'float'`` or ``'skip'``."""
+    """How one layer is treated by QAT: ``'default'`` (tfmot's own), ``'output'``, ``'same-scale'``, ``'float'``
+    or ``'skip'``."""
 
     name: str
     type: str
@@ -124,6 +129,8 @@ def plan_layer(layer, registry=None) -> LayerPlan:
         if parents and all(isinstance(p, _BN_FOLD_PARENTS) for p in parents):
             return LayerPlan(name, kind, "default")
         return LayerPlan(name, kind, "output", "BatchNormalization not after a conv/dense: output range learned")
+    if isinstance(layer, layers.AveragePooling2D):
+        return LayerPlan(name, kind, "same-scale", "int8 average pooling keeps its input's scale (TFLite)")
     if isinstance(layer, OUTPUT_RANGE_LAYERS):
         return LayerPlan(name, kind, "output", f"{kind} is unknown to tfmot: output range learned")
     if registry.supports(layer):

@@ -121,6 +121,8 @@ def quantize_aware(model, *, scheme: str = "default", float_layers: Iterable[str
             return _Q.quantize_annotate_layer(layer)
         if p.action == "output":
             return _Q.quantize_annotate_layer(layer, OutputQuantizeConfig())
+        if p.action == "same-scale":
+            return _Q.quantize_annotate_layer(layer, NoOpQuantizeConfig())
         if p.action == "custom":
             return _Q.quantize_annotate_layer(layer, configs[layer.name])
         return layer
