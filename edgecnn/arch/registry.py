@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecnn._plugins import import_submodules
 from edgecnn.errors import EdgecnnError, did_you_mean
 
 __all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_model_entry"]
@@ -59,23 +60,8 @@ def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = N
 
 
 def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from edgecnn.arch import (  # noqa: F401
-        alexnet,
-        densenet,
-        ds_cnn,
-        dsconv,
-        efficientnet,
-        efficientnet_lite,
-        googlenet,
-        lenet,
-        mobilenet,
-        mobilenet_v1,
-        mobilenet_v3,
-        resnet,
-        vgg,
-        xception,
-    )
+    # Importing the family modules runs their @register_model decorators; a new family is a new module.
+    import_submodules("edgecnn.arch")
 
 
 def get_model_entry(name: str) -> ModelEntry:

@@ -1,0 +1,133 @@
+"""The package's layering: no import cycle between subpackages, and TensorFlow-free entry points.
+
+Every ``import`` counts, at module level or inside a function, except those under
+``if TYPE_CHECKING:`` (annotations only). A node is a subpackage (``edgecnn/export/``) or a
+top-level module (``edgecnn/config.py``); ``errors``, ``_io`` and ``_tf`` are the floor.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "edgecnn"
+
+
+def _node(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "edgecnn"
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            for child in n.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def import_graph() -> dict[str, dict[str, list[str]]]:
+    """``{node: {imported node: [where, ...]}}`` over every edgecnn module."""
+    graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_lines(tree)
+        for n in ast.walk(tree):
+            if getattr(n, "lineno", None) in skip:
+                continue
+            targets: list[str] = []
+            if isinstance(n, ast.ImportFrom):
+                if n.level:
+                    base = package.split(".")[: len(package.split(".")) - n.level + 1]
+                    targets = [".".join(base + ([n.module] if n.module else []))]
+                elif n.module:
+                    targets = [n.module]
+            elif isinstance(n, ast.Import):
+                targets = [a.name for a in n.names]
+            for t in targets:
+                if t.startswith("edgecnn") and _node(t) != _node(module):
+                    graph[_node(module)][_node(t)].append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}")
+    return graph
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_between_subpackages():
+    graph = import_graph()
+    cycles = _cycles(graph)
+    detail = []
+    for comp in cycles:
+        for a in comp:
+            for b in comp:
+                if b in graph.get(a, {}):
+                    detail.append(f"{a} -> {b}: {', '.join(graph[a][b][:3])}")
+    assert not cycles, "import cycles between subpackages:\n  " + "\n  ".join(detail)
+
+
+def test_the_cycle_check_can_fail():
+    assert _cycles({"a": {"b": ["x"]}, "b": {"a": ["y"]}}) == [["a", "b"]]
+    assert _cycles({"a": {"b": ["x"]}, "b": {}}) == []
+
+
+# The layers a runtime-only install (``edgecnn[serve]``) uses: importing them must not import TensorFlow.
+TF_FREE = [
+    "import edgecnn.config as c; c.load_recipe('models/defects-mobilenetv2.yaml')",
+    "import edgecnn.export as e; e.list_formats()",
+    "import edgecnn.runtime as r; r.runtime_names()",
+    "import edgecnn.compress.chooser as ch; ch.list_routes()",
+    "import edgecnn.serve",
+    "import edgecnn.evaluate.check",
+    "import edgecnn.report",
+    "import edgecnn.data.preprocess",
+    "import edgecnn.cli",
+]
+
+
+@pytest.mark.parametrize("code", TF_FREE)
+def test_entry_points_do_not_import_tensorflow(code):
+    probe = f"import sys; {code}; bad = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]; " \
+            "sys.exit(f'imported {bad}' if bad else 0)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:] or done.stdout[-2000:]
