@@ -31,7 +31,7 @@ import numpy as np
 from edgecnn._io import write_json
 from edgecnn.evaluate.check import check
 from edgecnn.evaluate.latency import machine_info
-from edgecnn.evaluate.stable import build_conv_net
+from edgecnn.evaluate.measure_protocol import build_conv_net
 from edgecnn.export.manifest import add_artifact, init_manifest
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgecnn.evaluate.budget_file import BudgetFileError, load_budget_file, parse_budget_text
-from edgecnn.evaluate.stable import MeasureOptions
+from edgecnn.evaluate.measure_protocol import MeasureOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ import pytest
 from edgecnn._io import sha256_file
 from edgecnn.evaluate import check as check_mod
 from edgecnn.evaluate.check import check
-from edgecnn.evaluate.stable import (MeasureOptions, Measurement, Subject, build_conv_net, measure_group,
+from edgecnn.evaluate.measure_protocol import (MeasureOptions, Measurement, Subject, build_conv_net, measure_group,
                                      paired_ratio, quantile_ci, spread_pct)
 from edgecnn.export.manifest import add_artifact, init_manifest
 
@@ -335,7 +335,7 @@ def test_measuring_process_is_isolated_and_tf_free(tmp_path):
     assert m.backend == "onnxruntime" and m.batch == 2 and m.threads == 1 and m.pid != os.getpid()
     assert m.peak_rss_mb >= m.load_rss_mb > 10 and m.used_windows == 3 and len(m.windows) >= 3
     assert all(w["runs"] >= 5 for w in m.windows)
-    from edgecnn.evaluate.stable import MeasureProcess
+    from edgecnn.evaluate.measure_protocol import MeasureProcess
 
     p = MeasureProcess(Subject("m", path), opts)
     try:

@@ -1,6 +1,6 @@
 """The measuring child process: holds one artifact and times it on request (no TensorFlow here).
 
-Spawned by ``edgecnn.evaluate.stable.MeasureProcess``; speaks one JSON object per line on
+Spawned by ``edgecnn.evaluate.measure_protocol.MeasureProcess``; speaks one JSON object per line on
 stdin/stdout. stdout is kept private to the protocol (fd 1 is pointed at stderr, so banners
 that runtimes print from C, such as XNNPACK's, cannot corrupt it). Requests::
 

@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from edgecnn.errors import EdgecnnError, did_you_mean
-from edgecnn.evaluate.stable import MeasureOptions
+from edgecnn.evaluate.measure_protocol import MeasureOptions
 
 __all__ = ["BudgetFile", "BudgetFileError", "Limit", "Target", "load_budget_file", "parse_budget_text",
            "BUDGET_KEYS", "RUNTIMES"]

@@ -7,7 +7,7 @@ summary for ``$GITHUB_STEP_SUMMARY``, and JSON with every figure.
 
 Where the figures come from:
 - latency (p50/p95/p99_ms), peak memory: measured here, each artifact in its own subprocess
-  with the noise-tolerant protocol of ``edgecnn.evaluate.stable``;
+  with the noise-tolerant protocol of ``edgecnn.evaluate.measure_protocol``;
 - max_slowdown_vs, p*_ref: ratios from windows interleaved with the baseline's artifact / the
   reference workload, measured in the same job;
 - min_accuracy, max_accuracy_drop, min_agreement: the run's report.json (written by
@@ -40,7 +40,7 @@ from edgecnn._io import write_json, write_text
 from edgecnn.errors import EdgecnnError
 from edgecnn.evaluate.budget_file import BudgetFile, Limit, Target, load_budget_file
 from edgecnn.evaluate.latency import machine_info, resolve_threads
-from edgecnn.evaluate.stable import (REFERENCE_VERSION, MeasureOptions, Measurement, Subject, measure_group,
+from edgecnn.evaluate.measure_protocol import (REFERENCE_VERSION, MeasureOptions, Measurement, Subject, measure_group,
                                      paired_ratio, reference_workload, spread_pct)
 from edgecnn.export.manifest import read_manifest, verify_artifact
 

@@ -17,7 +17,7 @@ agree within a stability percentage, or give up at a time cap) and TFLite's benc
    machine that slows down slows both; the ratio's interval comes from the per-round ratios.
 
 Example:
-    >>> from edgecnn.evaluate.stable import MeasureOptions, Subject, measure_group
+    >>> from edgecnn.evaluate.measure_protocol import MeasureOptions, Subject, measure_group
     >>> [m] = measure_group([Subject("model.onnx", "export/run/model.onnx", threads=1)])  # doctest: +SKIP
     >>> m.stats["p95_ms"], m.ci["p95_ms"], m.stable                                        # doctest: +SKIP
 """
