@@ -1,9 +1,8 @@
-"""The Runner protocol and the suffix-keyed registry of backends."""
+"""The Runner contract every runtime implements, and the (de)quantisation helpers they share."""
 from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,10 @@ class TensorSpec:
 
 
 class Runner(abc.ABC):
-    """Runs one artifact. Subclasses implement ``_predict`` on a float32 batch."""
+    """Runs one artifact. Subclasses implement ``_predict`` on a float32 batch.
+
+    ``backend`` is the runtime's registered name (set by ``register_runtime``).
+    """
 
     backend: str = ""
     input: TensorSpec
@@ -59,52 +61,6 @@ class Runner(abc.ABC):
 
     def close(self) -> None:
         """Release the session; most backends free on garbage collection."""
-
-
-_BACKENDS: dict[str, Callable[..., Runner]] = {}
-
-
-def register_runner(*suffixes: str):
-    def wrap(cls):
-        for s in suffixes:
-            _BACKENDS[s] = cls
-        return cls
-
-    return wrap
-
-
-def runner_kinds() -> list[str]:
-    _load_backends()
-    return sorted(_BACKENDS)
-
-
-def _load_backends() -> None:
-    from edgecnn.runtime import keras_runner, litert_runner, ort_runner  # noqa: F401
-
-
-def load_runner(path: str | os.PathLike, threads: int | None = None, *, server: bool = False) -> Runner:
-    """Open an artifact with the backend its suffix names (.keras, .tflite, .onnx).
-
-    Args:
-        path: the artifact file.
-        threads: intra-op threads (None = the runtime's default, usually all cores).
-        server: tune for sharing the CPU with a server (onnxruntime: no spin-waiting).
-
-    Raises:
-        EdgecnnError: missing file or unknown suffix.
-    """
-    _load_backends()
-    path = Path(path)
-    if not path.is_file():
-        raise EdgecnnError(f"artifact not found: {str(path)!r}. Run `edgecnn export` on the run directory first.")
-    suffix = path.suffix.lower()
-    if suffix not in _BACKENDS:
-        raise EdgecnnError(
-            f"no runtime for {path.name!r} (suffix {suffix!r}); supported suffixes: {', '.join(sorted(_BACKENDS))}."
-        )
-    if server and suffix == ".onnx":
-        return _BACKENDS[suffix](path, threads, spinning=False)
-    return _BACKENDS[suffix](path, threads)
 
 
 def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:

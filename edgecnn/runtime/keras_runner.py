@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecnn.runtime.base import Runner, TensorSpec, register_runner
+from edgecnn.runtime.base import Runner, TensorSpec
+from edgecnn.runtime.registry import register_runtime
 
 
-@register_runner(".keras", ".h5")
+# Never served (platform None): loading a Keras file can run code, and it is the float reference only.
+@register_runtime("keras", suffixes=(".keras", ".h5"), package="tf-keras", module="tf_keras",
+                  description="the float Keras reference (tf_keras); needs the [train] install")
 class KerasRunner(Runner):
-    backend = "keras"
+    """The Keras model itself, run by TensorFlow."""
 
     def __init__(self, path, threads=None):
         super().__init__(path, threads)

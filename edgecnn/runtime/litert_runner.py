@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecnn.runtime.base import Runner, TensorSpec, dequantize, quantize, register_runner
+from edgecnn.runtime.base import Runner, TensorSpec, dequantize, quantize
+from edgecnn.runtime.registry import register_runtime
 
 
 def _spec(detail: dict) -> TensorSpec:
@@ -13,9 +14,12 @@ def _spec(detail: dict) -> TensorSpec:
     return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, q)
 
 
-@register_runner(".tflite")
+# An interpreter holds one set of tensors: concurrent invoke() calls corrupt each other (thread_safe=False).
+@register_runtime("litert", suffixes=(".tflite",), package="ai-edge-litert", module="ai_edge_litert",
+                  platform="litert_tflite", thread_safe=False,
+                  description="LiteRT (ai-edge-litert) interpreter, XNNPACK on CPU")
 class LiteRTRunner(Runner):
-    backend = "litert"
+    """A LiteRT interpreter fixed at batch 1; larger batches loop."""
 
     def __init__(self, path, threads=None):
         super().__init__(path, threads)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecnn.runtime.base import Runner, TensorSpec, register_runner
+from edgecnn.runtime.base import Runner, TensorSpec
+from edgecnn.runtime.registry import register_runtime
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 
@@ -24,9 +25,11 @@ def session_options(threads: int | None, spinning: bool = True):
     return opts
 
 
-@register_runner(".onnx")
+@register_runtime("onnxruntime", suffixes=(".onnx",), package="onnxruntime", options={"spinning": True},
+                  server_options={"spinning": False}, platform="onnxruntime_onnx",
+                  description="onnxruntime InferenceSession, CPU execution provider")
 class OrtRunner(Runner):
-    backend = "onnxruntime"
+    """An onnxruntime session; batches of up to 64 per run."""
 
     def __init__(self, path, threads=None, spinning: bool = True):
         super().__init__(path, threads)
