@@ -114,7 +114,7 @@ def check_one(name: str) -> dict:
         return {"loss": round(loss, 4)}
 
     def int8_runs(model) -> dict:
-        from edgecnn.compress import tflite_int8
+        from edgecnn.quantize import tflite_int8
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.tflite"

@@ -132,10 +132,11 @@ def part_latency(work: Path, args) -> dict:
     from edgecnn._io import write_bytes
     from edgecnn._tf import keras, tf
     from edgecnn.arch import create_model
-    from edgecnn.compress import prune, quantize_onnx, sparse_tflite, strip, tflite_int8
+    from edgecnn.compress import prune, sparse_tflite, strip
     from edgecnn.evaluate.latency import measure_latency, resolve_threads
     from edgecnn.export.onnx import export_onnx
     from edgecnn.export.registry import ExportContext
+    from edgecnn.quantize import quantize_onnx, tflite_int8
     from edgecnn.runtime import load_runner
 
     import tensorflow_model_optimization as tfmot

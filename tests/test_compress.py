@@ -16,11 +16,12 @@ import pytest
 from edgecnn._tf import keras
 from edgecnn.arch import create_model, list_models
 from edgecnn.compress import (CompressConfig, overall_sparsity, choose, cluster, fine_tune_clustered, fine_tune_pruned, fine_tune_qat,
-                              flatten, fold_normalization, gzipped_size, is_nested, load_qat, onnx_sensitive_nodes,
-                              prunable_layers, prune, quantize_aware, quantize_onnx, save_qat, sparse_tflite,
-                              sparsity_report, strip, strip_clusters, tflite_int8, to_tflite_int8, unique_values,
+                              flatten, fold_normalization, gzipped_size, is_nested, load_qat,
+                              prunable_layers, prune, quantize_aware, save_qat, sparse_tflite,
+                              sparsity_report, strip, strip_clusters, to_tflite_int8, unique_values,
                               unsupported_layers)
 from edgecnn.errors import EdgecnnError
+from edgecnn.quantize import onnx_sensitive_nodes, quantize_onnx, tflite_int8
 from edgecnn.runtime import load_runner
 
 SIZE = 32
@@ -187,8 +188,7 @@ def test_qat_distilled_from_the_float_model(trained, data):
 
 def test_tflite_percentile_calibration_narrows_ranges_and_agrees(trained, data, tmp_path):
     from edgecnn._tf import tf
-    from edgecnn.compress.tflite_calibration import narrow_to_percentile
-    from edgecnn.export.tflite import representative_dataset
+    from edgecnn.quantize import narrow_to_percentile, representative_dataset
 
     x, _, vx, _ = data
     runner = load_runner(_write(tflite_int8(trained, x[:32], method="percentile"), tmp_path), threads=1)

@@ -77,8 +77,7 @@ def test_manifest_hash_check(tmp_path, model_and_data):
 @pytest.mark.parametrize("int8_io", [True, False])
 def test_shared_quantization_vectors_are_smaller_and_bit_identical(int8_io, model_and_data, tmp_path):
     from edgecnn._tf import tf
-    from edgecnn.export.tflite import representative_dataset
-    from edgecnn.export.tflite_pack import share_quantization_vectors
+    from edgecnn.quantize import representative_dataset, share_quantization_vectors
 
     model, calib, test = model_and_data
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -98,7 +97,7 @@ def test_shared_quantization_vectors_are_smaller_and_bit_identical(int8_io, mode
 
 def test_sharing_leaves_a_float_model_alone(model_and_data):
     from edgecnn._tf import tf
-    from edgecnn.export.tflite_pack import share_quantization_vectors
+    from edgecnn.quantize import share_quantization_vectors
 
     raw = bytes(tf.lite.TFLiteConverter.from_keras_model(model_and_data[0]).convert())
     assert share_quantization_vectors(raw) == raw

@@ -1,4 +1,4 @@
-"""Compression that keeps accuracy: pruning, clustering, QAT (and combinations), ONNX int8, and a chooser.
+"""Compression that keeps accuracy: pruning, clustering, QAT (and combinations), and a chooser.
 
 Every verb returns a new model and leaves its argument alone (tfmot style):
 
@@ -10,7 +10,8 @@ Every verb returns a new model and leaves its argument alone (tfmot style):
     result = choose(model, val_x, val_y, calib, "export/run/compress", max_accuracy_drop=0.005, train=(x, y))
 
 Nested ``keras.applications`` backbones are flattened first (:func:`flatten`); layers tfmot cannot
-quantise are listed up front by :func:`unsupported_layers`. See docs/compression.md.
+quantise are listed up front by :func:`unsupported_layers`. Post-training quantisation (TFLite and
+ONNX int8, calibration, sensitivity) is :mod:`edgecnn.quantize`. See docs/compression.md.
 """
 from edgecnn.compress._flatten import flatten, is_nested
 from edgecnn.compress._fold import fold_normalization
@@ -19,8 +20,6 @@ from edgecnn.compress.cluster import cluster, fine_tune_clustered, strip_cluster
 from edgecnn.compress.config import CompressConfig
 from edgecnn.compress.prune import (fine_tune_pruned, gzipped_size, overall_sparsity, prunable_layers, prune,
                                     sparse_tflite, sparsity_report, strip, xnnpack_sparse_inference)
-from edgecnn.compress.ptq import (onnx_node_sensitivity, onnx_sensitive_nodes, quantize_onnx, tflite_int8,
-                                  tflite_layer_statistics, tflite_sensitive_nodes)
 from edgecnn.compress.qat import (fine_tune_qat, load_qat, quantize_aware, save_qat, to_tflite_int8,
                                   unsupported_layers)
 
@@ -33,9 +32,6 @@ __all__ = [
     # QAT
     "quantize_aware", "fine_tune_qat", "to_tflite_int8", "unsupported_layers", "flatten", "is_nested",
     "fold_normalization", "save_qat", "load_qat",
-    # post-training quantisation
-    "quantize_onnx", "onnx_node_sensitivity", "onnx_sensitive_nodes", "tflite_int8", "tflite_layer_statistics",
-    "tflite_sensitive_nodes",
     # chooser
     "choose", "ChooseResult", "Candidate", "list_routes", "register_route", "copy_chosen",
     # config

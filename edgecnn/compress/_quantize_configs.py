@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from edgecnn._tf import keras
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf sets TF_USE_LEGACY_KERAS)
 
+from edgecnn.quantize.converters import register_quantize_config
+
 _Q = tfmot.quantization.keras
 layers = keras.layers
 
@@ -46,6 +48,8 @@ OUTPUT_RANGE_LAYERS = (layers.Normalization, layers.Rescaling, layers.Multiply, 
 _BN_FOLD_PARENTS = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
 
 
+# Registered so that edgecnn.quantize.quantize_scope() (every QAT clone, load and conversion) knows them.
+@register_quantize_config
 class OutputQuantizeConfig(_Q.QuantizeConfig):
     """No weights quantised; the output gets an 8-bit asymmetric moving-average range (learned in QAT)."""
 
@@ -69,19 +73,12 @@ class OutputQuantizeConfig(_Q.QuantizeConfig):
         return {}
 
 
+@register_quantize_config
 class NoOpQuantizeConfig(OutputQuantizeConfig):
     """Nothing quantised: the layer runs float in the QAT model (used for layers asked to stay float)."""
 
     def get_output_quantizers(self, layer):
         return []
-
-
-CUSTOM_OBJECTS = {"OutputQuantizeConfig": OutputQuantizeConfig, "NoOpQuantizeConfig": NoOpQuantizeConfig}
-
-
-def quantize_scope():
-    """``tfmot.quantization.keras.quantize_scope`` with the configs above, for load_model and quantize_apply."""
-    return _Q.quantize_scope(CUSTOM_OBJECTS)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from edgecnn._io import write_bytes
-from edgecnn.compress.ptq import check_calibration
 from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.quantize.calibration import check_calibration
 
 log = logging.getLogger("edgecnn.compress")
 TIERS = ("ptq", "calibration", "qat", "mixed")
@@ -124,10 +124,9 @@ class ChooseContext:
             return Path(self.float_onnx)
         path = self.workdir / "model.onnx"
         if not path.is_file():
-            from edgecnn.export.onnx import export_onnx
-            from edgecnn.export.registry import ExportContext
+            from edgecnn.quantize import keras_to_onnx
 
-            export_onnx(self.model, path, ExportContext(self.workdir, opset=self.opset))
+            keras_to_onnx(self.model, path, opset=self.opset)
         self.float_onnx = path
         return path
 
@@ -166,7 +165,7 @@ def list_routes() -> list[Route]:
 @register_route("tflite-int8", tier="ptq", runtime="litert", filename="model.int8.tflite",
                 description="TFLite full-int8 PTQ (per-channel weights, int8 in/out)")
 def _tflite_int8(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.ptq import tflite_int8
+    from edgecnn.quantize import tflite_int8
 
     write_bytes(path, tflite_int8(ctx.model, ctx.calibration))
     return {"calibration": "minmax", "weights": "per-channel"}
@@ -175,7 +174,7 @@ def _tflite_int8(ctx: ChooseContext, path: Path):
 @register_route("tflite-int8-percentile", tier="calibration", runtime="litert", filename="model.int8-percentile.tflite",
                 description="TFLite full-int8, activation ranges narrowed to their 99.999th percentile")
 def _tflite_int8_percentile(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.ptq import tflite_int8
+    from edgecnn.quantize import tflite_int8
 
     write_bytes(path, tflite_int8(ctx.model, ctx.calibration, method="percentile"))
     return {"calibration": "percentile", "weights": "per-channel"}
@@ -183,7 +182,7 @@ def _tflite_int8_percentile(ctx: ChooseContext, path: Path):
 
 def _onnx_route(method: str, per_channel: bool):
     def fn(ctx: ChooseContext, path: Path):
-        from edgecnn.compress.ptq import quantize_onnx
+        from edgecnn.quantize import quantize_onnx
 
         quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel)
         return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor"}
@@ -223,7 +222,7 @@ def _tflite_qat(ctx: ChooseContext, path: Path):
 @register_route("tflite-int8-mixed", tier="mixed", runtime="litert", filename="model.int8-mixed.tflite",
                 description="TFLite int8 with the most sensitive ops float (QuantizationDebugger)")
 def _tflite_mixed(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.ptq import tflite_int8, tflite_sensitive_nodes
+    from edgecnn.quantize import tflite_int8, tflite_sensitive_nodes
 
     nodes = tflite_sensitive_nodes(ctx.model, ctx.calibration, top_k=ctx.sensitive_top_k)
     write_bytes(path, tflite_int8(ctx.model, ctx.calibration, denylisted_nodes=nodes))
@@ -233,7 +232,7 @@ def _tflite_mixed(ctx: ChooseContext, path: Path):
 @register_route("onnx-int8-mixed", tier="mixed", runtime="onnxruntime", filename="model.int8-mixed.onnx",
                 description="ONNX QDQ int8 (best calibration so far) with the most sensitive nodes float")
 def _onnx_mixed(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.ptq import onnx_sensitive_nodes, quantize_onnx
+    from edgecnn.quantize import onnx_sensitive_nodes, quantize_onnx
 
     tried = [c for c in ctx.done if c.runtime == "onnxruntime" and c.drop is not None and c.artifact is not None
              and c.notes.get("calibration")]

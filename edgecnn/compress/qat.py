@@ -24,9 +24,8 @@ import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf)
 from edgecnn.compress import _fit
 from edgecnn.compress._flatten import flatten
 from edgecnn.compress._quantize_configs import LayerPlan, NoOpQuantizeConfig, OutputQuantizeConfig, plan_layer
-from edgecnn.compress._quantize_configs import quantize_scope
-from edgecnn.compress.ptq import tflite_int8
 from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.quantize import quantize_scope, tflite_int8
 
 log = logging.getLogger("edgecnn.compress")
 _Q = tfmot.quantization.keras
@@ -129,7 +128,7 @@ def quantize_aware(model, *, scheme: str = "default", float_layers: Iterable[str
 
     annotated = keras.models.clone_model(base, clone_function=annotate)
     custom = {type(c).__name__: type(c) for c in configs.values()}
-    with quantize_scope(), _Q.quantize_scope(custom):
+    with quantize_scope(custom):
         try:
             qat = _Q.quantize_apply(annotated, qscheme)
         except (ValueError, RuntimeError, TypeError) as e:
@@ -154,7 +153,7 @@ def to_tflite_int8(model, calibration: np.ndarray, *, denylisted_nodes: Iterable
     """Full-integer TFLite (int8 input/output) from a QAT model; returns the flatbuffer.
 
     The representative dataset fills the ranges QAT did not learn (layers left float, the input).
-    Same as :func:`edgecnn.compress.ptq.tflite_int8`, which also takes float and pruned models.
+    Same as :func:`edgecnn.quantize.tflite_int8`, which also takes float and pruned models.
     """
     return tflite_int8(model, calibration, denylisted_nodes=denylisted_nodes, int8_io=int8_io)
 

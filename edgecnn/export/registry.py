@@ -11,13 +11,23 @@ from typing import Any
 import numpy as np
 
 from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.quantize.calibration import check_calibration
 
 log = logging.getLogger("edgecnn.export")
 
 
 @dataclass
 class ExportContext:
-    """What an exporter may need besides the model: calibration images and options."""
+    """What an exporter may need besides the model: calibration images and options.
+
+    Attributes:
+        run_dir: the run directory the artifact is written into.
+        calibration: (N, H, W, 3) RGB 0-255 images, N >= ``edgecnn.quantize.MIN_CALIBRATION``, for int8 formats.
+        opset: the ONNX opset.
+        tflite_calibration: one of ``edgecnn.quantize.TFLITE_CALIBRATION_METHODS``.
+        onnx_calibration: one of ``edgecnn.quantize.ONNX_CALIBRATION_METHODS``.
+        onnx_per_channel: per-channel ONNX weight scales.
+    """
 
     run_dir: Path
     calibration: np.ndarray | None = None
@@ -53,11 +63,12 @@ def register_format(name: str, *, filename: str, runtime: str, precision: str, p
 
 
 def _ensure_loaded() -> None:
+    # The format modules import TensorFlow only inside their exporters, so listing stays TF-free.
     from edgecnn.export import onnx, tflite  # noqa: F401
 
 
 def list_formats() -> list[FormatSpec]:
-    """Every registered format, in registration order (TFLite first, then ONNX)."""
+    """Every registered format, in registration order (the ONNX module, then the TFLite one)."""
     _ensure_loaded()
     return list(_FORMATS.values())
 
@@ -71,12 +82,22 @@ def get_format(name: str) -> FormatSpec:
 
 
 def export(name: str, model, ctx: ExportContext) -> Path:
-    """Run one exporter, check its file exists and is non-empty, log one line (Ultralytics' try_export)."""
+    """Run one exporter, check its file exists and is non-empty, log one line (Ultralytics' try_export).
+
+    Args:
+        name: a registered format (see :func:`list_formats`).
+        model: the ``tf_keras`` model taking NHWC RGB 0-255.
+        ctx: the run directory, calibration images and options.
+
+    Returns:
+        The path of the written artifact (``ctx.run_dir / spec.filename``).
+
+    Raises:
+        EdgecnnError: unknown format, too few calibration images for an int8 format, or a failed export.
+    """
     spec = get_format(name)
-    if spec.needs_calibration and (ctx.calibration is None or len(ctx.calibration) < 10):
-        n = 0 if ctx.calibration is None else len(ctx.calibration)
-        raise EdgecnnError(f"{name} needs at least 10 calibration images; received {n}. "
-                           "Raise export.calibration_images or add training images.")
+    if spec.needs_calibration:
+        check_calibration(ctx.calibration, what=name)
     path = ctx.run_dir / spec.filename
     t0 = time.perf_counter()
     try:

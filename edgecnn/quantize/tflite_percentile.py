@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-log = logging.getLogger("edgecnn.compress")
+log = logging.getLogger("edgecnn.quantize")
 
 
 def _stat_tensors(model_t) -> list[int]:

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-log = logging.getLogger("edgecnn.export")
+log = logging.getLogger("edgecnn.quantize")
 
 _ALIGN = 16  # the converter 16-byte-aligns constant buffers; keep that for int32/float data read in place
 

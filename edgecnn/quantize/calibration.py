@@ -1,0 +1,77 @@
+"""Calibration images: the one minimum, the one check, and the feeders each quantiser wants.
+
+    cal = check_calibration(images, what="TFLite int8")     # float32 (N, H, W, 3) RGB 0-255, N >= MIN_CALIBRATION
+    converter.representative_dataset = representative_dataset(cal)
+    quantize_static(..., calibration_data_reader=CalibrationReader(cal, "image"))
+
+No TensorFlow or onnxruntime import here: the recipe config reads :data:`MIN_CALIBRATION`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+
+MIN_CALIBRATION = 10
+"""Fewest calibration images any int8 quantiser accepts (a few hundred across classes is typical)."""
+
+
+def check_calibration(calibration, minimum: int = MIN_CALIBRATION, what: str = "int8") -> np.ndarray:
+    """The calibration images as float32 NHWC RGB 0-255, or one EdgecnnError when there are too few.
+
+    Args:
+        calibration: an (N, H, W, 3) array of RGB pixels 0-255, or None.
+        minimum: the fewest images accepted (:data:`MIN_CALIBRATION` for quantisation).
+        what: the operation that needs them, named in the error.
+
+    Returns:
+        ``calibration`` as a float32 array.
+
+    Raises:
+        EdgecnnError: fewer than ``minimum`` images, or not (N, H, W, 3).
+    """
+    n = 0 if calibration is None else len(calibration)
+    if n < minimum:
+        raise EdgecnnError(f"{what} needs at least {minimum} calibration images; received {n}. "
+                           "Pass more training images (export.calibration_images in a recipe).")
+    cal = np.asarray(calibration, np.float32)
+    if cal.ndim != 4 or cal.shape[-1] != 3:
+        raise EdgecnnError(f"calibration images must be (N, H, W, 3) RGB 0-255; received shape {cal.shape}.")
+    return cal
+
+
+def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The TFLite converter's ``representative_dataset``: batch-1 float32 0-255 samples."""
+
+    def gen():
+        for img in images:
+            yield [img[None].astype(np.float32)]
+
+    return gen
+
+
+class CalibrationReader:
+    """onnxruntime's ``CalibrationDataReader`` protocol over an in-memory image array, batch 1, rewindable."""
+
+    def __init__(self, images: np.ndarray, input_name: str):
+        self.images, self.input_name = images, input_name
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self.images):
+            return None
+        x = self.images[self._i][None].astype(np.float32)
+        self._i += 1
+        return {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates over the reader
+        self.rewind()
+        return iter(self.get_next, None)
+
+
+__all__ = ["MIN_CALIBRATION", "check_calibration", "representative_dataset", "CalibrationReader"]

@@ -1,0 +1,115 @@
+"""Static QDQ int8 ONNX (onnxruntime.quantization), calibrated on images, with the CPU's preferred types.
+
+    quantize_onnx("model.onnx", "model.int8.onnx", images, method="percentile", per_channel=True)
+    quantize_onnx("model.onnx", "model.mixed.onnx", images, exclude_nodes=nodes)     # those stay float
+
+Activation type and ``reduce_range`` follow :func:`edgecnn.quantize.cpu.cpu_features` unless given.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from edgecnn._io import atomic_path
+from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.quantize.calibration import CalibrationReader, check_calibration
+from edgecnn.quantize.cpu import cpu_features
+
+log = logging.getLogger("edgecnn.quantize")
+ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ONNX_INT8_TYPES = ("uint8", "int8")
+
+
+def onnx_input_name(path: str | os.PathLike) -> str:
+    """The name of the graph input that is not an initializer (the image)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def onnx_node_names(path: str | os.PathLike) -> list[str]:
+    """Names of the nodes of an ONNX graph (what ``exclude_nodes`` refers to), after quant_pre_process."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_images, *, method: str = "minmax",
+                  per_channel: bool = True, reduce_range: bool | None = None, activation_type: str | None = None,
+                  exclude_nodes: Iterable[str] = (), percentile: float = 99.999,
+                  symmetric_activations: bool = False) -> Path:
+    """Static QDQ int8 ONNX (int8 weights; uint8 or int8 activations) from a float ONNX, calibrated on images.
+
+    ``quant_pre_process`` (shape inference + graph optimisation) runs first, as onnxruntime advises.
+    ``dst`` is written atomically: on any error no file is left behind.
+
+    Args:
+        src: float32 ONNX (e.g. ``model.onnx`` from the exporter; input RGB 0-255 NHWC).
+        dst: output path.
+        calibration_images: (N, H, W, 3) float32 0-255, N >= ``MIN_CALIBRATION`` (a few hundred is typical).
+        method: ``'minmax'``, ``'entropy'`` (KL) or ``'percentile'`` activation ranges.
+        per_channel: per-output-channel weight scales (better accuracy, same speed on CPU).
+        reduce_range: 7-bit weights; None asks :func:`~edgecnn.quantize.cpu.cpu_features` (True on AVX2 without VNNI).
+        activation_type: ``'uint8'`` or ``'int8'``; None asks ``cpu_features`` (int8 on ARM, else uint8).
+        exclude_nodes: node names to keep float (see :func:`~edgecnn.quantize.onnx_sensitive_nodes`).
+        percentile: the percentile for ``method='percentile'``.
+        symmetric_activations: symmetric activation ranges (some NPUs want them).
+
+    Returns:
+        ``dst`` as a Path.
+
+    Raises:
+        EdgecnnError: too few calibration images, unknown method / type / node names, missing ``src``.
+
+    Example:
+        >>> quantize_onnx("run/model.onnx", "run/model.int8.onnx", calib, method="percentile")  # doctest: +SKIP
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in ONNX_CALIBRATION_METHODS:
+        raise EdgecnnError(f"method must be one of {list(ONNX_CALIBRATION_METHODS)}; received method={method!r}."
+                           f"{did_you_mean(method, ONNX_CALIBRATION_METHODS)}")
+    if activation_type is not None and activation_type not in ONNX_INT8_TYPES:
+        raise EdgecnnError(f"activation_type must be one of {list(ONNX_INT8_TYPES)} or None (detect the CPU); "
+                           f"received activation_type={activation_type!r}.")
+    if not 0 < percentile <= 100:
+        raise EdgecnnError(f"percentile must be in (0, 100]; received percentile={percentile!r}.")
+    cal = check_calibration(calibration_images, what=f"ONNX int8 ({method})")
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise EdgecnnError(f"float ONNX model not found: {str(src)!r}. Export it first (format 'onnx').")
+    cpu = cpu_features()
+    reduce = cpu.reduce_range if reduce_range is None else bool(reduce_range)
+    act = activation_type or cpu.onnx_activation_type
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    exclude = list(exclude_nodes)
+    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"CalibTensorRangeSymmetric": bool(symmetric_activations), "CalibPercentile": float(percentile)}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-onnx-") as tmpdir:
+        prep = Path(tmpdir) / "prep.onnx"
+        quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
+        if exclude:
+            names = set(onnx_node_names(prep))
+            unknown = sorted(set(exclude) - names)
+            if unknown:
+                raise EdgecnnError(f"exclude_nodes: {unknown} are not nodes of {src.name} (after pre-processing)."
+                                   f"{did_you_mean(unknown[0], names)}")
+        with atomic_path(dst) as tmp:
+            quantize_static(str(prep), str(tmp), CalibrationReader(cal, onnx_input_name(prep)),
+                            quant_format=QuantFormat.QDQ, activation_type=qtype[act],
+                            weight_type=qtype[cpu.onnx_weight_type], per_channel=per_channel, reduce_range=reduce,
+                            calibrate_method=calib_method, nodes_to_exclude=exclude or None, extra_options=extra)
+    log.info("quantised %s -> %s (%s, %s activations, per_channel=%s, reduce_range=%s, %d node(s) float)", src.name,
+             dst.name, method, act, per_channel, reduce, len(exclude))
+    return dst
+
+
+__all__ = ["ONNX_CALIBRATION_METHODS", "ONNX_INT8_TYPES", "onnx_input_name", "onnx_node_names", "quantize_onnx"]
