@@ -4,9 +4,10 @@ Naming (documented in docs/serving.md):
 
 * one **model** per run directory, named by the manifest's ``name`` (the run);
 * its **versions** are the servable artifacts listed in ``manifest.json``, named by file name
-  (``model.onnx``, ``model.int8.onnx``, ``model.int8.tflite``, ...): ONNX runs on onnxruntime,
-  TFLite on LiteRT. Keras/HDF5 files are never loaded (they can execute code on load and are not a
-  serving format);
+  (``model.onnx``, ``model.int8.onnx``, ``model.int8.tflite``, ...), each run by the default runtime
+  of its suffix in the runtime registry (ONNX on onnxruntime, TFLite on LiteRT, OpenVINO IR on
+  OpenVINO; :func:`serving_runtimes`). Keras/HDF5 files are never loaded (they can execute code on
+  load and are not a serving format);
 * the **default version** (what ``/v2/models/{name}/infer`` uses) is ``model.onnx``, the fp32
   export whose accuracy equals the Keras reference; else the first ONNX, else the first TFLite
   artifact. ``default_version=`` picks another.
@@ -31,12 +32,10 @@ import numpy as np
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.export.manifest import MANIFEST, read_manifest, verify_artifact
-from edgecnn.runtime import Runner, load_runner
+from edgecnn.runtime import Runner, RuntimeSpec, list_runtimes, load_runner
 from edgecnn.serve.metrics import log_event
 from edgecnn.serve.protocol import ProtocolError
 
-# suffix -> KServe "platform" string reported in model metadata
-PLATFORMS = {".onnx": "onnxruntime_onnx", ".tflite": "litert_tflite"}
 # Never loaded: deserialising them can run arbitrary code (Lambda layers, pickles), and they are not
 # what an edge service should run.
 REFUSED = (".keras", ".h5", ".hdf5", ".pb", ".pkl", ".pickle", ".pt", ".pth")
@@ -56,7 +55,7 @@ class LoadedVersion:
     platform: str
     input_hwc: tuple[int, int, int]
     num_classes: int
-    # LiteRT interpreters are not thread-safe; onnxruntime sessions are.
+    # Set when the runtime declares thread_safe=False (LiteRT, OpenVINO's single infer request).
     lock: threading.Lock | None = field(default=None, compare=False)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -199,16 +198,17 @@ class Repository:
                     "Only artifacts the manifest records (with their sha256) are served."
                 )
             return [target.only]
-        selected = [f for f in artifacts if Path(f).suffix.lower() in PLATFORMS]
+        servable = serving_runtimes()
+        selected = [f for f in artifacts if Path(f).suffix.lower() in servable]
         if not selected:
             raise EdgecnnError(
-                f"{target.run_dir / MANIFEST} lists no servable artifact (.onnx or .tflite); listed: "
+                f"{target.run_dir / MANIFEST} lists no servable artifact ({', '.join(servable)}); listed: "
                 f"{', '.join(artifacts) or 'none'}. Run `edgecnn export` with an onnx or tflite format."
             )
         skipped = [f for f in artifacts if f not in selected]
         if skipped:
             log_event("artifacts_not_served", model=name, artifacts=skipped,
-                      reason="only .onnx and .tflite are served; Keras/HDF5 files are never loaded")
+                      reason=f"only {', '.join(servable)} are served; Keras/HDF5 files are never loaded")
         return selected
 
     def _default(self, target: _Target, versions: Sequence[str]) -> str:
@@ -256,11 +256,12 @@ class Repository:
         if not path.resolve().is_relative_to(run_dir.resolve()):
             raise EdgecnnError(f"artifact {version!r} points outside {str(run_dir)!r}; refusing to load it.")
         started = time.perf_counter()
+        spec = serving_runtimes()[path.suffix.lower()]
         try:
-            runner = load_runner(path, threads=self.threads, server=True)
+            runner = load_runner(path, threads=self.threads, runtime=spec.name, server=True)
         except EdgecnnError:
             raise
-        except Exception as e:   # onnxruntime / LiteRT errors on a corrupt or incompatible file
+        except Exception as e:   # a runtime's own error on a corrupt or incompatible file
             raise EdgecnnError(f"could not load {str(path)!r} ({type(e).__name__}: {str(e)[:300]}); "
                                "re-run `edgecnn export` to rewrite it.") from e
         # The file must still be the one we hashed: a swap during loading is refused, not served.
@@ -271,8 +272,8 @@ class Repository:
             raise EdgecnnError(f"{path.name}: output shape {out_shape} is not (batch, classes); not a classifier.")
         loaded = LoadedVersion(
             model=name, version=version, path=path, sha256=entry["sha256"], entry=entry, runner=runner,
-            platform=PLATFORMS[path.suffix.lower()], input_hwc=hwc, num_classes=int(out_shape[1]),
-            lock=threading.Lock() if runner.backend == "litert" else None,
+            platform=str(spec.platform), input_hwc=hwc, num_classes=int(out_shape[1]),
+            lock=None if spec.thread_safe else threading.Lock(),
         )
         try:
             zeros = np.zeros((1, *hwc), np.float32)
@@ -285,6 +286,11 @@ class Repository:
         log_event("model_loaded", model=name, version=version, sha256=entry["sha256"], backend=runner.backend,
                   threads=self.threads, load_ms=round((time.perf_counter() - started) * 1e3, 1))
         return loaded
+
+
+def serving_runtimes() -> dict[str, RuntimeSpec]:
+    """Suffix -> the runtime that serves it: the suffix's default runtime, where it declares a KServe platform."""
+    return {suffix: spec for spec in list_runtimes() if spec.platform for suffix in spec.default_for}
 
 
 def resolve_target(target: str | os.PathLike) -> _Target:
@@ -302,9 +308,10 @@ def resolve_target(target: str | os.PathLike) -> _Target:
             raise EdgecnnError(f"{str(path)!r} has no {MANIFEST}; serve a run directory written by `edgecnn export`.")
         return _Target(path, None)
     if path.is_file():
-        if suffix not in PLATFORMS:
+        servable = serving_runtimes()
+        if suffix not in servable:
             raise EdgecnnError(
-                f"cannot serve {path.name!r}: the service runs {', '.join(PLATFORMS)} artifacts. Received suffix {suffix!r}."
+                f"cannot serve {path.name!r}: the service runs {', '.join(servable)} artifacts. Received suffix {suffix!r}."
             )
         if not (path.parent / MANIFEST).is_file():
             raise EdgecnnError(
