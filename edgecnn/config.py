@@ -175,6 +175,16 @@ class EvaluateConfig(_Strict):
     runs: int = Field(200, ge=10)
     threads: list[int] = Field(default_factory=lambda: [1, 0], description="0 = all cores")
     top_k: int = Field(5, ge=2)
+    runtimes: list[str] | None = Field(
+        None, description="runtimes to evaluate each artifact in besides the one its manifest names (always "
+                          "measured); None = every registered runtime that runs it, [] = none")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, v: list[str] | None) -> list[str] | None:
+        from edgecnn.runtime import runtime_names   # the registry; cheap, imports no runtime package
+
+        return None if v is None else _known_names(v, runtime_names(), "runtime")
 
 
 class Budget(_Strict):
