@@ -25,10 +25,18 @@ def gzip_size(path: Path) -> int:
 
 def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
                        classes: list[str]) -> dict:
-    """Accuracy, agreement with the Keras float model, latency at each thread count, and size.
+    """Accuracy, agreement with the Keras float model, latency at each thread count, and size of every
+    artifact in every runtime that runs it.
 
+    ``report["artifacts"]`` holds, per artifact, an entry keyed by its file name, measured in the
+    runtime its manifest names, and one entry keyed ``"<file>@<runtime>"`` per further registered
+    runtime that runs the file (``evaluate.runtimes``; None = all), e.g. ``"model.int8.onnx@openvino"``.
+    Every entry carries ``"file"`` and ``"runtime"``. A further runtime that cannot run on this machine
+    gives an entry with ``"skipped": "<reason>"`` and no metrics, instead of failing the run.
     Every exported artifact's sha256 is checked against manifest.json before it is run.
     """
+    from edgecnn.runtime import get_runtime, list_runtimes, runtimes_for
+
     manifest = read_manifest(run_dir)
     names = [REFERENCE] + [n for n in manifest["artifacts"] if n != REFERENCE]
     cfg = recipe.evaluate
@@ -37,51 +45,71 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
                     "classes": classes, "test_images": int(len(labels)), "reference": REFERENCE,
                     "machine": machine_info(), "latency_protocol": {"batch": 1, "warmup": cfg.warmup,
                                                                      "runs": cfg.runs, "threads": thread_counts},
+                    "runtimes": {r.name: {"version": r.version(), "available": r.available()[0],
+                                          "reason": r.available()[1] or None} for r in list_runtimes()},
                     "artifacts": {}}
+    jobs: list[tuple[str, str, str]] = []     # (report key, file, runtime); each file's own runtime first
+    for name in names:
+        candidates = [r.name for r in runtimes_for(run_dir / name)]
+        own = "keras" if name == REFERENCE else manifest["artifacts"][name].get("runtime")
+        own = own if own in candidates else (candidates[0] if candidates else own)
+        jobs.append((name, name, own))
+        jobs += [(f"{name}@{r}", name, r) for r in candidates
+                 if r != own and (cfg.runtimes is None or r in cfg.runtimes)]
     reference = None
     steps = 1 + len(thread_counts)
-    with progress("evaluating", len(names) * steps) as update:
-        for i, name in enumerate(names):
+    with progress("evaluating", len(jobs) * steps) as update:
+        for i, (key, name, runtime) in enumerate(jobs):
             def step(k: int, info: str, _base=i * steps) -> None:
                 update(_base + k, info)
 
+            ok, why = get_runtime(runtime).available() if key != name else (True, "")
+            if not ok:   # a further runtime that cannot run here is reported, not fatal
+                entry = manifest["artifacts"].get(name, {})
+                report["artifacts"][key] = {"file": name, "runtime": runtime, "format": entry.get("format"),
+                                            "precision": entry.get("precision"), "skipped": why}
+                log.warning("skipped %s in %s: %s", name, runtime, why)
+                continue
             art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
-                                       reference, step)
-            report["artifacts"][name] = art
-            if name == REFERENCE:
+                                       reference, step, runtime=runtime, label=key)
+            report["artifacts"][key] = art
+            if key == REFERENCE:
                 reference = probs
-        update(len(names) * steps)
+        update(len(jobs) * steps)
     report["reference_accuracy"] = report["artifacts"][REFERENCE]["metrics"]["accuracy"]
     return report
 
 
 def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, labels: np.ndarray,
-                  classes: list[str], cfg, thread_counts: list[int], reference, step) -> tuple[dict, np.ndarray]:
-    """One artifact: accuracy on the test split at all threads, then latency at each thread count."""
+                  classes: list[str], cfg, thread_counts: list[int], reference, step, *, runtime: str | None = None,
+                  label: str | None = None) -> tuple[dict, np.ndarray]:
+    """One artifact in one runtime (None = its default): accuracy on the test split at all threads, then
+    latency at each thread count. ``label`` names it in progress and log lines (default: the file name)."""
     from edgecnn.runtime import load_runner
 
+    label = label or name
     path = run_dir / name
     entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}
     if name != REFERENCE:
         entry = verify_artifact(run_dir, name, manifest)
-    step(0, f"{name} accuracy")
-    runner = load_runner(path, threads=max(thread_counts))
+    step(0, f"{label} accuracy")
+    runner = load_runner(path, threads=max(thread_counts), runtime=runtime)
     probs = runner(images)
     metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference if reference is not None else probs)
     latency = {}
     for j, t in enumerate(thread_counts):
-        if name == REFERENCE and t != max(thread_counts):
+        if runner.backend == "keras" and t != max(thread_counts):
             continue  # TF's intra-op pool is fixed per process; Keras is timed at the process default
-        step(1 + j, f"{name} latency @{t} threads")
-        r = runner if t == max(thread_counts) else load_runner(path, threads=t)
+        step(1 + j, f"{label} latency @{t} threads")
+        r = runner if t == max(thread_counts) else load_runner(path, threads=t, runtime=runner.backend)
         latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
-    art = {"format": entry.get("format"), "runtime": entry.get("runtime", runner.backend),
+    art = {"file": name, "format": entry.get("format"), "runtime": runner.backend,
            "sha256": entry.get("sha256") or sha256_file(path),
            "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
            "metrics": metrics, "latency": latency}
     t_log = str(thread_counts[0]) if str(thread_counts[0]) in latency else next(iter(latency))
     lat = latency[t_log]
-    log.info("evaluated %-20s acc=%.4f agree=%.4f p50=%.2fms p95=%.2fms (%s thr) %.0f KB", name,
+    log.info("evaluated %-28s acc=%.4f agree=%.4f p50=%.2fms p95=%.2fms (%s thr) %.0f KB", label,
              metrics["accuracy"], metrics["agreement"], lat["p50_ms"], lat["p95_ms"], t_log, art["bytes"] / 1024)
     return art, probs
 
@@ -179,3 +207,4 @@ def render_markdown(report: dict) -> str:
         lines.append(c + "\t" + "\t".join(str(v) for v in row))
     lines.append("```")
     return "\n".join(lines) + "\n"
+
