@@ -1,4 +1,5 @@
-# edgecnn inference service, CPU.
+# edgecnn inference service, CPU: the runtime-only install (onnxruntime, LiteRT, OpenVINO, FastAPI;
+# no TensorFlow). The same image runs the CI gate: `--entrypoint edgecnn ... check /models budgets.yaml`.
 #
 #   docker build -t edgecnn-serve .
 #   docker run --rm -p 8000:8000 -v "$PWD/export/defects-mobilenetv2:/models:ro" edgecnn-serve
@@ -21,7 +22,8 @@ WORKDIR /opt/edgecnn
 # Only what the package needs: never the local .venv, export/ or data/.
 COPY pyproject.toml README.md ./
 COPY edgecnn ./edgecnn
-RUN pip install . && rm -rf /root/.cache
+# `.[serve]`, not `.[train]`: artifacts only, without the ~1.9 GB training stack.
+RUN pip install ".[serve]" && rm -rf /root/.cache
 
 USER edgecnn
 EXPOSE 8000
