@@ -283,10 +283,13 @@ class Run:
         return bool(rec and rec["fingerprint"] == fp and p.is_file() and sha256_file(p) == rec["sha256"])
 
     def evaluate(self, force: bool = False) -> RunResult:
-        """Evaluate every artifact (unless report.json is current), then apply the budgets."""
+        """Evaluate every artifact (unless report.json is current), apply the budgets, write the findings
+        (``findings/``: what the report shows of the model on images), then render the report."""
         from edgecnn.evaluate.budgets import check_budgets
-        from edgecnn.evaluate.run import evaluate_artifacts, render_markdown
+        from edgecnn.evaluate.findings import write_findings
+        from edgecnn.evaluate.run import evaluate_artifacts
         from edgecnn.export.manifest import read_manifest
+        from edgecnn.report import render_markdown, render_report
 
         manifest = read_manifest(self.dir)
         fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()},
@@ -310,9 +313,8 @@ class Run:
         write_json(report_path, report)
         write_text(self.dir / "report.md", render_markdown(report))
         self._mark("evaluate", fp, ["report.json"], hashed=False)
-        from edgecnn.evaluate.report_html import render_report
-
-        render_report(self.dir)  # report.html, plots/, MODEL_CARD.md
+        write_findings(self.dir, self.dataset())  # gallery, Grad-CAM, layer table; skipped while unchanged
+        render_report(self.dir)  # report.html, plots/, MODEL_CARD.md: renders only what is in the run directory
         return RunResult(self.dir, report, violations)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgecnn.errors import EdgecnnError
 
-__all__ = ["gradcam", "find_feature_layer", "logits_tensor", "localisation_score", "GRADCAM_JSON"]
+__all__ = ["gradcam", "find_feature_layer", "logits_tensor", "localisation_score", "gradcam_plot", "GRADCAM_JSON"]
 
 GRADCAM_JSON = "gradcam.json"
 _GLOBAL_POOLS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D")
@@ -281,3 +281,66 @@ def _dataset_root_and_classes(run_dir: Path) -> tuple[Path, list[str]]:
     labels = run_dir / "labels.txt"
     classes = labels.read_text().split() if labels.is_file() else list(info["classes"])
     return root, classes
+
+
+# ----------------------------------------------------------------------------------------------
+# The overlay figure
+
+
+def gradcam_plot(rows: dict[str, list[dict]], path: str | os.PathLike, *, alpha: float = 0.65) -> Path:
+    """A grid of Grad-CAM overlays: one row per class, one column per example.
+
+    Each example: ``{"image": (H, W, 3) 0-255, "heatmap": (h, w) in [0, 1], "title": str,
+    "bbox": [x0, y0, x1, y1] in image pixels or None}``; the heatmap is resized to the image.
+    """
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    from edgecnn.report.plots import figure, save_figure
+
+    names = [r for r in rows if rows[r]]
+    ncols = max((len(rows[r]) for r in names), default=1)
+    fig = figure(2.1 * ncols + 0.6, 2.35 * max(1, len(names)))
+    if not names:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no images", ha="center", va="center")
+        ax.set_axis_off()
+        return save_figure(fig, path)
+    axes = fig.subplots(len(names), ncols, squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(rows[name]):
+                ax.set_axis_off()
+                continue
+            ex = rows[name][c]
+            img = np.clip(np.asarray(ex["image"]), 0, 255).astype(np.uint8)
+            h, w = img.shape[:2]
+            heat = np.asarray(ex["heatmap"], dtype=np.float32)
+            if heat.shape != (h, w):
+                heat = np.asarray(Image.fromarray(heat).resize((w, h), Image.BILINEAR))
+            ax.imshow(img, interpolation="nearest")
+            # opacity grows with the evidence, so the surface stays visible where the model does not look
+            ax.imshow(heat, cmap="jet", alpha=np.clip(heat, 0, 1) * alpha, vmin=0, vmax=1, interpolation="bilinear")
+            if ex.get("bbox"):
+                x0, y0, x1, y1 = ex["bbox"]
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", lw=1.6))
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="black", lw=0.6,
+                                       ls="--"))
+            title = ex.get("title", "")
+            if heat.max() > 0:
+                iy, ix = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                ax.plot([ix], [iy], marker="+", color="white", ms=10, mew=2)
+            else:
+                title += "\n(no evidence for the class)"
+            ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=10)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.6,
+                 label="Grad-CAM evidence (opacity grows with it)")
+    return save_figure(fig, path)

@@ -6,7 +6,7 @@ run directory can state as fact: every number comes from report.json, manifest.j
 dataset.json, history.json or gradcam.json, never from prose typed by hand.
 
 Example:
-    >>> from edgecnn.evaluate.model_card import write_model_card
+    >>> from edgecnn.report import write_model_card
     >>> write_model_card("export/defects-mobilenetv2")       # doctest: +SKIP
     PosixPath('export/defects-mobilenetv2/MODEL_CARD.md')
 """
@@ -15,22 +15,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from edgecnn._io import sha256_file, write_text
+from edgecnn.report.markup import num
+from edgecnn.report.run_files import RunFiles, latency_p50, read_run
 
 __all__ = ["write_model_card", "render_model_card", "MODEL_CARD"]
 
 MODEL_CARD = "MODEL_CARD.md"
 
 
-def write_model_card(run_dir: str | os.PathLike, *, run: Any = None, localisation: dict | None = None) -> Path:
+def write_model_card(run_dir: str | os.PathLike, *, run: RunFiles | None = None) -> Path:
     """Write ``RUN_DIR/MODEL_CARD.md`` (atomically) from the run's files.
 
     Args:
         run_dir: an evaluated run directory (report.json required).
-        run: an already read :class:`edgecnn.evaluate.report_html.RunFiles` (saves re-reading).
-        localisation: a Grad-CAM localisation result; default: RUN_DIR/gradcam.json when present.
+        run: the run's files, when the caller has read them already (saves re-reading).
 
     Returns:
         The path of MODEL_CARD.md.
@@ -38,10 +38,8 @@ def write_model_card(run_dir: str | os.PathLike, *, run: Any = None, localisatio
     Raises:
         EdgecnnError: the run has no readable report.json.
     """
-    from edgecnn.evaluate.report_html import read_run
-
     run = run or read_run(run_dir)
-    return write_text(Path(run_dir) / MODEL_CARD, render_model_card(run, localisation=localisation))
+    return write_text(Path(run_dir) / MODEL_CARD, render_model_card(run))
 
 
 def _pct(x: float) -> str:
@@ -56,10 +54,8 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_model_card(run, localisation: dict | None = None) -> str:
-    """The model card's Markdown for a :class:`~edgecnn.evaluate.report_html.RunFiles`."""
-    from edgecnn.evaluate.report_html import latency_p50, num
-
+def render_model_card(run: RunFiles) -> str:
+    """The model card's Markdown for a run's files (the Grad-CAM score from findings/ or gradcam.json)."""
     r = run.report
     manifest = run.manifest or {}
     model = manifest.get("model", {})
@@ -68,10 +64,10 @@ def render_model_card(run, localisation: dict | None = None) -> str:
     classes = run.classes
     ref_name = run.reference
     ref = r["artifacts"].get(ref_name, {}).get("metrics", {})
-    loc = localisation or run.gradcam
+    loc = run.localisation
     meta = _dataset_meta(run)
     synthetic = bool(meta and meta.get("generator") == "edgecnn.data.defects")
-    desc = recipe.description if recipe is not None and recipe.description else ""
+    desc = run.description
     size = model.get("input_size", "?")
     verdict = r.get("verdict")
     lines = [f"# Model card: {run.name}", ""]
@@ -119,10 +115,11 @@ def render_model_card(run, localisation: dict | None = None) -> str:
     else:
         lines.append("No dataset.json in the run directory: the data is not recorded.")
     if recipe is not None:
-        a = recipe.data.augment
-        t = recipe.train
-        lines += ["", f"Training augmentation: flip {a.flip}, rotation ±{a.rotation} turn, zoom ±{a.zoom}, contrast "
-                      f"±{a.contrast}. Optimiser {t.optimizer}, seed {t.seed}."]
+        a = (recipe.get("data") or {}).get("augment") or {}
+        t = recipe.get("train") or {}
+        lines += ["", f"Training augmentation: flip {a.get('flip', '?')}, rotation ±{a.get('rotation', '?')} turn, "
+                      f"zoom ±{a.get('zoom', '?')}, contrast ±{a.get('contrast', '?')}. Optimiser "
+                      f"{t.get('optimizer', '?')}, seed {t.get('seed', '?')}."]
     for ph in (run.history or {}).get("phases", []):
         lr = ph.get("lr")
         lr0 = lr[0] if isinstance(lr, list) and lr else lr

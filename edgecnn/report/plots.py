@@ -1,28 +1,29 @@
 """The report's PNG figures, drawn with matplotlib's object API (no pyplot, so no global state).
 
-Each function takes plain data (numbers from report.json / history.json, numpy images) and a
-path, writes one PNG and returns the path. Nothing here reads a run directory: that is
-``report_html``'s job, which keeps these easy to test and to reuse (``compare_runs`` uses
-:func:`tradeoff_plot` over several runs).
+Each function takes plain numbers (from report.json / history.json) and a path, writes one PNG
+and returns the path. Nothing here reads a run directory: the sections do, which keeps these
+easy to test and to reuse (``compare_runs`` uses :func:`tradeoff_plot` over several runs). The
+image figures (gallery thumbnails, Grad-CAM overlays) are drawn by the evaluate stage.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TradeoffPoint", "pareto_front", "tradeoff_plot", "confusion_plot", "training_plot",
-           "gradcam_plot", "save_thumbnail"]
+from edgecnn.report.pareto import PARETO_DEFINITION, TradeoffPoint, pareto_front
+
+__all__ = ["tradeoff_plot", "confusion_plot", "training_plot", "figure", "save_figure"]
 
 DPI = 100
 _GOOD, _BAD, _FRONT = "#1a7f37", "#cf222e", "#0550ae"
 _PALETTE = ("#0550ae", "#bc4c00", "#1a7f37", "#8250df", "#cf222e", "#116329", "#953800", "#6e7781")
 
 
-def _figure(width_in: float, height_in: float):
+def figure(width_in: float, height_in: float):
+    """A matplotlib Figure on its own Agg canvas (no pyplot state), constrained layout, at :data:`DPI`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -31,7 +32,8 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parents created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI)
@@ -40,31 +42,6 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 # Accuracy vs latency vs size
-
-
-@dataclass(frozen=True)
-class TradeoffPoint:
-    """One artifact on the trade-off plot."""
-
-    label: str
-    latency_ms: float
-    accuracy: float
-    bytes: int
-    group: str = ""
-    note: str = ""  # e.g. "timed at 2 threads" when no 1-thread measurement exists
-    ci95: tuple[float, float] | None = None
-
-
-def pareto_front(points: Sequence[TradeoffPoint]) -> list[int]:
-    """Indices of the points no other point beats on both latency (lower) and accuracy (higher),
-    ordered by latency."""
-    front = []
-    for i, p in enumerate(points):
-        dominated = any(q.latency_ms <= p.latency_ms and q.accuracy >= p.accuracy
-                        and (q.latency_ms < p.latency_ms or q.accuracy > p.accuracy) for q in points)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i].latency_ms, -points[i].accuracy))
 
 
 def _marker_area(nbytes: np.ndarray) -> np.ndarray:
@@ -119,12 +96,12 @@ def tradeoff_plot(points: Sequence[TradeoffPoint], path: str | os.PathLike, *, t
 
     Points of different ``group`` (e.g. runs) get different colours.
     """
-    fig = _figure(9.5, 5.6)
+    fig = figure(9.5, 5.6)
     ax = fig.add_subplot()
     if not points:
         ax.text(0.5, 0.5, "no artifact has a latency measurement", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return _save(fig, path)
+        return save_figure(fig, path)
     groups = list(dict.fromkeys(p.group for p in points))
     color_of = {g: _PALETTE[i % len(_PALETTE)] for i, g in enumerate(groups)}
     xs = np.array([p.latency_ms for p in points])
@@ -176,7 +153,7 @@ def tradeoff_plot(points: Sequence[TradeoffPoint], path: str | os.PathLike, *, t
     handles = [Line2D([], [], ls="", marker="o", ms=8, color=color_of[g], alpha=0.7, mec="black", label=g)
                for g in groups if g]
     handles.append(Line2D([], [], color=_FRONT, ls="--", marker="D", ms=4,
-                          label="Pareto front (no other point is both faster and more accurate)"))
+                          label=f"Pareto front ({PARETO_DEFINITION})"))
     legend = ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
     big = max(points, key=lambda p: p.bytes)
     note = ax.text(0.01, 0.01, f"marker area ∝ file size (largest: {big.label}, {big.bytes / 1024:,.0f} KB)  "
@@ -185,7 +162,7 @@ def tradeoff_plot(points: Sequence[TradeoffPoint], path: str | os.PathLike, *, t
     renderer = fig.canvas.get_renderer()
     _place_labels(ax, fig, xs, ys, texts, colors, sizes,
                   obstacles=[legend.get_window_extent(renderer), note.get_window_extent(renderer)])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +178,7 @@ def confusion_plot(matrices: dict[str, Sequence[Sequence[int]]], classes: Sequen
     k = len(classes)
     cell = 0.42 if k <= 10 else 0.25
     side = max(2.6, cell * k + 1.3)
-    fig = _figure(min(15.5, side * n + 0.4), side + 0.6)
+    fig = figure(min(15.5, side * n + 0.4), side + 0.6)
     axes = fig.subplots(1, n, squeeze=False)[0]
     show_counts = k <= 15
     for ax, name in zip(axes, names):
@@ -221,7 +198,7 @@ def confusion_plot(matrices: dict[str, Sequence[Sequence[int]]], classes: Sequen
         ax.set_ylabel("true", fontsize=8)
         sub = (subtitles or {}).get(name, "")
         ax.set_title(name + (f"\n{sub}" if sub else ""), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,7 +208,7 @@ def confusion_plot(matrices: dict[str, Sequence[Sequence[int]]], classes: Sequen
 def training_plot(phases: Sequence[dict], path: str | os.PathLike) -> Path:
     """Loss, accuracy and learning rate per epoch, every phase on one epoch axis, with a dashed
     line where one phase ends and the next begins."""
-    fig = _figure(12, 3.6)
+    fig = figure(12, 3.6)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     start = 0
     boundaries = []
@@ -279,77 +256,4 @@ def training_plot(phases: Sequence[dict], path: str | os.PathLike) -> Path:
             ax.legend(fontsize=8)
     if series["lr"] and min(v for _, v in series["lr"]) > 0:
         ax_lr.set_yscale("log")
-    return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Images
-
-
-def save_thumbnail(image: np.ndarray, path: str | os.PathLike, max_side: int = 160) -> Path:
-    """An RGB uint8 (or 0-255 float) image as a PNG no larger than ``max_side`` pixels."""
-    from PIL import Image
-
-    im = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
-    im.thumbnail((max_side, max_side), Image.LANCZOS)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format="PNG", optimize=True)
-    return path
-
-
-def gradcam_plot(rows: dict[str, list[dict]], path: str | os.PathLike, *, alpha: float = 0.65) -> Path:
-    """A grid of Grad-CAM overlays: one row per class, one column per example.
-
-    Each example: ``{"image": (H, W, 3) 0-255, "heatmap": (h, w) in [0, 1], "title": str,
-    "bbox": [x0, y0, x1, y1] in image pixels or None}``; the heatmap is resized to the image.
-    """
-    from matplotlib.patches import Rectangle
-    from PIL import Image
-
-    names = [r for r in rows if rows[r]]
-    ncols = max((len(rows[r]) for r in names), default=1)
-    fig = _figure(2.1 * ncols + 0.6, 2.35 * max(1, len(names)))
-    if not names:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no images", ha="center", va="center")
-        ax.set_axis_off()
-        return _save(fig, path)
-    axes = fig.subplots(len(names), ncols, squeeze=False)
-    for r, name in enumerate(names):
-        for c in range(ncols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(rows[name]):
-                ax.set_axis_off()
-                continue
-            ex = rows[name][c]
-            img = np.clip(np.asarray(ex["image"]), 0, 255).astype(np.uint8)
-            h, w = img.shape[:2]
-            heat = np.asarray(ex["heatmap"], dtype=np.float32)
-            if heat.shape != (h, w):
-                heat = np.asarray(Image.fromarray(heat).resize((w, h), Image.BILINEAR))
-            ax.imshow(img, interpolation="nearest")
-            # opacity grows with the evidence, so the surface stays visible where the model does not look
-            ax.imshow(heat, cmap="jet", alpha=np.clip(heat, 0, 1) * alpha, vmin=0, vmax=1, interpolation="bilinear")
-            if ex.get("bbox"):
-                x0, y0, x1, y1 = ex["bbox"]
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", lw=1.6))
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="black", lw=0.6,
-                                       ls="--"))
-            title = ex.get("title", "")
-            if heat.max() > 0:
-                iy, ix = np.unravel_index(int(np.argmax(heat)), heat.shape)
-                ax.plot([ix], [iy], marker="+", color="white", ms=10, mew=2)
-            else:
-                title += "\n(no evidence for the class)"
-            ax.set_title(title, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=10)
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.6,
-                 label="Grad-CAM evidence (opacity grows with it)")
-    return _save(fig, path)
+    return save_figure(fig, path)
