@@ -2,7 +2,8 @@
 
 The model may be ``imagenet`` (MobileNetV2 with the offline ImageNet weights and the 1000 class
 names shipped in the package), a run directory (its model.keras and labels.txt), or an artifact
-(.keras / .tflite / .onnx) whose folder holds manifest.json or labels.txt.
+(.keras / .tflite / .onnx) whose folder holds manifest.json or labels.txt. Images go through
+:func:`edgecnn.data.preprocess.load_image`, the preprocessing of training, evaluation and the service.
 """
 from __future__ import annotations
 
@@ -12,23 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 
 IMAGENET = "imagenet"
-
-
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """RGB float32 0-255 at size x size (bilinear), as every exported model expects."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32)
-    except FileNotFoundError:
-        raise EdgecnnError(f"image not found: {str(path)!r}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise EdgecnnError(f"cannot read image {str(path)!r}: {e}. Use a PNG, JPEG or BMP file.") from None
 
 
 def _labels_near(folder: Path) -> list[str]:
@@ -103,7 +91,11 @@ class _ImagenetRunner:
 
 
 def predict_files(model: str, images: list[str], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Top-k (label, probability) for each image file."""
+    """Top-k (label, probability) for each image file.
+
+    Each file is read by :func:`edgecnn.data.preprocess.load_image` at the model's input size,
+    so the model sees the pixels evaluation and the service give it.
+    """
     if top < 1:
         raise EdgecnnError(f"--top must be >= 1. Received {top}.")
     predictor = Predictor.open(model)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
-from edgecnn.predict import load_image, predict_files
+from edgecnn.predict import predict_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -106,6 +106,56 @@ def test_model_metadata_default_and_versions(http):
     assert {(m["version"], m["default"]) for m in index} == {("model.onnx", True), ("model.fp32.tflite", False)}
 
 
+def test_openapi_documents_every_response_body(http):
+    """/docs shows a response schema per route, and each schema is the body the route really sends."""
+    from edgecnn.serve import protocol
+
+    spec = http.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+
+    def body_schema(path: str, method: str, status: str = "200") -> dict:
+        response = spec["paths"][path][method]["responses"][status]
+        schema = response["content"]["application/json"]["schema"]
+        ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+        assert ref, f"{method.upper()} {path} {status}: no response model"
+        return schemas[ref.rsplit("/", 1)[-1]]
+
+    documented = {
+        ("/v2/health/live", "get"): "LiveResponse", ("/v2/health/ready", "get"): "ReadyResponse",
+        ("/v2", "get"): "ServerMetadata", ("/v2/models/{name}", "get"): "ModelMetadata",
+        ("/v2/models/{name}/versions/{version}", "get"): "ModelMetadata",
+        ("/v2/models/{name}/ready", "get"): "ModelReady",
+        ("/v2/models/{name}/infer", "post"): "InferenceResponse",
+        ("/v2/models/{name}/versions/{version}/infer", "post"): "InferenceResponse",
+        ("/v2/models/{name}/classify", "post"): "ClassifyResponse",
+        ("/v2/models/{name}/versions/{version}/classify", "post"): "ClassifyResponse",
+        ("/v2/repository/index", "post"): "RepositoryModel",
+    }
+    for (path, method), model in documented.items():
+        assert body_schema(path, method) == schemas[model], (path, method)
+    assert set(schemas["InferenceResponse"]["required"]) == {"model_name", "outputs"}
+    assert body_schema("/v2/models/{name}/infer", "post", "400") == schemas["ErrorResponse"]
+    assert body_schema("/v2/health/ready", "get", "503") == schemas["ReadyResponse"]
+    infer_request = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert "$ref" not in json.dumps(infer_request) and "inputs" in infer_request["schema"]["properties"]
+
+    # The real bodies fit the documented models, extra keys included (none may be dropped silently).
+    png = png_bytes()
+    bodies = {
+        protocol.LiveResponse: http.get("/v2/health/live").json(),
+        protocol.ReadyResponse: http.get("/v2/health/ready").json(),
+        protocol.ServerMetadata: http.get("/v2").json(),
+        protocol.ModelMetadata: http.get("/v2/models/tiny").json(),
+        protocol.ModelReady: http.get("/v2/models/tiny/ready").json(),
+        protocol.InferenceResponse: http.post("/v2/models/tiny/infer", json=infer_body(id="x")).json(),
+        protocol.ClassifyResponse: http.post("/v2/models/tiny/classify", content=png,
+                                             headers={"Content-Type": "image/png"}).json(),
+        protocol.ErrorResponse: http.post("/v2/models/tiny/infer", content=b"{").json(),
+    }
+    for model, body in bodies.items():
+        assert model.model_validate(body).model_dump(exclude_unset=True) == body, model.__name__
+
+
 def test_infer_json_matches_in_process_onnxruntime(http, artifacts):
     batch = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
     r = http.post("/v2/models/tiny/infer", json=infer_body(batch, id="req-7"))
@@ -158,9 +208,9 @@ def test_classify_png_jpeg_multipart(http, artifacts):
     assert len(preds) == 3 and {p["label"] for p in preds} == set(LABELS)
     assert abs(sum(p["probability"] for p in preds) - 1) < 1e-4
     assert preds == sorted(preds, key=lambda p: -p["probability"])
-    from edgecnn.serve.protocol import resize_pixels
+    from edgecnn.data.preprocess import load_image
 
-    expected = _reference(artifacts, resize_pixels(Image.open(io.BytesIO(png)).convert("RGB"), 32, 32)[None])[0]
+    expected = _reference(artifacts, load_image(png, 32)[None])[0]
     assert preds[0]["index"] == int(np.argmax(expected))
     r = http.post("/v2/models/tiny/classify?top_k=2", files={"file": ("x.png", png, "image/png")})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 2
@@ -625,18 +675,6 @@ def test_evaluate_via_http_on_a_run_directory_matches_the_pipeline(server, run_c
     assert result["n_images"] == len(labels) > 0 and result["levels"][0]["errors"] == 0
     expected = float(np.mean(np.argmax(_reference(run_copy, images), 1) == labels))
     assert result["accuracy"] == pytest.approx(expected)
-
-
-def test_resize_matches_the_training_pipeline():
-    """The service's resize is tf.image.resize(antialias=True), the pipeline's (data/loader.py)."""
-    from edgecnn._tf import tf
-    from edgecnn.serve.protocol import resize_pixels
-
-    rng = np.random.default_rng(9)
-    for shape in [(300, 400, 3), (17, 23, 3), (32, 32, 3)]:
-        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-        ours = resize_pixels(Image.fromarray(pixels), 32, 32)
-        np.testing.assert_allclose(ours, tf.image.resize(pixels, (32, 32), antialias=True).numpy(), atol=1e-3)
 
 
 # ---------------------------------------------------------------------------- bounded load test

@@ -1,19 +1,30 @@
-"""tf.data input pipelines: parallel decode, resize, cache, (train-only) augmentation, prefetch."""
+"""tf.data input pipelines: parallel decode, resize, cache, (train-only) augmentation, prefetch.
+
+Decoding and resizing are :func:`edgecnn.data.preprocess.load_image`, the function ``edgecnn
+predict`` and the service call too, run inside the pipeline with ``tf.numpy_function``: images
+stream from disk one file at a time (nothing forces a data set into memory), and ``.cache()``
+keeps the decoded pixels after the first epoch.
+"""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from edgecnn._tf import keras, tf
 from edgecnn.config import AugmentConfig
 from edgecnn.data.folders import Dataset
+from edgecnn.data.preprocess import load_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _decode(path, size: int):
-    img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    img = tf.image.resize(img, (size, size), antialias=True)  # float32, still 0-255
-    return tf.clip_by_value(img, 0.0, 255.0)
+def _decode(path: tf.Tensor, size: int) -> tf.Tensor:
+    """One file path (string tensor) -> (size, size, 3) float32 pixels 0-255, by ``load_image``."""
+    img = tf.numpy_function(lambda p: load_image(os.fsdecode(p), size), [path], tf.float32, stateful=False,
+                            name="load_image")
+    img.set_shape((size, size, 3))
+    return img
 
 
 def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:

@@ -30,16 +30,35 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 import edgecnn
+from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 from edgecnn.serve.metrics import Metrics, log_event
 from edgecnn.serve.protocol import (
-    HEADER_LENGTH, INPUT_DATATYPES, ProtocolError, decode_input, encode_infer_response, parse_infer_request,
-    resize_pixels, split_binary_inputs, wants_binary,
+    HEADER_LENGTH,
+    INPUT_DATATYPES,
+    ClassifyResponse,
+    ErrorResponse,
+    InferenceRequest,
+    InferenceResponse,
+    LiveResponse,
+    ModelMetadata,
+    ModelReady,
+    ProtocolError,
+    ReadyResponse,
+    ReloadResponse,
+    RepositoryModel,
+    ServerMetadata,
+    decode_input,
+    encode_infer_response,
+    parse_infer_request,
+    split_binary_inputs,
+    wants_binary,
 )
 from edgecnn.serve.repository import LoadedVersion, ModelState, Repository
 
@@ -236,7 +255,8 @@ async def _error(send, status: int, message: str, headers: list | None = None) -
 def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
     """PNG/JPEG bytes -> float32 (height, width, 3) RGB pixels 0-255, refusing bombs before decoding.
 
-    The resize is :func:`edgecnn.serve.protocol.resize_pixels`, identical to the training pipeline's.
+    The pixels are :func:`edgecnn.data.preprocess.load_image`'s, the preprocessing of training,
+    evaluation and ``edgecnn predict``; only the format and size checks are the service's own.
 
     Raises:
         ProtocolError: empty, not PNG/JPEG (415 for another image format), too many declared
@@ -262,19 +282,64 @@ def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple
             if w < 1 or h < 1 or w * h > max_pixels:
                 raise ProtocolError(f"the {fmt} image declares {w}x{h} = {w * h} pixels; the limit is "
                                     f"{max_pixels} (max_image_pixels). Downscale it before sending.")
-            # Full decode, no JPEG draft scaling: the pixels must be the ones the model was evaluated on.
-            if im.mode.startswith("I;16"):        # 16-bit grey (industrial cameras): keep the top 8 bits
-                rgb = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
-            else:
-                rgb = im.convert("RGB")
-            return resize_pixels(rgb, width, height), {"format": fmt, "width": w, "height": h}
+            return load_image(im, (height, width)), {"format": fmt, "width": w, "height": h}
     except ProtocolError:
         raise
     except Image.DecompressionBombError:
         raise ProtocolError(f"the {fmt} image declares too many pixels (decompression bomb); "
                             f"the limit is {max_pixels}.") from None
-    except Exception as e:      # truncated, corrupt, unsupported mode: Pillow raises many types
+    except EdgecnnError as e:   # load_image: truncated or corrupt
+        raise ProtocolError(str(e)[:300]) from None
+    except Exception as e:      # Pillow raises many types while opening a damaged header
         raise ProtocolError(f"could not decode the {fmt} image: {str(e)[:200] or type(e).__name__}.") from None
+
+
+# ---------------------------------------------------------------- OpenAPI documentation of the routes
+
+def _inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its nested models written in place: a "#/$defs/..." reference
+    inside ``openapi_extra`` would point at the OpenAPI document's root, where nothing is defined."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Unknown model or version."}}
+_REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The request is malformed; the message says what and how to fix it."},
+    **_NOT_FOUND,
+    413: {"model": ErrorResponse, "description": "The body exceeds max_body_bytes."},
+    415: {"model": ErrorResponse, "description": "Unsupported Content-Type or image format."},
+    503: {"model": ErrorResponse, "description": "max_concurrency requests in flight; retry after Retry-After."},
+}
+# The infer body is encoded by hand (encode_infer_response, binary tensors included) for speed, so the
+# route names its schema here instead of passing it through response_model validation.
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": InferenceResponse,
+          "description": "JSON; with binary outputs, `application/octet-stream`: Inference-Header-Content-Length "
+                         "bytes of this JSON, then each binary output's raw little-endian bytes in order.",
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    **_REQUEST_ERRORS,
+}
+_INFER_REQUEST = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inlined_schema(InferenceRequest)},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                 "description": "Binary tensor extension: JSON header, then raw input bytes."},
+}}}
+_CLASSIFY_REQUEST = {"requestBody": {"required": True, "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
+                                                                                 "format": "binary"}}}},
+}}}
 
 
 # ---------------------------------------------------------------- the app
@@ -395,34 +460,36 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
 
     # -------------------------------------------------------- health and metadata
 
-    @app.get("/v2/health/live")
+    @app.get("/v2/health/live", response_model=LiveResponse)
     async def live():
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "Not ready: starting, stopping or a model "
+                                                                     "without a loaded version."}})
     async def ready():
         ok = service.ready and all(s.versions for s in repo.states())
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/v2")
+    @app.get("/v2", response_model=ServerMetadata)
     async def server_metadata():
         return {"name": "edgecnn", "version": edgecnn.__version__,
                 "extensions": ["model_repository", "binary_tensor_data", "classification"]}
 
-    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=_NOT_FOUND)
     async def model_metadata(name: str):
         return service.metadata(*repo.resolve(name))
 
-    @app.get("/v2/models/{name}/versions/{version}")
+    @app.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=_NOT_FOUND)
     async def model_version_metadata(name: str, version: str):
         return service.metadata(*repo.resolve(name, version))
 
-    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/ready", response_model=ModelReady, responses=_NOT_FOUND)
     async def model_ready(name: str):
         state, loaded = repo.resolve(name)
         return {"name": state.name, "version": loaded.version, "ready": service.ready}
 
-    @app.get("/v2/models/{name}/versions/{version}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_NOT_FOUND)
     async def model_version_ready(name: str, version: str):
         state, loaded = repo.resolve(name, version)
         return {"name": state.name, "version": loaded.version, "ready": service.ready}
@@ -440,12 +507,13 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         return await anyio.to_thread.run_sync(partial(service.infer, state, loaded, body, header_length),
                                               limiter=service.limiter)
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", responses=_INFER_RESPONSES, openapi_extra=_INFER_REQUEST)
     async def infer(request: Request, name: str):
         """KServe v2 inference: ``{"inputs": [{"name", "shape", "datatype", "data"}]}`` -> ``{"outputs": [...]}``."""
         return await _infer(request, name, None)
 
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer", responses=_INFER_RESPONSES,
+              openapi_extra=_INFER_REQUEST)
     async def infer_version(request: Request, name: str, version: str):
         return await _infer(request, name, version)
 
@@ -471,23 +539,29 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         return await anyio.to_thread.run_sync(partial(service.classify, state, loaded, data, k),
                                               limiter=service.limiter)
 
-    @app.post("/v2/models/{name}/classify")
+    @app.post("/v2/models/{name}/classify", response_model=ClassifyResponse, responses=_REQUEST_ERRORS,
+              openapi_extra=_CLASSIFY_REQUEST)
     async def classify(request: Request, name: str, top_k: int = Query(5, ge=1, le=1000)):
         """Upload a PNG/JPEG (raw body or multipart); returns the top-k labels with probabilities."""
         return await _classify(request, name, None, top_k)
 
-    @app.post("/v2/models/{name}/versions/{version}/classify")
+    @app.post("/v2/models/{name}/versions/{version}/classify", response_model=ClassifyResponse,
+              responses=_REQUEST_ERRORS, openapi_extra=_CLASSIFY_REQUEST)
     async def classify_version(request: Request, name: str, version: str, top_k: int = Query(5, ge=1, le=1000)):
         return await _classify(request, name, version, top_k)
 
     # -------------------------------------------------------- repository and operations
 
-    @app.post("/v2/repository/index")
+    @app.post("/v2/repository/index", response_model=list[RepositoryModel])
     async def repository_index():
         return [{"name": s.name, "version": v, "state": "READY", "default": v == s.default}
                 for s in repo.states() for v in s.versions]
 
-    @app.post("/v2/repository/models/{name}/load")
+    # responses= rather than response_model: the body is the repository's own summary, passed through.
+    @app.post("/v2/repository/models/{name}/load",
+              responses={200: {"model": ReloadResponse}, **_NOT_FOUND,
+                         409: {"model": ErrorResponse, "description": "Reload off, already running, or failed; "
+                                                                      "the old versions keep serving."}})
     async def load_model(name: str):
         """Re-read the manifest and hot-swap changed versions; on failure the old ones keep serving."""
         if not options.allow_reload:
@@ -510,7 +584,7 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         metrics.set_models(name, {v: lv.sha256 for v, lv in state.versions.items()})
         return result
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus_metrics():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

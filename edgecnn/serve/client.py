@@ -22,8 +22,9 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
-from edgecnn.serve.protocol import resize_pixels, split_binary_response
+from edgecnn.serve.protocol import split_binary_response
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -196,13 +197,11 @@ def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[st
 
 
 def load_images(files: Sequence[str], height: int, width: int) -> np.ndarray:
-    """float32 (N, height, width, 3) RGB pixels 0-255, resized as the service and the pipeline resize."""
-    from PIL import Image
-
+    """float32 (N, height, width, 3) RGB pixels 0-255 by :func:`edgecnn.data.preprocess.load_image`,
+    the preprocessing of the pipeline and of the classify endpoint."""
     pixels = np.empty((len(files), height, width, 3), np.float32)
     for i, f in enumerate(files):
-        with Image.open(f) as im:
-            pixels[i] = resize_pixels(im.convert("RGB"), width, height)
+        pixels[i] = load_image(f, (height, width))
     return pixels
 
 
@@ -221,8 +220,8 @@ def evaluate_via_http(
 ) -> dict[str, Any]:
     """Accuracy, latency and throughput of a served model on a labelled image folder.
 
-    Each image is resized on the client to the model's input size (the resize of the training
-    pipeline and of the classify endpoint) and sent as one FP32 tensor request to ``/infer``.
+    Each image is read on the client by :func:`edgecnn.data.preprocess.load_image` at the model's
+    input size (the preprocessing of the training pipeline and of the classify endpoint) and sent as one FP32 tensor request to ``/infer``.
     Every concurrency level sends ``requests_per_level`` requests (default: each image once)
     from that many threads.
 

@@ -10,6 +10,9 @@ The JSON bodies follow https://kserve.github.io/website/latest/modelserving/data
   ``"parameters": {"binary_data": true}``). It saves the JSON encode/decode of every pixel.
 * the ``classify`` response of the image-upload endpoint (``ClassifyResponse``).
 
+The pydantic models below are the request body the service validates and the response bodies it
+documents in ``/openapi.json``.
+
 Every problem with a client's body is a :class:`ProtocolError` carrying the HTTP status to answer.
 """
 from __future__ import annotations
@@ -57,28 +60,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(protected_namespaces=(), extra="ignore")
 
 
-class TensorMetadata(_Body):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ServerMetadata(_Body):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class ModelMetadata(_Body):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    # edgecnn additions: the version answered, labels, preprocessing, artifact facts.
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
 class RequestInput(_Body):
     name: str
     shape: list[int]
@@ -93,18 +74,68 @@ class RequestOutput(_Body):
 
 
 class InferenceRequest(_Body):
+    """The body of ``POST .../infer`` (validated on every request, by :func:`parse_infer_request`)."""
+
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = None
 
 
+# Response bodies. They document the routes in /openapi.json (and /docs); the infer route encodes
+# its body by hand (encode_infer_response) and only names InferenceResponse as its schema.
+
+
+class ErrorResponse(_Body):
+    """Every 4xx/5xx answer: one readable message."""
+
+    error: str
+
+
+class LiveResponse(_Body):
+    live: bool
+
+
+class ReadyResponse(_Body):
+    ready: bool
+
+
+class ServerMetadata(_Body):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(_Body):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(_Body):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="edgecnn additions: the version answered, labels, preprocessing, artifact facts.")
+
+
+class ModelReady(_Body):
+    name: str
+    version: str
+    ready: bool
+
+
 class ResponseOutput(_Body):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_size": N} when the tensor follows the JSON part as raw bytes.')
+    data: list[Any] | None = Field(None, description="The values, row-major; absent for a binary output.")
 
 
 class InferenceResponse(_Body):
@@ -114,8 +145,10 @@ class InferenceResponse(_Body):
     outputs: list[ResponseOutput]
 
 
-class ErrorResponse(_Body):
-    error: str
+class ImageInfo(_Body):
+    format: str
+    width: int
+    height: int
 
 
 class Prediction(_Body):
@@ -127,7 +160,24 @@ class Prediction(_Body):
 class ClassifyResponse(_Body):
     model_name: str
     model_version: str
+    image: ImageInfo = Field(description="The upload as received, before resizing.")
     predictions: list[Prediction]
+
+
+class RepositoryModel(_Body):
+    name: str
+    version: str
+    state: str
+    default: bool
+
+
+class ReloadResponse(_Body):
+    model: str
+    generation: int
+    default: str | None = None
+    loaded: list[str]
+    unchanged: list[str]
+    removed: list[str]
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
@@ -274,24 +324,6 @@ def wants_binary(request: InferenceRequest) -> set[str] | bool:
     if params.get("binary_data_output") is True:
         return True
     return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
-
-
-def resize_pixels(image, width: int, height: int) -> np.ndarray:
-    """An RGB PIL image -> float32 (height, width, 3) pixels 0-255: bilinear with antialiasing, unrounded.
-
-    This equals ``tf.image.resize(image, (height, width), antialias=True)``, the resize of the
-    training and evaluation pipeline (edgecnn/data/loader.py), so the service and its validation
-    client see the pixels the model was evaluated on. One channel at a time, to bound memory.
-    """
-    from PIL import Image
-
-    if image.size == (width, height):
-        return np.asarray(image, dtype=np.float32)
-    out = np.empty((height, width, 3), np.float32)
-    for c in range(3):
-        band = image.getchannel(c).convert("F")
-        out[..., c] = np.asarray(band.resize((width, height), Image.Resampling.BILINEAR))
-    return out
 
 
 def split_binary_response(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
