@@ -175,9 +175,11 @@ def written_run(tmp_path) -> Path:
     arts = {"model.keras": _artifact(0.85, 4.0, 40_000, "fp32"),
             "model.fp32.tflite": _artifact(0.85, 3.0, 38_000, "fp32"),   # front: faster than keras, as accurate
             "model.int8.tflite": _artifact(0.80, 1.0, 10_000, "int8"),   # front: fastest
-            "model.onnx": _artifact(0.75, 3.5, 38_000, "fp32")}          # dominated by fp32.tflite
+            "model.onnx": _artifact(0.75, 3.5, 38_000, "fp32"),          # dominated by fp32.tflite
+            "model.onnx@openvino": {"file": "model.onnx", "runtime": "openvino", "format": "onnx",
+                                    "precision": "fp32", "skipped": "openvino is not installed"}}
     report = {"name": "handmade", "created": "2026-01-01T00:00:00Z", "classes": ["good", "crack"], "test_images": 20,
-              "reference": "model.keras", "machine": {"cpu": "test cpu", "cores": 2},
+              "reference": "model.keras", "reference_accuracy": 0.85, "machine": {"cpu": "test cpu", "cores": 2},
               "latency_protocol": {"batch": 1, "warmup": 2, "runs": 10, "threads": [1]}, "artifacts": arts,
               "budgets": {"checks": [{"artifact": "model.int8.tflite", "budget": "max_size_kb", "measured": 9.8,
                                       "allowed": 5.0, "unit": " KB", "ok": False}],
@@ -224,8 +226,19 @@ def test_report_renders_without_tensorflow(written_run):
     assert "a note from the evaluate stage" in text and "test/crack/0.png" in text
     assert '<div class="banner fail"><span class="head">FAIL</span>' in text
     assert "<details><summary>Layers of model.keras (1 layers · 28 parameters" in text
+    assert "skipped: openvino is not installed" in text  # a runtime unavailable here: a row, not a crash
     assert_links_resolve(written_run / "report.html")
-    assert (written_run / "MODEL_CARD.md").is_file()
+    assert "skipped: openvino is not installed" in (written_run / "MODEL_CARD.md").read_text()
+
+
+def test_markdown_report(written_run):
+    from edgecnn.report import render_markdown
+
+    text = render_markdown(json.loads((written_run / "report.json").read_text()))
+    assert "`model.onnx@openvino` | openvino | fp32 | skipped: openvino is not installed |" in text
+    assert "## Budgets: FAIL" in text and "| ptq | ptq |" in text.replace("litert | ", "")
+    rows = [line for line in text.split("## Budgets")[0].splitlines() if line.startswith("| `model.")]
+    assert len(rows) == 5 and len({line.count("|") for line in rows}) == 1  # the skipped row has every column
 
 
 def test_one_pareto_front_for_tables_and_plot(written_run):

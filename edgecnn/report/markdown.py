@@ -20,6 +20,10 @@ def render_markdown(report: dict) -> str:
              f"{report['latency_protocol']['runs']} timed runs.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, a in report["artifacts"].items():
+        if "metrics" not in a:  # a runtime that cannot run on this machine
+            lines.append(f"| `{name}` | {a.get('runtime', '')} | {a.get('precision') or ''} | skipped: "
+                         f"{a.get('skipped', 'not measured')} |" + " |" * (len(head) - 4))
+            continue
         m = a["metrics"]
         lo, hi = m["accuracy_ci95"]
         row = [f"`{name}`", a["runtime"], a["precision"] or "", f"{a['bytes'] / 1024:.1f}",

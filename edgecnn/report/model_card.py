@@ -137,6 +137,10 @@ def render_model_card(run: RunFiles) -> str:
               ""]
     rows = []
     for name, a in r["artifacts"].items():
+        if "metrics" not in a:  # a runtime that cannot run on the evaluation machine
+            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}", "",
+                         "", "", ""])
+            continue
         m = a.get("metrics", {})
         lo, hi = m.get("accuracy_ci95", (0.0, 0.0))
         p50, note = latency_p50(a)

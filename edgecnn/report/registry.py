@@ -67,7 +67,7 @@ class ReportContext:
 def tradeoff_points(run: RunFiles, group: str = "") -> list[TradeoffPoint]:
     """The run's artifacts as points of the accuracy-vs-latency plane (those with both figures)."""
     points = []
-    for name, art in run.report["artifacts"].items():
+    for name, art in run.measured().items():
         p50, why = latency_p50(art)
         acc = art.get("metrics", {}).get("accuracy")
         if p50 is None or acc is None:

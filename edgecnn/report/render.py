@@ -156,7 +156,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
                              f'<span class="{"ok" if verdict == "pass" else "bad"}">{escape(verdict.upper())}</span>'])
     rows, classes = [], []
     for r, label in zip(runs, labels):
-        for name, a in r.report["artifacts"].items():
+        for name, a in r.measured().items():
             m = a.get("metrics", {})
             lo, hi = m.get("accuracy_ci95", (0, 0))
             p50, note = latency_p50(a)

@@ -34,6 +34,9 @@ FINDINGS_JSON = f"{FINDINGS_DIR}/findings.json"
 class RunFiles:
     """The files of one run directory (missing optional files are None).
 
+    report.json's ``artifacts`` are keyed by file name (measured in the file's own runtime) and by
+    ``"<file>@<runtime>"`` for each further runtime; an entry with ``"skipped"`` has no metrics.
+
     Attributes:
         dir: the run directory.
         report: report.json (required).
@@ -73,6 +76,10 @@ class RunFiles:
     def localisation(self) -> dict | None:
         """The Grad-CAM localisation score: the findings' copy, else gradcam.json."""
         return (self.findings or {}).get("localisation") or self.gradcam
+
+    def measured(self) -> dict[str, dict]:
+        """report.json's entries that were measured (not ``"skipped"``: a runtime unavailable here)."""
+        return {n: a for n, a in self.report["artifacts"].items() if "metrics" in a}
 
     def artifact_names(self) -> list[str]:
         """The reference first, then every artifact of the report and of the manifest."""

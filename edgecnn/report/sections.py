@@ -60,7 +60,7 @@ def verdict_section(ctx: ReportContext) -> str:
     r = ctx.run.report
     ref = r["artifacts"].get(ctx.run.reference, {}).get("metrics", {})
     smallest = min(r["artifacts"].items(), key=lambda kv: kv[1].get("bytes", 1 << 62))
-    fastest = min(((n, latency_p50(a)[0]) for n, a in r["artifacts"].items() if latency_p50(a)[0] is not None),
+    fastest = min(((n, latency_p50(a)[0]) for n, a in ctx.run.measured().items() if latency_p50(a)[0] is not None),
                   key=lambda kv: kv[1], default=(None, None))
     lo, hi = ref.get("accuracy_ci95", (0, 0))
     cards = [(f"{ref.get('accuracy', float('nan')):.1%}", f"reference top-1 (95 %: {lo:.1%} – {hi:.1%})"),
@@ -109,11 +109,13 @@ def artifacts_section(ctx: ReportContext) -> str:
     for name in run.artifact_names():
         a = run.report["artifacts"].get(name)
         mark = "★ " if short_name(name) in ctx.front else ""
-        if a is None:
-            m = manifest_arts.get(name, {})
-            rows.append([f"{mark}<code>{escape(name)}</code>", escape(m.get("format", "")),
-                         escape(m.get("precision", "")), kb(m.get("bytes")),
-                         '<span class="muted">not evaluated</span>', "", ""] + ["—"] * len(threads) + [""])
+        if a is None or "metrics" not in a:
+            m = {**manifest_arts.get(name, {}), **(a or {})}
+            why = f"skipped: {m['skipped']}" if m.get("skipped") else "not evaluated"
+            rows.append([f"{mark}<code>{escape(name)}</code>",
+                         f'{escape(m.get("format") or "")}<br><span class="muted">{escape(m.get("runtime") or "")}'
+                         "</span>", escape(m.get("precision") or ""), kb(m.get("bytes")),
+                         f'<span class="muted">{escape(why)}</span>', "", ""] + ["—"] * len(threads) + [""])
             classes.append("")
             continue
         m = a.get("metrics", {})
@@ -185,7 +187,7 @@ def compression_section(ctx: ReportContext) -> str | None:
 @register_section("confusion", order=50, title="Confusion matrices", nav="Confusion")
 def confusion_section(ctx: ReportContext) -> str:
     """The float reference beside the int8 artifacts; the other artifacts folded away."""
-    arts = ctx.run.report["artifacts"]
+    arts = ctx.run.measured()
     ref = ctx.run.reference
     int8 = [n for n, a in arts.items() if n != ref and a.get("precision") == "int8"]
     others = [n for n in arts if n != ref and n not in int8]
@@ -212,8 +214,9 @@ def confusion_section(ctx: ReportContext) -> str:
 def per_class_section(ctx: ReportContext) -> str:
     """Precision and recall of every class for every artifact; recall below 0.80 in red."""
     run = ctx.run
-    names = [n for n in run.artifact_names() if n in run.report["artifacts"]]
-    ref = run.report["artifacts"][run.reference]["metrics"].get("per_class", {})
+    measured = run.measured()
+    names = [n for n in run.artifact_names() if n in measured]
+    ref = measured.get(run.reference, {}).get("metrics", {}).get("per_class", {})
     lowest = min(ref, key=lambda c: ref[c]["recall"]) if ref else None
     head = ["class", "support"] + [f"<code>{escape(short_name(n))}</code><br>P / R" for n in names]
     rows = []
@@ -221,7 +224,7 @@ def per_class_section(ctx: ReportContext) -> str:
         row = [escape(c) + (' <span class="bad">(lowest recall)</span>' if c == lowest else ""),
                str(ref.get(c, {}).get("support", ""))]
         for n in names:
-            v = run.report["artifacts"][n]["metrics"].get("per_class", {}).get(c)
+            v = measured[n]["metrics"].get("per_class", {}).get(c)
             if not v:
                 row.append("—")
                 continue
