@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgecnn.errors import EdgecnnError
+from edgecnn.budget_schema import BudgetsConfig  # the recipe's `budgets:`: a list of budget targets
 
 
 class _Strict(BaseModel):
@@ -185,30 +186,6 @@ class EvaluateConfig(_Strict):
         from edgecnn.runtime import runtime_names   # the registry; cheap, imports no runtime package
 
         return None if v is None else _known_names(v, runtime_names(), "runtime")
-
-
-class Budget(_Strict):
-    min_accuracy: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
-    min_agreement: float | None = Field(None, ge=0, le=1)
-    p95_ms: float | None = Field(None, gt=0)
-    threads: int = Field(1, ge=0, description="which latency measurement p95_ms applies to (0 = all cores)")
-    max_size_kb: float | None = Field(None, gt=0)
-
-
-class BudgetsConfig(_Strict):
-    default: Budget = Budget()
-    artifacts: dict[str, Budget] = Field(default_factory=dict)
-
-    def for_artifact(self, name: str) -> Budget:
-        """The default budget with this artifact's overrides applied."""
-        import fnmatch
-
-        merged = self.default.model_dump()
-        for pattern, budget in self.artifacts.items():
-            if fnmatch.fnmatch(name, pattern):
-                merged.update(budget.model_dump(exclude_unset=True))
-        return Budget(**merged)
 
 
 class Recipe(_Strict):

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecnn.evaluate.budget_file import BudgetFileError, load_budget_file, parse_budget_text
+from edgecnn.budget_schema import BudgetError, runtime_names
+from edgecnn.evaluate.budget_file import load_budget_file, parse_budget_text
 from edgecnn.evaluate.measure_protocol import MeasureOptions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ targets:
 
 
 def problems(text: str) -> list[str]:
-    with pytest.raises(BudgetFileError) as e:
+    with pytest.raises(BudgetError) as e:
         parse_budget_text(text, source="budgets.yaml", base_dir="/ci/job")
     return e.value.problems
 
@@ -80,7 +81,8 @@ def test_valid_file_keeps_lines_units_and_paths():
     (("p95_ms: 20", "p95_ms: fast"), 12, "p95_ms must be a number (milliseconds); received 'fast'"),
     (("batch: 8", "batch: 0"), 23, "impossible value batch: 0; it must be >= 1"),
     (("threads: 4", "threads: 2.5"), 22, "threads must be a whole number"),
-    (("runtime: litert", "runtime: tflite"), 21, "runtime must be one of any, onnxruntime, litert; received 'tflite'"),
+    (("runtime: litert", "runtime: tflite"), 21,
+     f"runtime must be one of {', '.join(('any', *runtime_names()))}; received 'tflite'"),
     (("runtime: any", "runtime: onnxruntme"), 9, "Did you mean 'onnxruntime'?"),
     (("max_ratio: 1.10", "max_ratio: 0"), 18, "impossible value max_ratio: 0"),
     (("metric: p95", "metric: p90"), 24, "metric must be one of p50, p95, p99; received 'p90'"),
@@ -110,7 +112,7 @@ def test_every_problem_is_listed_at_once():
         .replace("batch: 8", "batch: -1")
     found = problems(text)
     assert [p.split(":")[1] for p in found] == ["12", "16", "23"]
-    with pytest.raises(BudgetFileError, match=r"^3 problems in the budget file:\n  budgets.yaml:12: "):
+    with pytest.raises(BudgetError, match=r"^3 problems in the budgets:\n  budgets.yaml:12: "):
         parse_budget_text(text, source="budgets.yaml")
 
 
@@ -134,11 +136,11 @@ def test_structural_problems(text, fragment):
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(BudgetFileError, match="budget file not found"):
+    with pytest.raises(BudgetError, match="budget file not found"):
         load_budget_file(tmp_path / "nope.yaml")
     p = tmp_path / "budgets.yaml"
     p.write_text("version: 1\ntargets:\n  - name: a\n    budgets: {p95: 1}\n")
-    with pytest.raises(BudgetFileError) as e:
+    with pytest.raises(BudgetError) as e:
         load_budget_file(p)
     assert str(e.value).startswith(f"{p}:4: unknown key 'p95'")
 

@@ -1,13 +1,15 @@
 """Accuracy, agreement, latency and size of every artifact, checked against budgets.
 
-    check(run_dir, "budgets.yaml")      # the CI gate (exit codes 0 / 1 / 2)
-    render_report(run_dir)              # report.html, plots/, MODEL_CARD.md
+    check_budgets(report, recipe.budgets)   # the evaluate stage's verdict on report.json
+    check(run_dir, "budgets.yaml")          # the CI gate (exit codes 0 / 1 / 2)
+
+Both judge with ``check_targets`` and return :class:`BudgetResult` s.
 """
-from edgecnn.evaluate.budgets import Violation, check_budgets
+from edgecnn.evaluate.budgets import BudgetResult, check_budgets, check_targets
 from edgecnn.evaluate.latency import measure_latency
 from edgecnn.evaluate.metrics import classification_metrics
 
-__all__ = ["Violation", "check_budgets", "classification_metrics", "measure_latency", "check", "render_report"]
+__all__ = ["BudgetResult", "check", "check_budgets", "check_targets", "classification_metrics", "measure_latency"]
 
 
 def __getattr__(name: str):
@@ -15,8 +17,4 @@ def __getattr__(name: str):
         from edgecnn.evaluate.check import check
 
         return check
-    if name == "render_report":
-        from edgecnn.evaluate.report_html import render_report
-
-        return render_report
     raise AttributeError(name)

@@ -1,81 +1,265 @@
-"""Budgets: the limits an artifact must hold (accuracy, drop vs float, agreement, p95 latency, size)."""
+"""The one budget checker: measured figures against targets, as a list of :class:`BudgetResult`.
+
+Both gates use it: the evaluate stage (``check_budgets`` on report.json's figures, timed in
+process) and ``edgecnn check`` (figures timed in subprocesses with noise control, accuracy from
+report.json); so does ``edgecnn evaluate --url`` (``check_http_result``). The same targets and
+the same figures give the same verdicts and units whichever path they come through.
+
+Example:
+    >>> from edgecnn.budget_schema import parse_budget_targets
+    >>> targets = parse_budget_targets([{"name": "pc", "budgets": {"max_size_kb": 100}}])
+    >>> [r] = check_targets(targets, [ArtifactFigures("model.onnx", runtime="onnxruntime",
+    ...                                               figures={"size_kb": Figure(120.0)})])
+    >>> r.ok, str(r)
+    (False, 'model.onnx: max_size_kb broken: measured 120 KiB, allowed <= 100 KiB (target pc)')
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from edgecnn.config import BudgetsConfig
+from edgecnn.budget_schema import BUDGET_KEYS, Limit, Target, runtime_of
+from edgecnn.evaluate.latency import resolve_threads
+
+__all__ = ["ArtifactFigures", "BudgetResult", "Figure", "check_budgets", "check_http_result", "check_targets",
+           "report_figures"]
+
+log = logging.getLogger("edgecnn.budgets")
 
 
 @dataclass(frozen=True)
-class Violation:
+class Figure:
+    """One measured figure, in the unit of the budget key judged on it (ms, KiB, MiB, fraction, ratio)."""
+
+    value: float
+    ci: tuple[float, float] | None = None     # confidence interval, when the measurement gives one
+    unstable: bool = False                    # the measurement did not settle (edgecnn check)
+    detail: str = ""                          # how it was obtained, for the reader
+
+
+@dataclass
+class ArtifactFigures:
+    """Everything measured for one artifact.
+
+    Attributes:
+        name: its key in report.json / manifest.json (e.g. ``model.onnx``, or ``model.onnx@openvino``).
+        file: the file name the targets' globs match (default: ``name``).
+        runtime: the runtime it ran in (a target's ``runtime:`` filters on it).
+        figures: figures that do not depend on the setting, by name (``accuracy``, ``size_kb``, ...).
+        timed: figures per (threads, batch) setting (``p95_ms``, ``p95_ref``, ``peak_memory_mb``, ...);
+            threads are resolved (0 already replaced by the core count).
+    """
+
+    name: str
+    file: str = ""
+    runtime: str | None = None
+    figures: dict[str, Figure] = field(default_factory=dict)
+    timed: dict[tuple[int, int], dict[str, Figure]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.file = self.file or self.name
+
+
+@dataclass
+class BudgetResult:
+    """One budget of one target applied to one artifact: the verdict and the figures behind it.
+
+    ``measured`` is None when nothing measured the figure (e.g. ``p95_ref`` in the evaluate stage,
+    which only ``edgecnn check`` measures): then ``verdict`` is "not measured" and ``ok`` stays True.
+    """
+
+    target: str
     artifact: str
-    budget: str
-    measured: float
+    budget: str                   # the budget key, e.g. "p95_ms"
     allowed: float
-    unit: str = ""
+    line: int | None = None       # the line in a budgets.yaml; None for a recipe's budgets
+    threads: int = 1
+    batch: int = 1
+    measured: float | None = None
+    ci: tuple[float, float] | None = None
+    ok: bool = True
+    unstable: bool = False
+    marginal: bool = False
+    detail: str = ""
+    runtime: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.budget
+
+    @property
+    def verdict(self) -> str:
+        return "not measured" if self.measured is None else "holds" if self.ok else "BROKEN"
+
+    @property
+    def comparison(self) -> str:
+        return ">=" if self.budget.startswith("min_") else "<="
+
+    @property
+    def unit(self) -> str:
+        return BUDGET_KEYS[self.budget].unit
+
+    @property
+    def timed(self) -> bool:
+        return BUDGET_KEYS[self.budget].timed
+
+    @property
+    def title(self) -> str:
+        what = self.budget if self.budget != "max_slowdown_vs" else f"slowdown vs baseline ({self.detail.split(';')[0]})"
+        where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
+        return f"{self.artifact}{where}: {what} {self.comparison} {_with_unit(f'{self.allowed:g}', self.unit)}"
+
+    def measured_text(self) -> str:
+        if self.measured is None:
+            return "—"
+        s = _with_unit(_fmt(self.measured), self.unit)
+        if self.ci and not any(math.isnan(c) for c in self.ci):
+            s += f" (95% CI {_fmt(self.ci[0])}–{_fmt(self.ci[1])})"
+        return s
+
+    def message(self, source: str) -> str:
+        """The check's line: ``file:line: [target] title: verdict, measured ...`` plus any notes."""
+        notes = [n for n, on in (("unstable measurement", self.unstable),
+                                 ("the limit is inside the CI", self.marginal)) if on]
+        place = f"{source}:{self.line}: " if self.line is not None else f"{source}: "
+        return (f"{place}[{self.target}] {self.title}: {self.verdict}, measured {self.measured_text()}"
+                + (f" [{'; '.join(notes)}]" if notes else ""))
 
     def __str__(self) -> str:
-        u = self.unit
-        return (f"{self.artifact}: {self.budget} broken: measured {self.measured:.4g}{u}, "
-                f"allowed {self.allowed:.4g}{u}")
+        where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
+        verdict = {"BROKEN": "broken"}.get(self.verdict, self.verdict)
+        return (f"{self.artifact}{where}: {self.budget} {verdict}: measured {self.measured_text()}, allowed "
+                f"{self.comparison} {_with_unit(f'{self.allowed:g}', self.unit)} (target {self.target})")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"target": self.target, "artifact": self.artifact, "runtime": self.runtime, "budget": self.budget,
+                "threads": self.threads, "batch": self.batch, "comparison": self.comparison, "allowed": self.allowed,
+                "unit": self.unit, "measured": self.measured, "ci": list(self.ci) if self.ci else None,
+                "ok": self.ok, "verdict": self.verdict, "unstable": self.unstable, "marginal": self.marginal,
+                "line": self.line, "detail": self.detail, "title": self.title}
 
 
-def check_budgets(report: dict, budgets: BudgetsConfig) -> tuple[list[dict], list[Violation]]:
-    """Apply the budgets to a report's artifacts; returns (every check with its verdict, the violations)."""
-    from edgecnn.evaluate.latency import resolve_threads
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.0f}"
 
-    checks: list[dict] = []
-    violations: list[Violation] = []
 
-    def check(artifact: str, name: str, measured: float | None, allowed: float, upper: bool, unit: str = ""):
-        if measured is None:
-            return
-        ok = measured <= allowed if upper else measured >= allowed
-        checks.append({"artifact": artifact, "budget": name, "measured": measured, "allowed": allowed,
-                       "unit": unit, "ok": ok})
-        if not ok:
-            violations.append(Violation(artifact, name, measured, allowed, unit))
+def _with_unit(number: str, unit: str) -> str:
+    return f"{number} {unit}" if unit else number
 
+
+# ----------------------------------------------------------------------------------------------
+# The checker
+def check_targets(targets: Iterable[Target], artifacts: Iterable[ArtifactFigures]) -> list[BudgetResult]:
+    """Every budget of every target against every artifact it selects (a pure function).
+
+    Args:
+        targets: from a budgets.yaml (``load_budget_file(...).targets``) or a recipe (``recipe.budgets``).
+        artifacts: what was measured, per artifact; a timed budget reads the figures of the
+            target's (threads, batch) setting.
+
+    Returns:
+        One BudgetResult per (target, selected artifact, budget), in target order. A figure that
+        was not measured gives ``measured=None`` (verdict "not measured"), never a silent pass.
+    """
+    artifacts = list(artifacts)
+    results = []
+    for t in targets:
+        threads = resolve_threads(t.threads)
+        for a in artifacts:
+            if not t.matches(a.file, a.runtime):
+                continue
+            timed = a.timed.get((threads, t.batch), {})
+            for lim in t.limits:
+                fig = (timed if lim.spec.timed else a.figures).get(lim.figure)
+                results.append(_judge(t, a, lim, fig, threads))
+    return results
+
+
+def _judge(t: Target, a: ArtifactFigures, lim: Limit, fig: Figure | None, threads: int) -> BudgetResult:
+    r = BudgetResult(t.name, a.name, lim.key, lim.value, lim.line, threads=threads, batch=t.batch,
+                     runtime=a.runtime)
+    if fig is None:
+        return r
+    r.measured, r.ci, r.unstable, r.detail = fig.value, fig.ci, fig.unstable, fig.detail
+    r.ok = fig.value <= lim.value if lim.upper else fig.value >= lim.value
+    if fig.ci and not any(math.isnan(c) for c in fig.ci):
+        r.marginal = fig.ci[0] <= lim.value <= fig.ci[1]
+    return r
+
+
+def report_figures(report: dict) -> list[ArtifactFigures]:
+    """The figures of report.json (written by the evaluate stage): accuracy, accuracy drop against
+    ``reference_accuracy``, agreement, size, and the in-process latency at each thread count (batch 1)."""
     ref = report.get("reference_accuracy")
-    for name, art in report["artifacts"].items():
-        b = budgets.for_artifact(name)
-        acc = art.get("metrics", {}).get("accuracy")
-        if b.min_accuracy is not None:
-            check(name, "min_accuracy", acc, b.min_accuracy, upper=False)
-        if b.max_accuracy_drop is not None and ref is not None and acc is not None:
-            check(name, "max_accuracy_drop", ref - acc, b.max_accuracy_drop, upper=True)
-        if b.min_agreement is not None:
-            check(name, "min_agreement", art.get("metrics", {}).get("agreement"), b.min_agreement, upper=False)
-        if b.p95_ms is not None:
-            lat = art.get("latency", {}).get(str(resolve_threads(b.threads)), {})
-            check(name, f"p95_ms@{b.threads or 'all'}threads", lat.get("p95_ms"), b.p95_ms, upper=True, unit=" ms")
-        if b.max_size_kb is not None:
-            check(name, "max_size_kb", art["bytes"] / 1024, b.max_size_kb, upper=True, unit=" KB")
-    return checks, violations
+    out = []
+    for name, art in report.get("artifacts", {}).items():
+        file = art.get("file", name)
+        m = art.get("metrics", {})
+        figs: dict[str, Figure] = {}
+        n = m.get("n", report.get("test_images", "?"))
+        if m.get("accuracy") is not None:
+            acc = float(m["accuracy"])
+            ci = m.get("accuracy_ci95")
+            figs["accuracy"] = Figure(acc, (float(ci[0]), float(ci[1])) if ci else None,
+                                      detail=f"top-1 on {n} test images (report.json)")
+            if ref is not None:
+                figs["accuracy_drop"] = Figure(float(ref) - acc, detail=f"reference (model.keras) {ref:.4f} - "
+                                                                        f"artifact {acc:.4f}")
+        if m.get("agreement") is not None:
+            figs["agreement"] = Figure(float(m["agreement"]), detail="top-1 agreement with model.keras (report.json)")
+        if art.get("bytes") is not None:
+            figs["size_kb"] = Figure(art["bytes"] / 1024, detail=f"{art['bytes']} bytes")
+        timed = {(int(t), 1): {k: Figure(float(v[k]), detail=f"in-process, {v.get('runs', '?')} runs (report.json)")
+                               for k in ("p50_ms", "p95_ms", "p99_ms") if v.get(k) is not None}
+                 for t, v in art.get("latency", {}).items()}
+        out.append(ArtifactFigures(name, file, runtime_of(art, file), figs, timed))
+    return out
 
 
-def check_http_result(result: dict, run_dir, budgets: BudgetsConfig) -> list[Violation]:
+def check_budgets(report: dict, budgets: Iterable[Target]) -> tuple[list[dict], list[BudgetResult]]:
+    """The evaluate stage's gate: a recipe's budgets applied to report.json's figures.
+
+    Args:
+        report: report.json's content (``artifacts`` with metrics, latency, bytes; ``reference_accuracy``).
+        budgets: the recipe's targets (``recipe.budgets``).
+
+    Returns:
+        (every measured check as JSON, the broken ones). Budgets on figures the evaluate stage does
+        not measure (reference units, slowdown, peak memory, another batch or thread count) are
+        logged and left to ``edgecnn check``.
+    """
+    results = check_targets(budgets, report_figures(report))
+    missing = sorted({f"{r.target}: {r.budget}" + (f" @{r.threads}t b{r.batch}" if r.timed else "")
+                      for r in results if r.measured is None and r.artifact != report.get("reference")})
+    if missing:
+        log.info("budgets not measured by the evaluate stage (`edgecnn check` measures them; or add the thread "
+                 "count to evaluate.threads): %s", ", ".join(missing))
+    measured = [r for r in results if r.measured is not None]
+    return [r.to_json() for r in measured], [r for r in measured if not r.ok]
+
+
+def check_http_result(result: dict, run_dir, budgets: Iterable[Target]) -> list[BudgetResult]:
     """Budgets applied to what a client of the service saw (``serve.evaluate_via_http``'s result).
 
     Accuracy, the drop against the in-process float model (from report.json, when present), size,
-    and the client-side p95 at the first concurrency level, which stands for every thread count:
-    the service's thread budget is its own.
+    and the client-side p50/p95/p99 at the first concurrency level, which stands for every thread
+    count: the service's thread budget is its own.
     """
     import json
     from pathlib import Path
 
-    from edgecnn.evaluate.latency import resolve_threads
-
     first = result["levels"][0] if result.get("levels") else {}
     name = result["version"]
-    latency = {str(resolve_threads(t)): {"p95_ms": first.get("p95_ms")} for t in (1, 0)}
-    art = {"metrics": {"accuracy": result["accuracy"]}, "bytes": (Path(run_dir) / name).stat().st_size,
-           "latency": latency}
-    report: dict = {"artifacts": {name: art}}
+    path = Path(run_dir) / name
+    report: dict = {"artifacts": {name: {"metrics": {"accuracy": result["accuracy"]}, "bytes": path.stat().st_size}}}
     report_path = Path(run_dir) / "report.json"
     if report_path.is_file():
         report["reference_accuracy"] = json.loads(report_path.read_text()).get("reference_accuracy")
-    return check_budgets(report, budgets)[1]
+    [art] = report_figures(report)
+    latency = {k: Figure(float(first[k]), detail="client-side, first concurrency level")
+               for k in ("p50_ms", "p95_ms", "p99_ms") if first.get(k) is not None}
+    targets = list(budgets)
+    art.timed = {(resolve_threads(t.threads), t.batch): latency for t in targets}
+    return [r for r in check_targets(targets, [art]) if r.measured is not None and not r.ok]

@@ -16,6 +16,10 @@ Where the figures come from:
   so the gate needs no TensorFlow);
 - max_size_kb: the file on disk, after its sha256 is checked against manifest.json.
 
+The verdicts come from ``edgecnn.evaluate.budgets.check_targets``, the checker the evaluate stage
+uses too, so a budget gives the same verdict here and in a recipe on the same figures. The command
+line is ``edgecnn check`` (``edgecnn/cli.py``); this module is its library.
+
 Example:
     >>> from edgecnn.evaluate.check import check
     >>> result = check("export/smoke", "models/smoke.budgets.yaml", junit="check.xml")   # doctest: +SKIP
@@ -25,9 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import sys
 import tempfile
 import time
 import traceback
@@ -37,83 +39,41 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn._io import write_json, write_text
+from edgecnn.budget_schema import BUDGET_KEYS, Limit, Target, runtime_of
 from edgecnn.errors import EdgecnnError
-from edgecnn.evaluate.budget_file import BudgetFile, Limit, Target, load_budget_file
+from edgecnn.evaluate.budget_file import BudgetFile, load_budget_file
+from edgecnn.evaluate.budgets import ArtifactFigures, BudgetResult, Figure, check_targets, report_figures
 from edgecnn.evaluate.latency import machine_info, resolve_threads
-from edgecnn.evaluate.measure_protocol import (REFERENCE_VERSION, MeasureOptions, Measurement, Subject, measure_group,
-                                     paired_ratio, reference_workload, spread_pct)
+from edgecnn.evaluate.measure_protocol import (
+    REFERENCE_VERSION,
+    Measurement,
+    MeasureOptions,
+    Subject,
+    measure_group,
+    paired_ratio,
+    reference_workload,
+    spread_pct,
+)
 from edgecnn.export.manifest import read_manifest, verify_artifact
 
 log = logging.getLogger("edgecnn.check")
 
-__all__ = ["check", "CheckResult", "BudgetResult", "render_summary", "format_text", "EXIT_OK", "EXIT_BROKEN",
-           "EXIT_ERROR"]
+__all__ = [
+    "EXIT_BROKEN",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "BudgetResult",
+    "CheckResult",
+    "check",
+    "format_text",
+    "render_summary",
+]
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
-_ACCURACY = ("min_accuracy", "max_accuracy_drop", "min_agreement")
-_LATENCY = ("p50_ms", "p95_ms", "p99_ms")
-_REF = ("p50_ref", "p95_ref", "p99_ref")
-_UNITS = {"p50_ms": " ms", "p95_ms": " ms", "p99_ms": " ms", "p50_ref": " × ref", "p95_ref": " × ref",
-          "p99_ref": " × ref", "max_size_kb": " KiB", "max_peak_memory_mb": " MiB", "max_slowdown_vs": " ×"}
-
-
-@dataclass
-class BudgetResult:
-    """One budget of one target applied to one artifact."""
-
-    target: str
-    artifact: str
-    budget: str
-    allowed: float
-    line: int
-    threads: int = 1
-    batch: int = 1
-    measured: float | None = None
-    ci: tuple[float, float] | None = None
-    ok: bool = True
-    unstable: bool = False
-    marginal: bool = False
-    detail: str = ""
-
-    @property
-    def comparison(self) -> str:
-        return ">=" if self.budget.startswith("min_") else "<="
-
-    @property
-    def unit(self) -> str:
-        return _UNITS.get(self.budget, "")
-
-    @property
-    def title(self) -> str:
-        what = self.budget if self.budget != "max_slowdown_vs" else f"slowdown vs baseline ({self.detail.split(';')[0]})"
-        where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
-        return f"{self.artifact}{where}: {what} {self.comparison} {self.allowed:g}{self.unit}"
-
-    @property
-    def timed(self) -> bool:
-        return self.budget in _LATENCY + _REF + ("max_slowdown_vs", "max_peak_memory_mb")
-
-    def measured_text(self) -> str:
-        if self.measured is None:
-            return "—"
-        s = f"{_fmt(self.measured)}{self.unit}"
-        if self.ci and not any(math.isnan(c) for c in self.ci):
-            s += f" (95% CI {_fmt(self.ci[0])}–{_fmt(self.ci[1])})"
-        return s
-
-    def message(self, source: str) -> str:
-        verdict = "holds" if self.ok else "BROKEN"
-        notes = [n for n, on in (("unstable measurement", self.unstable),
-                                 ("the limit is inside the CI", self.marginal)) if on]
-        return (f"{source}:{self.line}: [{self.target}] {self.title}: {verdict}, measured {self.measured_text()}"
-                + (f" [{'; '.join(notes)}]" if notes else ""))
-
-    def to_json(self) -> dict:
-        return {"target": self.target, "artifact": self.artifact, "budget": self.budget, "threads": self.threads,
-                "batch": self.batch, "comparison": self.comparison, "allowed": self.allowed,
-                "unit": self.unit.strip(), "measured": self.measured, "ci": list(self.ci) if self.ci else None,
-                "ok": self.ok, "unstable": self.unstable, "marginal": self.marginal, "line": self.line,
-                "detail": self.detail, "title": self.title}
+_FROM_REPORT = ("accuracy", "accuracy_drop", "agreement")   # figures read from report.json
+_NEEDS = {"accuracy": "the accuracy of {name!r} in report.json",
+          "accuracy_drop": "reference_accuracy (model.keras) and the accuracy of {name!r} in report.json",
+          "agreement": "the agreement of {name!r} with model.keras in report.json"}
 
 
 @dataclass
@@ -164,10 +124,6 @@ class CheckResult:
                            "marginal": sum(r.marginal for r in self.results)},
                 "results": [r.to_json() for r in self.results], "measurements": self.measurements,
                 "warnings": self.warnings}
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.0f}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,15 +189,20 @@ def _run(result: CheckResult, cli_baseline, overrides: Mapping[str, Any] | None)
                                "(add max_slowdown_vs to a target).")
     manifest = read_manifest(run_dir)
     plan = _plan(bf, manifest, run_dir, cli_baseline, options)
-    needs_report = sorted({a for t, arts in plan.items for a in arts if any(l.key in _ACCURACY for l in t.limits)})
+    needs_report = sorted({a for t, arts in plan.items for a in arts
+                           if any(l.figure in _FROM_REPORT for l in t.limits)})
     report = _report(run_dir, manifest, needs_report) if needs_report else None
     measured = _measure(plan)
     for m in measured.values():
         result.measurements.extend(x.to_json() | {"role": role} for role, x in m.items())
-    for target, artifacts in plan.items:
-        for name in artifacts:
-            for limit in target.limits:
-                result.results.append(_apply(plan, target, name, limit, manifest, report, measured, bf))
+    artifacts = _figures(plan, manifest, report, measured)
+    for target, names in plan.items:
+        result.results.extend(check_targets([target], [artifacts[n] for n in names]))
+    missing = next((r for r in result.results if r.measured is None), None)
+    if missing is not None:
+        needs = _NEEDS.get(BUDGET_KEYS[missing.budget].figure, "a figure").format(name=missing.artifact)
+        raise EdgecnnError(f"{bf.source}:{missing.line}: {missing.budget} needs {needs}; run "
+                           f"`edgecnn evaluate {run_dir}` first.")
     tails = sorted({f"{r.artifact} @{r.threads}t (p{r.budget[1:3]}/p50 = {r.measured / _p50(r, measured):.1f})"
                     for r in result.results if r.budget in ("p95_ms", "p99_ms")
                     and r.measured > TAIL_RATIO_WARN * _p50(r, measured)})
@@ -271,19 +232,18 @@ def _p50(r: BudgetResult, measured: dict) -> float:
 @dataclass
 class _Plan:
     run_dir: Path
-    items: list[tuple[Target, list[str]]]
-    baselines: dict[str, Path]          # target name -> baseline run directory (max_slowdown_vs)
+    items: list[tuple[Target, list[str]]]   # every target (max_slowdown_vs baselines resolved) and its artifacts
     options: MeasureOptions
 
 
 def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: MeasureOptions) -> _Plan:
     arts = manifest["artifacts"]
-    plan = _Plan(run_dir, [], {}, options)
+    plan = _Plan(run_dir, [], options)
     verified: set[str] = set()
     for t in bf.targets:
-        names = [n for n, e in arts.items() if t.matches(n, e.get("runtime"))]
+        names = [n for n, e in arts.items() if t.matches(e.get("file", n), runtime_of(e, e.get("file", n)))]
         if not names:
-            avail = ", ".join(f"{n} ({e.get('runtime')})" for n, e in arts.items()) or "none"
+            avail = ", ".join(f"{n} ({runtime_of(e, e.get('file', n))})" for n, e in arts.items()) or "none"
             raise EdgecnnError(f"{bf.source}:{t.line}: target {t.name!r} (artifacts {list(t.artifacts)}, runtime "
                                f"{t.runtime}) matches no artifact in {run_dir / 'manifest.json'}; available: {avail}. "
                                "Fix `artifacts:`/`runtime:` or export the missing format.")
@@ -291,6 +251,7 @@ def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: 
             if n not in verified:
                 verify_artifact(run_dir, n, manifest)
                 verified.add(n)
+        limits = []
         for lim in t.limits:
             if lim.key == "max_slowdown_vs":
                 base = _baseline_dir(bf, lim, cli_baseline)
@@ -300,8 +261,9 @@ def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: 
                         raise EdgecnnError(f"{bf.source}:{lim.line}: baseline {str(base)!r} has no {n!r} to compare "
                                            f"with; it has: {', '.join(base_manifest['artifacts']) or 'nothing'}.")
                     verify_artifact(base, n, base_manifest)
-                plan.baselines[t.name] = base
-        plan.items.append((t, names))
+                lim = replace(lim, baseline=base)
+            limits.append(lim)
+        plan.items.append((replace(t, limits=tuple(limits)), names))
     return plan
 
 
@@ -360,13 +322,12 @@ def _measure(plan: _Plan) -> dict[tuple, dict[str, Measurement]]:
         threads = resolve_threads(t.threads)
         for n in names:
             for lim in t.limits:
-                if lim.key in _ACCURACY or lim.key == "max_size_kb":
+                if not lim.spec.timed:
                     continue
                 g = groups.setdefault((n, threads, t.batch), {"baselines": {}, "ref": False})
                 if lim.key == "max_slowdown_vs":
-                    base = plan.baselines[t.name]
-                    g["baselines"][str(base)] = base
-                if lim.key in _REF:
+                    g["baselines"][str(lim.baseline)] = lim.baseline
+                if lim.key.endswith("_ref"):
                     g["ref"] = True
     if not groups:
         return {}
@@ -390,64 +351,54 @@ def _measure(plan: _Plan) -> dict[tuple, dict[str, Measurement]]:
     return out
 
 
-def _apply(plan: _Plan, t: Target, name: str, lim: Limit, manifest: dict, report: dict | None,
-           measured: dict[tuple, dict[str, Measurement]], bf: BudgetFile) -> BudgetResult:
-    threads = resolve_threads(t.threads)
-    r = BudgetResult(t.name, name, lim.key, lim.value, lim.line, threads=threads, batch=t.batch)
-    group = measured.get((name, threads, t.batch), {})
-    cand = group.get("candidate")
-    tol, k = plan.options.tolerance_pct, plan.options.stable_windows
-    if lim.key in _LATENCY:
-        # a p50 budget is judged on the p50's stability alone; tails need both to have settled
-        r.measured, r.ci = cand.stats[lim.key], cand.ci[lim.key]
-        r.unstable = cand.spread_pct["p50"] > tol if lim.key == "p50_ms" else not cand.stable
-        r.detail = (f"{len(cand.windows)} windows, last {cand.used_windows} pooled ({int(cand.stats['runs'])} runs); "
-                    f"window spread p50 {cand.spread_pct['p50']:.1f} %, p95 {cand.spread_pct['p95']:.1f} %")
-    elif lim.key in _REF:
-        ref = group["reference"]
-        q = float(lim.key[1:3])
-        pr = paired_ratio(cand, ref, q, 50.0, plan.options.confidence)
-        r.measured, r.ci, r.unstable = pr["ratio"], pr["ci"], spread_pct(pr["per_round"][-k:]) > tol
-        r.detail = (f"{lim.key[:3]} {cand.stats[lim.key[:3] + '_ms']:.4g} ms / reference p50 "
-                    f"{ref.stats['p50_ms']:.4g} ms over {pr['rounds']} interleaved rounds")
-    elif lim.key == "max_slowdown_vs":
-        base_dir = plan.baselines[t.name]
-        base = group[f"baseline:{base_dir}"]
-        q = float(lim.metric[1:])
-        pr = paired_ratio(cand, base, q, q, plan.options.confidence)
-        r.measured, r.ci, r.unstable = pr["ratio"], pr["ci"], spread_pct(pr["per_round"][-k:]) > tol
-        r.detail = (f"{lim.metric} vs {base_dir}; candidate {cand.stats[lim.metric + '_ms']:.4g} ms, baseline "
-                    f"{base.stats[lim.metric + '_ms']:.4g} ms, {pr['rounds']} interleaved rounds")
-    elif lim.key == "max_peak_memory_mb":
-        r.measured = cand.peak_rss_mb
-        r.detail = f"peak RSS of the measuring process (after load {cand.load_rss_mb:.0f} MiB)"
-    elif lim.key == "max_size_kb":
-        r.measured = manifest["artifacts"][name]["bytes"] / 1024
-        r.detail = f"{manifest['artifacts'][name]['bytes']} bytes (sha256 verified)"
-    else:  # accuracy, from report.json
-        art = report["artifacts"][name]["metrics"]  # type: ignore[index]
-        if lim.key == "min_accuracy":
-            r.measured = float(art["accuracy"])
-            ci = art.get("accuracy_ci95")
-            r.ci = (float(ci[0]), float(ci[1])) if ci else None
-            r.detail = f"top-1 on {art.get('n', '?')} test images (report.json)"
-        elif lim.key == "max_accuracy_drop":
-            ref = report.get("reference_accuracy")  # type: ignore[union-attr]
-            if ref is None:
-                raise EdgecnnError(f"{bf.source}:{lim.line}: max_accuracy_drop needs reference_accuracy in "
-                                   "report.json; run `edgecnn evaluate` first.")
-            r.measured = float(ref) - float(art["accuracy"])
-            r.detail = f"reference (model.keras) {ref:.4f} - artifact {art['accuracy']:.4f}"
-        else:
-            if "agreement" not in art:
-                raise EdgecnnError(f"{bf.source}:{lim.line}: min_agreement needs the agreement of {name!r} with "
-                                   "model.keras in report.json; run `edgecnn evaluate` first.")
-            r.measured = float(art["agreement"])
-            r.detail = "top-1 agreement with model.keras (report.json)"
-    r.ok = r.measured <= lim.value if lim.upper else r.measured >= lim.value
-    if r.ci and not any(math.isnan(c) for c in r.ci):
-        r.marginal = r.ci[0] <= lim.value <= r.ci[1]
-    return r
+def _figures(plan: _Plan, manifest: dict, report: dict | None,
+             measured: dict[tuple, dict[str, Measurement]]) -> dict[str, ArtifactFigures]:
+    """What the checker judges, per artifact: size (the verified file), accuracy (report.json) and,
+    per (threads, batch), what the measuring processes timed."""
+    from_report = {a.name: a for a in report_figures(report)} if report else {}
+    out: dict[str, ArtifactFigures] = {}
+    for name, e in manifest["artifacts"].items():
+        file = e.get("file", name)
+        figures = {k: f for k, f in from_report[name].figures.items() if k in _FROM_REPORT} if name in from_report else {}
+        figures["size_kb"] = Figure(e["bytes"] / 1024, detail=f"{e['bytes']} bytes (sha256 verified)")
+        out[name] = ArtifactFigures(name, file, runtime_of(e, file), figures)
+    for (name, threads, batch), group in measured.items():
+        out[name].timed[(threads, batch)] = _timed_figures(group, plan.options)
+    return out
+
+
+def _timed_figures(group: dict[str, Measurement], options: MeasureOptions) -> dict[str, Figure]:
+    """Latency, peak memory and, when the group has them, ratios to the reference and to each baseline.
+
+    A p50 figure is unstable when the p50s disagreed; tails when either did; a ratio when its last
+    per-round ratios did."""
+    cand = group["candidate"]
+    tol, k = options.tolerance_pct, options.stable_windows
+    windows = (f"{len(cand.windows)} windows, last {cand.used_windows} pooled ({int(cand.stats['runs'])} runs); "
+               f"window spread p50 {cand.spread_pct['p50']:.1f} %, p95 {cand.spread_pct['p95']:.1f} %")
+    figs = {key: Figure(cand.stats[key], cand.ci[key],
+                        cand.spread_pct["p50"] > tol if key == "p50_ms" else not cand.stable, windows)
+            for key in ("p50_ms", "p95_ms", "p99_ms")}
+    figs["peak_memory_mb"] = Figure(cand.peak_rss_mb, detail=f"peak RSS of the measuring process (after load "
+                                                             f"{cand.load_rss_mb:.0f} MiB)")
+    ref = group.get("reference")
+    if ref is not None:
+        for q in ("p50", "p95", "p99"):
+            pr = paired_ratio(cand, ref, float(q[1:]), 50.0, options.confidence)
+            figs[f"{q}_ref"] = Figure(pr["ratio"], pr["ci"], spread_pct(pr["per_round"][-k:]) > tol,
+                                      f"{q} {cand.stats[q + '_ms']:.4g} ms / reference p50 {ref.stats['p50_ms']:.4g} ms "
+                                      f"over {pr['rounds']} interleaved rounds")
+    for role, base in group.items():
+        if not role.startswith("baseline:"):
+            continue
+        base_dir = role.split(":", 1)[1]
+        for q in ("p50", "p95", "p99"):
+            pr = paired_ratio(cand, base, float(q[1:]), float(q[1:]), options.confidence)
+            figs[f"slowdown_{q}:{base_dir}"] = Figure(
+                pr["ratio"], pr["ci"], spread_pct(pr["per_round"][-k:]) > tol,
+                f"{q} vs {base_dir}; candidate {cand.stats[q + '_ms']:.4g} ms, baseline "
+                f"{base.stats[q + '_ms']:.4g} ms, {pr['rounds']} interleaved rounds")
+    return figs
 
 # ----------------------------------------------------------------------------------------------
 # Outputs
@@ -543,29 +494,3 @@ def _write_summary(result: CheckResult, path: Path) -> None:
 
 def _write_json(result: CheckResult, path: Path) -> None:
     write_json(path, result.to_json())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgecnn.evaluate.check RUN_DIR --budgets FILE ...``; same flags as ``edgecnn check``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m edgecnn.evaluate.check", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir")
-    p.add_argument("--budgets", "-b", required=True)
-    p.add_argument("--baseline")
-    p.add_argument("--junit")
-    p.add_argument("--summary")
-    p.add_argument("--json", dest="json_out")
-    p.add_argument("--tolerance", type=float, help="stability tolerance, percent (overrides the file)")
-    p.add_argument("--max-time", type=float, help="seconds per artifact before 'unstable' (overrides the file)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    result = check(a.run_dir, a.budgets, baseline=a.baseline, junit=a.junit, summary=a.summary, json_out=a.json_out,
-                   measurement={"tolerance_pct": a.tolerance, "max_time_s": a.max_time})
-    print(format_text(result))
-    return result.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
