@@ -213,3 +213,67 @@ def test_server_options_apply_only_to_servers(tiny_onnx):
     assert spec.platform == "onnxruntime_onnx" and spec.thread_safe
     assert not get_runtime("litert").thread_safe and get_runtime("keras").platform is None
     assert load_runner(tiny_onnx, threads=1, server=True).backend == "onnxruntime"
+
+
+# ------------------------------------------------------------------ evaluation in every runtime
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from serve_fixtures import build_run
+
+    return build_run(tmp_path_factory.mktemp("evalrun"))
+
+
+def _evaluate(run_dir: Path, **evaluate) -> dict:
+    from edgecnn.config import EvaluateConfig, Recipe
+    from edgecnn.evaluate.run import evaluate_artifacts
+
+    from serve_fixtures import LABELS
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (12, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, len(LABELS), 12)
+    recipe = Recipe(name="tiny", evaluate=EvaluateConfig(warmup=1, runs=10, threads=[1], top_k=2, **evaluate))
+    return evaluate_artifacts(recipe, run_dir, images, labels, LABELS)
+
+
+def test_every_artifact_is_evaluated_in_every_runtime_that_runs_it(tiny_run):
+    report = _evaluate(tiny_run)
+    arts = report["artifacts"]
+    expected = {"model.keras", "model.onnx", "model.fp32.tflite"} | {
+        f"model.onnx@{r.name}" for r in runtimes_for("model.onnx")[1:]}
+    assert set(arts) == expected
+    assert arts["model.onnx"]["runtime"] == "onnxruntime" and arts["model.fp32.tflite"]["runtime"] == "litert"
+    for key, a in arts.items():
+        assert a["file"] == key.split("@")[0]
+    ov = arts["model.onnx@openvino"]
+    assert ov["runtime"] == "openvino" and ov["file"] == "model.onnx"
+    if get_runtime("openvino").available()[0]:
+        assert ov["sha256"] == arts["model.onnx"]["sha256"] and set(ov["latency"]) == {"1"}
+        assert ov["metrics"]["agreement"] == 1.0 and ov["metrics"]["max_abs_prob_delta"] < 1e-4
+    else:
+        assert ov["skipped"] and "metrics" not in ov
+    assert set(report["runtimes"]) == set(runtime_names())
+
+
+def test_evaluate_runtimes_selects_the_further_runtimes(tiny_run):
+    assert not any("@" in k for k in _evaluate(tiny_run, runtimes=[])["artifacts"])
+    assert not any("@" in k for k in _evaluate(tiny_run, runtimes=["litert"])["artifacts"])
+
+
+def test_a_runtime_that_cannot_run_here_is_skipped_with_its_reason(tiny_run, monkeypatch):
+    monkeypatch.setitem(registry._availability, "openvino", (False, "OpenVINO failed its smoke test"))
+    arts = _evaluate(tiny_run, runtimes=["openvino"])["artifacts"]
+    assert arts["model.onnx@openvino"] == {"file": "model.onnx", "runtime": "openvino", "format": "onnx",
+                                           "precision": "fp32", "skipped": "OpenVINO failed its smoke test"}
+    assert "metrics" in arts["model.onnx"]
+
+
+def test_an_unknown_runtime_in_the_recipe_is_refused():
+    from pydantic import ValidationError
+
+    from edgecnn.config import EvaluateConfig
+
+    with pytest.raises(ValidationError, match=r"unknown runtime\(s\) \['openvnio'\]"):
+        EvaluateConfig(runtimes=["openvnio"])

@@ -49,6 +49,7 @@ class RuntimeSpec:
         thread_safe: one runner may be called from several threads at once (else the service locks).
         smoke: a check run once by :meth:`available` (raises when the runtime cannot run here).
         description: one line for docs and ``--help``.
+        install: what to ``pip install`` when the package is missing (default: ``package``).
     """
 
     name: str
@@ -63,6 +64,7 @@ class RuntimeSpec:
     thread_safe: bool = True
     smoke: Callable[[], None] | None = None
     description: str = ""
+    install: str = ""
 
     def runs(self, path: str | os.PathLike) -> bool:
         """Whether this runtime opens an artifact with this file name."""
@@ -84,7 +86,7 @@ class RuntimeSpec:
 
     def _probe(self) -> tuple[bool, str]:
         if importlib.util.find_spec(self.module) is None:
-            return False, f"{self.package} is not installed (pip install {self.package})"
+            return False, f"{self.package} is not installed (pip install '{self.install or self.package}')"
         if self.smoke is not None:
             try:
                 self.smoke()
@@ -113,7 +115,8 @@ _loaded = False
 def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, module: str | None = None,
                      default_for: tuple[str, ...] | None = None, options: Mapping[str, Any] | None = None,
                      server_options: Mapping[str, Any] | None = None, platform: str | None = None,
-                     thread_safe: bool = True, smoke: Callable[[], None] | None = None, description: str = ""):
+                     thread_safe: bool = True, smoke: Callable[[], None] | None = None, description: str = "",
+                     install: str = ""):
     """Class decorator: register a Runner subclass as the runtime ``name``.
 
     Args:
@@ -122,7 +125,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
         package: PyPI distribution (its version is reported).
         module: importable module that proves the package is installed (default: ``package``).
         default_for: suffixes for which it is the default (default: all of ``suffixes``).
-        options, server_options, platform, thread_safe, smoke, description: see :class:`RuntimeSpec`.
+        options, server_options, platform, thread_safe, smoke, description, install: see :class:`RuntimeSpec`.
 
     Raises:
         EdgecnnError: the name is taken, or another runtime is already the default for a suffix.
@@ -143,7 +146,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
             name=name, suffixes=tuple(suffixes), default_for=default_for, package=package,
             module=module or package, runner=cls, options=MappingProxyType(dict(options or {})),
             server_options=MappingProxyType(dict(server_options or {})), platform=platform,
-            thread_safe=thread_safe, smoke=smoke, description=description,
+            thread_safe=thread_safe, smoke=smoke, description=description, install=install,
         )
         return cls
 
