@@ -7,7 +7,7 @@ only reads ``ctx.run`` (the run directory's files) and may draw figures into ``c
 
 Example:
     >>> from edgecnn.report import ReportContext, register_section
-    >>> @register_section("classes", order=65, title="Classes")
+    >>> @register_section("classes", order=65, title="Classes")   # doctest: +SKIP
     ... def classes_section(ctx: ReportContext) -> str:
     ...     return "<p>" + ", ".join(ctx.run.classes) + "</p>"
 """
