@@ -277,3 +277,20 @@ def test_an_unknown_runtime_in_the_recipe_is_refused():
 
     with pytest.raises(ValidationError, match=r"unknown runtime\(s\) \['openvnio'\]"):
         EvaluateConfig(runtimes=["openvnio"])
+
+
+def test_serving_and_gating_run_artifacts_without_importing_tensorflow(tiny_run):
+    """What a runtime-only install (`pip install edgecnn[serve]`) runs must not import TensorFlow."""
+    code = f"""
+import sys
+import edgecnn.cli, edgecnn.serve, edgecnn.evaluate.check, edgecnn.predict
+from edgecnn.serve.repository import Repository
+repo = Repository({str(tiny_run)!r}, threads=1)
+state = repo.state("tiny")
+assert sorted(state.versions) == ["model.fp32.tflite", "model.onnx"], state.versions
+heavy = [m for m in ("tensorflow", "tf_keras", "keras", "tf2onnx", "tensorflow_model_optimization",
+                     "matplotlib", "skimage") if m in sys.modules]
+assert not heavy, heavy
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
