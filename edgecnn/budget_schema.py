@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import PlainSerializer, PlainValidator, RootModel
+from pydantic_core import PydanticCustomError
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 
@@ -214,7 +215,8 @@ class TargetParser:
 
     def error(self, node_or_line, msg: str) -> None:
         line = node_or_line if isinstance(node_or_line, int) or node_or_line is None else _line(node_or_line)
-        self.problems.append(f"{self.source}:{line}: {msg}" if line is not None else f"{self.source}: {msg}")
+        place = f"{self.source}:{line}" if line is not None else self.source
+        self.problems.append(f"{place}: {msg}" if place else msg)
 
     def value(self, node) -> Any:
         return self._constructor.construct_object(node, deep=True)
@@ -455,14 +457,14 @@ def parse_budget_targets(value: Any, source: str = "budgets") -> tuple[Target, .
     if isinstance(value, dict):
         value = _migrate_old_form(value, source)
     if not isinstance(value, (list, tuple)):
-        raise BudgetError([f"{source} must be a list of targets; received {type(value).__name__}. "
+        raise BudgetError([f"{source or 'budgets'} must be a list of targets; received {type(value).__name__}. "
                                f"Write it as:\n{_NEW_FORM_EXAMPLE}"])
     if not value:
         return ()
     try:
         node = yaml.SafeDumper(io.StringIO(), sort_keys=False).represent_data(list(value))
     except yaml.YAMLError as e:
-        raise BudgetError([f"{source}: not plain YAML data: {e}"]) from None
+        raise BudgetError([f"{_place(source)}not plain YAML data: {e}"]) from None
     p = TargetParser(source, Path.cwd())
     targets = p.targets(node)
     if p.problems:
@@ -497,6 +499,10 @@ budgets:
     budgets: {max_size_kb: 3500}"""
 
 
+def _place(source: str) -> str:
+    return f"{source}: " if source else ""
+
+
 def _migrate_old_form(old: dict, source: str) -> list[dict]:
     """``{default: {...}, artifacts: {glob: {...}}}`` (the first recipe schema) as a list of targets.
 
@@ -507,7 +513,7 @@ def _migrate_old_form(old: dict, source: str) -> list[dict]:
     """
     unknown = set(old) - {"default", "artifacts"}
     if unknown:
-        raise BudgetError([f"{source}: unknown key(s) {sorted(unknown)}; budgets is a list of targets. "
+        raise BudgetError([f"{_place(source)}unknown key(s) {sorted(unknown)}; budgets is a list of targets. "
                                f"Write it as:\n{_NEW_FORM_EXAMPLE}"])
     if not old:
         return []
@@ -533,20 +539,28 @@ def _migrate_old_form(old: dict, source: str) -> list[dict]:
     new = yaml.safe_dump({"budgets": targets}, sort_keys=False, default_flow_style=None).rstrip()
     if problems:
         raise BudgetError([
-            f"{source}: the `default:`/`artifacts:` form is no longer read, and this one cannot be converted "
+            f"{_place(source)}the `default:`/`artifacts:` form is no longer read, and this one cannot be converted "
             f"exactly: {'; '.join(problems)}. In the new form every target's budgets apply to every artifact it "
             f"selects (the tightest limit wins), so narrow each target's `artifacts:` instead. Starting point:\n{new}"])
     log.warning("%s: the `default:`/`artifacts:` form is deprecated; read as the target list %s (write that "
-                "instead, README 'Budgets')", source, yaml.safe_dump(targets, default_flow_style=True,
+                "instead, README 'Budgets')", source or "recipe budgets", yaml.safe_dump(targets, default_flow_style=True,
                                                                        sort_keys=False, width=10_000).strip())
     return targets
+
+
+def _recipe_targets(value: Any) -> tuple[Target, ...]:
+    """pydantic's hook: the recipe already names the section (``file: budgets: ...``), so the
+    problems are reported without a place of their own and without pydantic's "Value error"."""
+    try:
+        return parse_budget_targets(value, source="")
+    except BudgetError as e:
+        raise PydanticCustomError("budgets", "{problems}", {"problems": str(e)}) from None
 
 
 class BudgetsConfig(RootModel):
     """A recipe's ``budgets:`` section: a list of targets (the schema of a budgets.yaml's ``targets:``)."""
 
-    root: Annotated[tuple[Target, ...], PlainValidator(parse_budget_targets),
-                    PlainSerializer(targets_to_json)] = ()
+    root: Annotated[tuple[Target, ...], PlainValidator(_recipe_targets), PlainSerializer(targets_to_json)] = ()
 
     @property
     def targets(self) -> tuple[Target, ...]:
