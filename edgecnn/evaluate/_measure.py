@@ -4,7 +4,7 @@ Spawned by ``edgecnn.evaluate.measure_protocol.MeasureProcess``; speaks one JSON
 stdin/stdout. stdout is kept private to the protocol (fd 1 is pointed at stderr, so banners
 that runtimes print from C, such as XNNPACK's, cannot corrupt it). Requests::
 
-    {"cmd": "load", "path": "...", "threads": 1, "batch": 1, "cpus": [0] | null}
+    {"cmd": "load", "path": "...", "threads": 1, "batch": 1, "cpus": [0] | null, "runtime": "onnxruntime" | null}
         -> {"ok": true, "backend", "input_shape", "rss_mb", "affinity", "pid", "load_ms", "tensorflow"}
     {"cmd": "window", "runs": 50, "min_s": 0.5, "max_s": 2.0}
         -> {"ok": true, "samples_ms": [...]}     # >= runs calls and >= min_s, stop at max_s (>= 3 calls)
@@ -46,7 +46,8 @@ class _Server:
         self.runner = None
         self.x = None
 
-    def load(self, path: str, threads: int, batch: int, cpus: list[int] | None = None) -> dict:
+    def load(self, path: str, threads: int, batch: int, cpus: list[int] | None = None,
+             runtime: str | None = None) -> dict:
         if cpus:
             os.sched_setaffinity(0, cpus)
         t0 = time.perf_counter()
@@ -54,7 +55,7 @@ class _Server:
 
         from edgecnn.runtime import load_runner
 
-        self.runner = load_runner(path, threads=threads or None)
+        self.runner = load_runner(path, threads=threads or None, runtime=runtime)
         shape = [batch, *[int(s) for s in self.runner.input.shape[1:]]]
         self.x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
         self.runner(self.x)  # fail now, not in the first window

@@ -234,16 +234,18 @@ class _Plan:
     run_dir: Path
     items: list[tuple[Target, list[str]]]   # every target (max_slowdown_vs baselines resolved) and its artifacts
     options: MeasureOptions
+    files: dict[str, tuple[str, str | None]] = field(default_factory=dict)   # artifact -> (file, runtime)
 
 
 def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: MeasureOptions) -> _Plan:
     arts = manifest["artifacts"]
-    plan = _Plan(run_dir, [], options)
+    files = {n: (e.get("file", n), runtime_of(e, e.get("file", n))) for n, e in arts.items()}
+    plan = _Plan(run_dir, [], options, files)
     verified: set[str] = set()
     for t in bf.targets:
-        names = [n for n, e in arts.items() if t.matches(e.get("file", n), runtime_of(e, e.get("file", n)))]
+        names = [n for n in arts if t.matches(*files[n])]
         if not names:
-            avail = ", ".join(f"{n} ({runtime_of(e, e.get('file', n))})" for n, e in arts.items()) or "none"
+            avail = ", ".join(f"{n} ({files[n][1]})" for n in arts) or "none"
             raise EdgecnnError(f"{bf.source}:{t.line}: target {t.name!r} (artifacts {list(t.artifacts)}, runtime "
                                f"{t.runtime}) matches no artifact in {run_dir / 'manifest.json'}; available: {avail}. "
                                "Fix `artifacts:`/`runtime:` or export the missing format.")
@@ -335,9 +337,11 @@ def _measure(plan: _Plan) -> dict[tuple, dict[str, Measurement]]:
     with tempfile.TemporaryDirectory(prefix="edgecnn-check-") as tmp:
         ref_path = reference_workload(tmp) if any(g["ref"] for g in groups.values()) else None
         for i, ((name, threads, batch), g) in enumerate(groups.items(), 1):
-            subjects = [("candidate", Subject(name, plan.run_dir / name, threads, batch))]
+            file, runtime = plan.files[name]
+            subjects = [("candidate", Subject(name, plan.run_dir / file, threads, batch, runtime))]
             for key, base in g["baselines"].items():
-                subjects.append((f"baseline:{key}", Subject(f"baseline {name}", Path(base) / name, threads, batch)))
+                subjects.append((f"baseline:{key}", Subject(f"baseline {name}", Path(base) / file, threads, batch,
+                                                            runtime)))
             if g["ref"]:
                 subjects.append(("reference", Subject(f"reference-v{REFERENCE_VERSION}", ref_path, threads, batch)))
             log.info("measuring %d/%d: %s @%d thread(s), batch %d%s", i, len(groups), name, threads, batch,

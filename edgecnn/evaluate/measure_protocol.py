@@ -98,6 +98,7 @@ class Subject:
     path: str | os.PathLike
     threads: int = 1
     batch: int = 1
+    runtime: str | None = None        # a name from edgecnn.runtime.runtime_names(); None = the suffix's default
 
 
 @dataclass
@@ -225,8 +226,8 @@ class MeasureProcess:
                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         try:
             self.info = self.request({"cmd": "load", "path": str(subject.path), "threads": subject.threads,
-                                      "batch": subject.batch, "cpus": list(options.cpus) if options.cpus else None},
-                                     timeout=120)
+                                      "batch": subject.batch, "cpus": list(options.cpus) if options.cpus else None,
+                                      "runtime": subject.runtime}, timeout=120)
         except BaseException:
             self.close()
             raise
