@@ -344,6 +344,12 @@ def test_measuring_process_is_isolated_and_tf_free(tmp_path):
         p.close()
 
 
+def test_measuring_process_opens_the_named_runtime(tmp_path):
+    path = build_conv_net(tmp_path / "m.onnx", depth=1, channels=8, size=16)
+    with pytest.raises(check_mod.EdgecnnError, match="runtime 'litert' cannot run 'm.onnx'"):
+        measure_group([Subject("m", path, runtime="litert")], MeasureOptions(max_time_s=1, processes=1))
+
+
 def test_repetitions_in_fresh_processes_are_pooled(tmp_path):
     path = build_conv_net(tmp_path / "m.onnx", depth=1, channels=8, size=16)
     opts = MeasureOptions(warmup_runs=2, warmup_s=0.01, window_runs=5, window_s=0.02, max_time_s=1, processes=3)
