@@ -196,8 +196,7 @@ def _run(result: CheckResult, cli_baseline, overrides: Mapping[str, Any] | None)
     for m in measured.values():
         result.measurements.extend(x.to_json() | {"role": role} for role, x in m.items())
     artifacts = _figures(plan, manifest, report, measured)
-    for target, names in plan.items:
-        result.results.extend(check_targets([target], [artifacts[n] for n in names]))
+    result.results = check_targets([t for t, _ in plan.items], artifacts.values())
     missing = next((r for r in result.results if r.measured is None), None)
     if missing is not None:
         needs = _NEEDS.get(BUDGET_KEYS[missing.budget].figure, "a figure").format(name=missing.artifact)
