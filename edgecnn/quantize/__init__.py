@@ -14,11 +14,21 @@ QAT scope), ``onnx_qdq`` and ``onnx_sensitivity``, ``tflite_int8``, ``tflite_per
 functions, so importing this package (e.g. for :data:`MIN_CALIBRATION`) stays light.
 """
 from edgecnn.quantize.calibration import MIN_CALIBRATION, CalibrationReader, check_calibration, representative_dataset
-from edgecnn.quantize.converters import (ONNX_INPUT_NAME, keras_to_onnx, quantize_scope, register_quantize_config,
-                                         tflite_converter)
+from edgecnn.quantize.converters import (
+    ONNX_INPUT_NAME,
+    keras_to_onnx,
+    quantize_scope,
+    register_quantize_config,
+    tflite_converter,
+)
 from edgecnn.quantize.cpu import CpuFeatures, cpu_features, parse_cpuinfo
-from edgecnn.quantize.onnx_qdq import (ONNX_CALIBRATION_METHODS, ONNX_INT8_TYPES, onnx_input_name, onnx_node_names,
-                                       quantize_onnx)
+from edgecnn.quantize.onnx_qdq import (
+    ONNX_CALIBRATION_METHODS,
+    ONNX_INT8_TYPES,
+    onnx_input_name,
+    onnx_node_names,
+    quantize_onnx,
+)
 from edgecnn.quantize.onnx_sensitivity import onnx_node_sensitivity, onnx_sensitive_nodes
 from edgecnn.quantize.tflite_int8 import TFLITE_CALIBRATION_METHODS, tflite_int8
 from edgecnn.quantize.tflite_pack import share_quantization_vectors

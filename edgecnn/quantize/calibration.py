@@ -74,4 +74,4 @@ class CalibrationReader:
         return iter(self.get_next, None)
 
 
-__all__ = ["MIN_CALIBRATION", "check_calibration", "representative_dataset", "CalibrationReader"]
+__all__ = ["MIN_CALIBRATION", "CalibrationReader", "check_calibration", "representative_dataset"]

@@ -39,7 +39,7 @@ def quantize_scope(extra: Mapping[str, type] | None = None) -> contextlib.Abstra
     """
     if "tensorflow_model_optimization" not in sys.modules and not extra:
         return contextlib.nullcontext()
-    import edgecnn._tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tfmot imports TF)
+    # TF_USE_LEGACY_KERAS is already set: importing any edgecnn module runs edgecnn/__init__.py first
     import tensorflow_model_optimization as tfmot
 
     return tfmot.quantization.keras.quantize_scope({**_QUANTIZE_CONFIGS, **(extra or {})})

@@ -44,8 +44,11 @@ def onnx_node_sensitivity(float_onnx: str | os.PathLike, qdq_onnx: str | os.Path
         descending; ``nodes`` is the anchor op plus the activations that follow it.
     """
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     cal = check_calibration(images, minimum=1, what="sensitivity analysis")[:max_images]

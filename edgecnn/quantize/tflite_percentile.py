@@ -28,7 +28,7 @@ log = logging.getLogger("edgecnn.quantize")
 def _stat_tensors(model_t) -> list[int]:
     """Indices of activation tensors with a recorded [min, max], except the model's inputs and outputs."""
     sg = model_t.subgraphs[0]
-    io = set(int(i) for i in sg.inputs) | set(int(i) for i in sg.outputs)
+    io = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
     return [i for i, t in enumerate(sg.tensors)
             if i not in io and t.quantization is not None and t.quantization.min is not None
             and t.quantization.max is not None and len(t.quantization.min) == 1]
