@@ -116,6 +116,14 @@ def test_calibration_and_the_http_client_use_the_same_pixels(images):
     assert np.array_equal(load_images([str(f) for f in files], SIZE, SIZE), reference)
 
 
+def test_the_array_level_functions_give_the_same_bits(images):
+    """resize_rgb(rgb_pixels(image)) is load_image(image): one computation at two entry points."""
+    for f in images.values():
+        for size in (SIZE, (24, 40), 64):
+            with Image.open(f) as im:
+                assert np.array_equal(resize_rgb(rgb_pixels(im), size), load_image(f, size)), (f.name, size)
+
+
 def test_sources_sizes_and_non_square_targets(images):
     path = images["wide.png"]
     by_path = load_image(path, (24, 40))
@@ -195,8 +203,10 @@ def test_unreadable_files_name_the_path(tmp_path):
     Image.fromarray(_texture(64, 64, 0)).save(buf, format="PNG")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(EdgecnnError, match=f"cannot read image '{truncated}'"):
+    with pytest.raises(EdgecnnError, match=f"could not decode the image '{truncated}'.*truncated or corrupt"):
         load_image(truncated, SIZE)
+    with pytest.raises(EdgecnnError, match="could not decode the PNG image"), Image.open(truncated) as im:
+        load_image(im, SIZE)
 
 
 def test_preprocessing_imports_without_tensorflow():

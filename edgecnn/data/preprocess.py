@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,20 +70,18 @@ def load_image(source: ImageSource, size: Size) -> np.ndarray:
     height, width = _height_width(size)
     if isinstance(source, Image.Image):
         filename = getattr(source, "filename", "")
-        what = " ".join(filter(None, [source.format, "image", repr(str(filename)) if filename else ""]))
-        try:
-            return resize_rgb(rgb_pixels(source), (height, width))
-        except (OSError, ValueError, SyntaxError) as e:   # Pillow's decoders raise all three
-            raise EdgecnnError(f"could not decode the {what}: {e}; the file is truncated or corrupt.") from None
-    what = f"image of {len(source)} bytes" if isinstance(source, (bytes, bytearray)) else f"image {str(source)!r}"
+        name = " ".join(filter(None, [source.format, "image", repr(str(filename)) if filename else ""]))
+        return _resize_bands(_rgb_bands(_decode_rgb(source, name)), height, width)
+    encoded = isinstance(source, (bytes, bytearray))
+    name = f"image of {len(source)} bytes" if encoded else f"image {str(source)!r}"
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
-            pixels = rgb_pixels(im)
+        opened = Image.open(io.BytesIO(source) if encoded else source)
     except FileNotFoundError:
         raise EdgecnnError(f"image not found: {str(source)!r}. Check the path.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise EdgecnnError(f"cannot read {what}: {e}. Use a PNG, JPEG or BMP file.") from None
-    return resize_rgb(pixels, (height, width))
+    except (UnidentifiedImageError, OSError) as e:
+        raise EdgecnnError(f"cannot read {name}: {e}. Use a PNG, JPEG or BMP file.") from None
+    with opened as im:
+        return _resize_bands(_rgb_bands(_decode_rgb(im, name)), height, width)
 
 
 def rgb_pixels(image: Image.Image) -> np.ndarray:
@@ -101,16 +100,7 @@ def rgb_pixels(image: Image.Image) -> np.ndarray:
     Raises:
         OSError, ValueError, SyntaxError: Pillow could not decode the image (truncated, corrupt).
     """
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation != 1:
-        image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # Industrial cameras write 16-bit grey; Pillow's own conversion would clip at 255 instead.
-        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(_to_rgb(image), dtype=np.uint8)
 
 
 def resize_rgb(pixels: np.ndarray, size: Size) -> np.ndarray:
@@ -118,6 +108,8 @@ def resize_rgb(pixels: np.ndarray, size: Size) -> np.ndarray:
 
     The same filter as ``tf.image.resize(..., antialias=True)`` (to ~1e-3), computed by Pillow on
     one float32 channel at a time; same-size input is returned as float32 unchanged.
+    ``load_image`` runs the same computation on the decoded image's channels, so
+    ``resize_rgb(rgb_pixels(im), size)`` equals ``load_image(im, size)`` bit for bit.
 
     Args:
         pixels: (H, W, 3) array of pixels 0-255 (uint8 or float).
@@ -133,12 +125,42 @@ def resize_rgb(pixels: np.ndarray, size: Size) -> np.ndarray:
     if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
         raise EdgecnnError(f"resize_rgb takes (height, width, 3) RGB pixels. Received shape {pixels.shape}; "
                            "convert the image with rgb_pixels() first.")
-    if pixels.shape[:2] == (height, width):
-        return np.array(pixels, dtype=np.float32)
-    out = np.empty((height, width, 3), np.float32)
+    bands = (Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32)) for c in range(3))
+    return _resize_bands(bands, height, width)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Decoded, upright, mode "RGB" (the same Image when it already is)."""
+    image.load()                  # decode now: errors surface here, not halfway through a resize
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # Industrial cameras write 16-bit grey; Pillow's own conversion would clip at 255 instead.
+        grey = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _decode_rgb(image: Image.Image, name: str) -> Image.Image:
+    try:
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as e:   # Pillow's decoders raise all three
+        raise EdgecnnError(f"could not decode the {name}: {e}; the file is truncated or corrupt.") from None
+
+
+def _rgb_bands(image: Image.Image) -> Iterator[Image.Image]:
+    """An RGB image's channels as float32 ("F") images, made one at a time to bound memory."""
     for c in range(3):
-        band = Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32))  # mode "F"
-        out[..., c] = np.asarray(band.resize((width, height), Image.Resampling.BILINEAR))
+        yield image.getchannel(c).convert("F")
+
+
+def _resize_bands(bands: Iterable[Image.Image], height: int, width: int) -> np.ndarray:
+    """The one resize: three "F" channel images -> float32 (height, width, 3), clipped to 0-255."""
+    out = np.empty((height, width, 3), np.float32)
+    for c, band in enumerate(bands):
+        if band.size != (width, height):
+            band = band.resize((width, height), Image.Resampling.BILINEAR)
+        out[..., c] = np.asarray(band)
     # The filter's weights are normalised in float, so a sum may land a hair outside 0-255.
     return np.clip(out, 0.0, 255.0, out=out)
 

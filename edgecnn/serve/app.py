@@ -282,7 +282,8 @@ def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple
             if w < 1 or h < 1 or w * h > max_pixels:
                 raise ProtocolError(f"the {fmt} image declares {w}x{h} = {w * h} pixels; the limit is "
                                     f"{max_pixels} (max_image_pixels). Downscale it before sending.")
-            return load_image(im, (height, width)), {"format": fmt, "width": w, "height": h}
+        # From the bytes: load_image frees its decoded copy before it resizes (bounds upload memory).
+        return load_image(data, (height, width)), {"format": fmt, "width": w, "height": h}
     except ProtocolError:
         raise
     except Image.DecompressionBombError:
@@ -295,6 +296,7 @@ def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple
 
 
 # ---------------------------------------------------------------- OpenAPI documentation of the routes
+
 
 def _inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema with its nested models written in place: a "#/$defs/..." reference
