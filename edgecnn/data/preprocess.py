@@ -3,7 +3,7 @@
 Training, evaluation, int8 calibration (``edgecnn.data.loader``), ``edgecnn predict``, the
 service's image endpoint and its validation client all call :func:`load_image`, so a model sees
 bit-identical pixels for the same file wherever it runs. Normalisation is not done here: it lives
-inside every exported graph (see docs/DESIGN.md), a runtime only resizes.
+inside every exported graph (the manifest records it); a runtime only resizes.
 
 The steps, in order:
 
