@@ -109,7 +109,10 @@ class BudgetResult:
     def title(self) -> str:
         what = self.budget if self.budget != "max_slowdown_vs" else f"slowdown vs baseline ({self.detail.split(';')[0]})"
         where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
-        return f"{self.artifact}{where}: {what} {self.comparison} {_with_unit(f'{self.allowed:g}', self.unit)}"
+        return f"{self.artifact}{where}: {what} {self.comparison} {self.allowed_text()}"
+
+    def allowed_text(self) -> str:
+        return _with_unit(f"{self.allowed:g}", self.unit)
 
     def measured_text(self) -> str:
         if self.measured is None:
@@ -131,7 +134,7 @@ class BudgetResult:
         where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
         verdict = {"BROKEN": "broken"}.get(self.verdict, self.verdict)
         return (f"{self.artifact}{where}: {self.budget} {verdict}: measured {self.measured_text()}, allowed "
-                f"{self.comparison} {_with_unit(f'{self.allowed:g}', self.unit)} (target {self.target})")
+                f"{self.comparison} {self.allowed_text()} (target {self.target})")
 
     def to_json(self) -> dict:
         return {"target": self.target, "artifact": self.artifact, "runtime": self.runtime, "budget": self.budget,

@@ -430,7 +430,7 @@ def render_summary(result: CheckResult) -> str:
             where = f" @{r.threads}t" + (f" b{r.batch}" if r.batch != 1 else "") if r.timed else ""
             budget = r.budget if r.budget != "max_slowdown_vs" else "slowdown vs baseline"
             lines.append(f"| {'✅' if r.ok else '❌'} | `{r.artifact}`{where} | {budget} | {r.measured_text()} | "
-                         f"{r.comparison.replace('<=', '≤').replace('>=', '≥')} {r.allowed:g}{r.unit} | "
+                         f"{r.comparison.replace('<=', '≤').replace('>=', '≥')} {r.allowed_text()} | "
                          f"{', '.join(notes)} |")
         lines.append("")
     if result.measurements:
