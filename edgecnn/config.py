@@ -11,44 +11,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from edgecnn.errors import EdgecnnError
-from edgecnn.budget_schema import BudgetsConfig  # the recipe's `budgets:`: a list of budget targets
+from edgecnn._strict import Strict
+from edgecnn.budget_schema import (
+    BudgetsConfig,  # the recipe's `budgets:`: a list of budget targets
+)
+from edgecnn.compress.chooser import ChooseOptions, list_routes
+from edgecnn.data.config import DataConfig
+from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.export import list_formats
+from edgecnn.quantize import (
+    MIN_CALIBRATION,
+    ONNX_CALIBRATION_METHODS,
+    TFLITE_CALIBRATION_METHODS,
+)
+
+# Names (formats, routes, runtimes) are validated against their registries, never a copied list:
+# a newly registered format or route is accepted by the next recipe without touching this file.
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = Strict
 
 
-def _known_names(values: list[str], known: tuple[str, ...], what: str) -> list[str]:
+def _known_names(values: list[str], known: tuple[str, ...] | list[str], what: str) -> list[str]:
     bad = [v for v in values if v not in known]
     if bad:
-        raise ValueError(f"unknown {what}(s) {bad}; known: {list(known)}")
+        raise ValueError(f"unknown {what}(s) {bad}; known: {list(known)}.{did_you_mean(bad[0], known)}")
     return values
-
-
-class AugmentConfig(_Strict):
-    """Keras preprocessing layers applied to training batches only."""
-
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal_and_vertical"
-    rotation: float = Field(0.05, ge=0, le=0.5, description="fraction of a full turn")
-    zoom: float = Field(0.1, ge=0, lt=1)
-    contrast: float = Field(0.1, ge=0, lt=1)
-
-
-class DataConfig(_Strict):
-    path: str = "data/defects"
-    generate: Literal["defects"] | None = Field(
-        None, description="generate the bundled defect set at `path` when it does not exist")
-    generate_seed: int = 0
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    split_seed: int = 0
-    min_images_per_class: int = Field(10, ge=2)
-    skip_bad_images: bool = False
-    batch_size: int = Field(32, ge=1, le=4096)
-    augment: AugmentConfig = AugmentConfig()
 
 
 class ModelConfig(_Strict):
@@ -82,25 +72,23 @@ class TrainConfig(_Strict):
     class_weights: bool = False
 
 
-FORMAT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8")
+def default_formats() -> list[str]:
+    """The export formats a recipe gets when it names none: every registered format marked ``default``."""
+    return [f.name for f in list_formats() if f.default]
 
 
 class ExportConfig(_Strict):
-    formats: list[str] = Field(default_factory=lambda: list(FORMAT_NAMES))
-    calibration_images: int = Field(200, ge=10)
+    formats: list[str] = Field(default_factory=default_formats, description="see `edgecnn formats`")
+    calibration_images: int = Field(200, ge=MIN_CALIBRATION)
     opset: int = Field(17, ge=13, le=21)
-    tflite_calibration: Literal["minmax", "percentile"] = "minmax"
-    onnx_calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    tflite_calibration: Literal[TFLITE_CALIBRATION_METHODS] = "minmax"
+    onnx_calibration: Literal[ONNX_CALIBRATION_METHODS] = "minmax"
     onnx_per_channel: bool = True
 
     @field_validator("formats")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        return _known_names(v, FORMAT_NAMES, "format")
-
-
-ROUTE_NAMES = ("tflite-int8", "tflite-int8-percentile", "onnx-int8-minmax", "onnx-int8-minmax-pc",
-               "onnx-int8-percentile", "onnx-int8-entropy", "tflite-int8-qat", "tflite-int8-mixed", "onnx-int8-mixed")
+        return _known_names(v, [f.name for f in list_formats()], "format")
 
 
 class PruneConfig(_Strict):
@@ -130,9 +118,9 @@ class ClusterConfig(_Strict):
 class QatConfig(_Strict):
     """The chooser's QAT route (scheme follows the model: pqat after pruning, cqat after clustering)."""
 
-    epochs: int = Field(2, ge=1, le=100)
-    lr: float = Field(1e-4, gt=0, le=1, description="peak learning rate, cosine-decayed to 0")
-    distill: bool = Field(True, description="fit the float model's probabilities, not the labels")
+    epochs: int = Field(ChooseOptions.qat_epochs, ge=1, le=100)
+    lr: float = Field(ChooseOptions.qat_lr, gt=0, le=1, description="peak learning rate, cosine-decayed to 0")
+    distill: bool = Field(ChooseOptions.qat_distill, description="fit the float model's probabilities, not the labels")
 
 
 class CompressConfig(_Strict):
@@ -144,15 +132,20 @@ class CompressConfig(_Strict):
     """
 
     enabled: bool = False
-    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="allowed top-1 drop vs the float model")
-    min_agreement: float | None = Field(None, ge=0, le=1, description="also require this top-1 agreement on val")
-    routes: list[str] = Field(default_factory=lambda: list(ROUTE_NAMES),
+    max_accuracy_drop: float = Field(ChooseOptions.max_accuracy_drop, ge=0, le=1,
+                                     description="allowed top-1 drop vs the float model")
+    min_agreement: float | None = Field(ChooseOptions.min_agreement, ge=0, le=1,
+                                        description="also require this top-1 agreement on val")
+    routes: list[str] = Field(default_factory=lambda: [r.name for r in list_routes()],
                               description="int8 routes the chooser may try, cheapest tier first")
-    runtimes: list[Literal["litert", "onnxruntime"]] = Field(default_factory=lambda: ["litert", "onnxruntime"])
-    prefer: Literal["latency", "size"] = "latency"
-    sensitive_top_k: int = Field(3, ge=1, le=50, description="layers the mixed routes keep float")
-    latency_runs: int = Field(50, ge=0, description="timed runs per candidate at 1 thread (0 = skip)")
-    exhaustive: bool = Field(False, description="try every route instead of stopping at the first tier that fits")
+    runtimes: list[str] = Field(default_factory=lambda: sorted({r.runtime for r in list_routes()}),
+                                description="runtimes to pick an int8 artifact for (those the routes run in)")
+    prefer: Literal["latency", "size"] = ChooseOptions.prefer
+    sensitive_top_k: int = Field(ChooseOptions.sensitive_top_k, ge=1, le=50,
+                                 description="layers the mixed routes keep float")
+    latency_runs: int = Field(ChooseOptions.runs, ge=0, description="timed runs per candidate at 1 thread (0 = skip)")
+    exhaustive: bool = Field(ChooseOptions.exhaustive,
+                             description="try every route instead of stopping at the first tier that fits")
     prune: PruneConfig = PruneConfig()
     cluster: ClusterConfig = ClusterConfig()
     qat: QatConfig = QatConfig()
@@ -162,13 +155,26 @@ class CompressConfig(_Strict):
     def _known_routes(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("routes must name at least one route")
-        return _known_names(v, ROUTE_NAMES, "route")
+        return _known_names(v, [r.name for r in list_routes()], "route")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, v: list[str]) -> list[str]:
+        return _known_names(v, sorted({r.runtime for r in list_routes()}), "runtime with int8 routes")
 
     @property
     def qat_scheme(self) -> str:
         if self.cluster.enabled:
             return "cqat"
         return "pqat" if self.prune.enabled else "default"
+
+    def choose_options(self, **changes: Any) -> ChooseOptions:
+        """This section as the chooser's options (``changes`` override, e.g. ``routes=`` for one runtime)."""
+        return ChooseOptions(
+            max_accuracy_drop=self.max_accuracy_drop, min_agreement=self.min_agreement, routes=tuple(self.routes),
+            runtimes=tuple(self.runtimes), prefer=self.prefer, exhaustive=self.exhaustive,
+            sensitive_top_k=self.sensitive_top_k, qat_scheme=self.qat_scheme, qat_epochs=self.qat.epochs,
+            qat_lr=self.qat.lr, qat_distill=self.qat.distill, runs=self.latency_runs).replace(**changes)
 
 
 class EvaluateConfig(_Strict):
@@ -183,7 +189,9 @@ class EvaluateConfig(_Strict):
     @field_validator("runtimes")
     @classmethod
     def _known_runtimes(cls, v: list[str] | None) -> list[str] | None:
-        from edgecnn.runtime import runtime_names   # the registry; cheap, imports no runtime package
+        from edgecnn.runtime import (
+            runtime_names,  # the registry; cheap, imports no runtime package
+        )
 
         return None if v is None else _known_names(v, runtime_names(), "runtime")
 

@@ -13,27 +13,34 @@ Nested ``keras.applications`` backbones are flattened first (:func:`flatten`); l
 quantise are listed up front by :func:`unsupported_layers`. Post-training quantisation (TFLite and
 ONNX int8, calibration, sensitivity) is :mod:`edgecnn.quantize`. See docs/compression.md.
 """
-from edgecnn.compress._flatten import flatten, is_nested
-from edgecnn.compress._fold import fold_normalization
-from edgecnn.compress.chooser import Candidate, ChooseResult, choose, copy_chosen, list_routes, register_route
-from edgecnn.compress.cluster import cluster, fine_tune_clustered, strip_clusters, unique_values
-from edgecnn.compress.config import CompressConfig
-from edgecnn.compress.prune import (fine_tune_pruned, gzipped_size, overall_sparsity, prunable_layers, prune,
-                                    sparse_tflite, sparsity_report, strip, xnnpack_sparse_inference)
-from edgecnn.compress.qat import (fine_tune_qat, load_qat, quantize_aware, save_qat, to_tflite_int8,
-                                  unsupported_layers)
+from __future__ import annotations
 
-__all__ = [
-    # pruning
-    "prune", "fine_tune_pruned", "strip", "sparsity_report", "overall_sparsity", "prunable_layers", "gzipped_size",
-    "sparse_tflite", "xnnpack_sparse_inference",
-    # clustering
-    "cluster", "fine_tune_clustered", "strip_clusters", "unique_values",
-    # QAT
-    "quantize_aware", "fine_tune_qat", "to_tflite_int8", "unsupported_layers", "flatten", "is_nested",
-    "fold_normalization", "save_qat", "load_qat",
-    # chooser
-    "choose", "ChooseResult", "Candidate", "list_routes", "register_route", "copy_chosen",
-    # config
-    "CompressConfig",
-]
+import importlib
+
+# Where each public name lives. Loaded on first use (PEP 562), so that importing the chooser's route
+# registry (recipe validation, a serving install) does not import TensorFlow and tfmot.
+_EXPORTS = {
+    "edgecnn.compress.prune": ("prune", "fine_tune_pruned", "strip", "sparsity_report", "overall_sparsity",
+                               "prunable_layers", "gzipped_size", "sparse_tflite", "xnnpack_sparse_inference"),
+    "edgecnn.compress.cluster": ("cluster", "fine_tune_clustered", "strip_clusters", "unique_values"),
+    "edgecnn.compress.qat": ("quantize_aware", "fine_tune_qat", "to_tflite_int8", "unsupported_layers", "save_qat",
+                             "load_qat"),
+    "edgecnn.compress._flatten": ("flatten", "is_nested"),
+    "edgecnn.compress._fold": ("fold_normalization",),
+    "edgecnn.compress.chooser": ("choose", "ChooseOptions", "ChooseResult", "Candidate", "list_routes",
+                                 "register_route", "copy_chosen"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'edgecnn.compress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgecnn._tf import keras
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf sets TF_USE_LEGACY_KERAS)
 
+from edgecnn._tf import keras
 from edgecnn.quantize.converters import register_quantize_config
 
 _Q = tfmot.quantization.keras

@@ -12,22 +12,22 @@ and the fastest (or smallest) of those is chosen. Otherwise it escalates:
 
 When every route has been tried and none fits, ``result.chosen`` is None and ``result.reason``
 says so with the best drop reached. Every candidate is reported: route, artifact, accuracy, drop,
-size, latency p50/p95 at ``threads`` threads, and whether it is on the Pareto front of
-(accuracy, size, latency).
+size and latency p50/p95 at ``threads`` threads (the report draws the Pareto front from these).
 
-    result = choose(model, val_x, val_y, calib, "export/run/compress", max_accuracy_drop=0.005)
+    result = choose(model, val_x, val_y, calib, "export/run/compress", ChooseOptions(max_accuracy_drop=0.005))
     result.chosen.artifact if result.chosen else result.reason
     write_json("compress.json", result.to_json())
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,13 @@ class Candidate:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     within_budget: bool = False
-    pareto: bool = False
     seconds: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("route", "tier", "runtime", "accuracy", "drop", "agreement", "size_bytes",
-                                            "latency_p50_ms", "latency_p95_ms", "within_budget", "pareto",
+                                            "latency_p50_ms", "latency_p95_ms", "within_budget",
                                             "seconds", "notes", "error")}
         d["artifact"] = str(self.artifact) if self.artifact else None
         return d
@@ -99,6 +98,53 @@ class ChooseResult:
                 "skipped": dict(self.skipped)}
 
 
+@dataclass(frozen=True)
+class ChooseOptions:
+    """Everything the chooser can be told; the recipe's ``compress:`` section builds one
+    (:meth:`edgecnn.config.CompressConfig.choose_options`) and takes its defaults from here.
+
+    Attributes:
+        max_accuracy_drop: allowed top-1 drop vs the reference, in [0, 1] (0.005 = half a point).
+        min_agreement: also require this top-1 agreement with the float model on val (None: drop only).
+        routes: route names to consider (None: every registered route, see :func:`list_routes`).
+        runtimes: only routes whose artifact runs in these runtimes (None: all).
+        prefer: among candidates within budget, the lowest ``'latency'`` p50 or the smallest ``'size'``.
+        exhaustive: try every route instead of stopping at the first tier that fits.
+        sensitive_top_k: how many layers the mixed routes keep float.
+        qat_scheme: ``'default'``, ``'pqat'`` (the model is pruned) or ``'cqat'`` (clustered).
+        qat_epochs, qat_lr: QAT fine-tuning, cosine-decayed from ``qat_lr``.
+        qat_distill: fit the float model's probabilities instead of the labels (self-distillation).
+        threads, warmup, runs: the latency measurement of every candidate; ``runs=0`` skips it.
+    """
+
+    max_accuracy_drop: float = 0.005
+    min_agreement: float | None = None
+    routes: tuple[str, ...] | None = None
+    runtimes: tuple[str, ...] | None = None
+    prefer: str = "latency"
+    exhaustive: bool = False
+    sensitive_top_k: int = 3
+    qat_scheme: str = "default"
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    qat_distill: bool = True
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+
+    def replace(self, **changes: Any) -> ChooseOptions:
+        """A copy with ``changes``; an unknown name is a TypeError that lists the accepted ones."""
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise TypeError(f"unknown chooser option(s) {unknown}.{did_you_mean(unknown[0], known)} "
+                            f"Accepted: {', '.join(known)}.")
+        for key in ("routes", "runtimes"):
+            if changes.get(key) is not None:
+                changes[key] = tuple(changes[key])
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
 class ChooseContext:
     """What a route function may use; routes cache shared work (the float ONNX, QAT model) in ``cache``."""
@@ -106,14 +152,10 @@ class ChooseContext:
     model: Any
     calibration: np.ndarray
     workdir: Path
+    options: ChooseOptions = ChooseOptions()
     train: Any = None
     val: tuple[np.ndarray, np.ndarray] | None = None
     float_onnx: Path | None = None
-    qat_scheme: str = "default"
-    qat_epochs: int = 2
-    qat_lr: float = 1e-5
-    qat_distill: bool = True
-    sensitive_top_k: int = 3
     opset: int = 17
     cache: dict[str, Any] = field(default_factory=dict)
     done: list[Candidate] = field(default_factory=list)
@@ -146,8 +188,12 @@ _ROUTES: dict[str, Route] = {}
 
 def register_route(name: str, *, tier: str, runtime: str, filename: str, description: str = ""):
     """Register ``fn(ctx, path) -> notes | None`` that writes one candidate artifact at ``path``."""
+    from edgecnn.runtime import runtime_names
+
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {TIERS}; received {tier!r}")
+    if runtime not in runtime_names():
+        raise ValueError(f"runtime must be one of {runtime_names()}; received {runtime!r}")
 
     def wrap(fn):
         _ROUTES[name] = Route(name, tier, runtime, filename, fn, description)
@@ -204,17 +250,23 @@ register_route("onnx-int8-entropy", tier="calibration", runtime="onnxruntime", f
 @register_route("tflite-int8-qat", tier="qat", runtime="litert", filename="model.qat.int8.tflite",
                 description="quantisation-aware fine-tuning, then TFLite full-int8")
 def _tflite_qat(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.qat import fine_tune_qat, quantize_aware, to_tflite_int8, unsupported_layers
+    from edgecnn.compress.qat import (
+        fine_tune_qat,
+        quantize_aware,
+        to_tflite_int8,
+        unsupported_layers,
+    )
 
     if ctx.train is None:
         raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
     float_layers = unsupported_layers(ctx.model)
-    qat = quantize_aware(ctx.model, scheme=ctx.qat_scheme)
-    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=ctx.qat_epochs, lr=ctx.qat_lr, schedule="cosine",
-                            teacher=ctx.model if ctx.qat_distill else None)
+    o = ctx.options
+    qat = quantize_aware(ctx.model, scheme=o.qat_scheme)
+    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
+                            teacher=ctx.model if o.qat_distill else None)
     write_bytes(path, to_tflite_int8(qat, ctx.calibration))
     ctx.cache["qat_model"] = qat
-    return {"scheme": ctx.qat_scheme, "epochs": ctx.qat_epochs, "lr": ctx.qat_lr, "distilled": ctx.qat_distill,
+    return {"scheme": o.qat_scheme, "epochs": o.qat_epochs, "lr": o.qat_lr, "distilled": o.qat_distill,
             "float_in_qat": [n for n, _, _ in float_layers],
             "final": {k: round(v[-1], 4) for k, v in history.items()}}
 
@@ -224,7 +276,7 @@ def _tflite_qat(ctx: ChooseContext, path: Path):
 def _tflite_mixed(ctx: ChooseContext, path: Path):
     from edgecnn.quantize import tflite_int8, tflite_sensitive_nodes
 
-    nodes = tflite_sensitive_nodes(ctx.model, ctx.calibration, top_k=ctx.sensitive_top_k)
+    nodes = tflite_sensitive_nodes(ctx.model, ctx.calibration, top_k=ctx.options.sensitive_top_k)
     write_bytes(path, tflite_int8(ctx.model, ctx.calibration, denylisted_nodes=nodes))
     return {"float_nodes": nodes}
 
@@ -242,7 +294,7 @@ def _onnx_mixed(ctx: ChooseContext, path: Path):
     else:
         method, per_channel, base = "minmax", True, path.with_name("model.int8-base.onnx")
         quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
-    nodes = onnx_sensitive_nodes(ctx.onnx_path(), base, ctx.calibration, top_k=ctx.sensitive_top_k)
+    nodes = onnx_sensitive_nodes(ctx.onnx_path(), base, ctx.calibration, top_k=ctx.options.sensitive_top_k)
     quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes)
     return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
 
@@ -275,25 +327,6 @@ def _measure(c: Candidate, images: np.ndarray, labels: np.ndarray, ref_pred: np.
     runner.close()
 
 
-def pareto_front(cands: Sequence[Candidate]) -> None:
-    """Mark candidates no other candidate beats on accuracy, size and latency at once."""
-    ok = [c for c in cands if c.accuracy is not None]
-    for c in cands:
-        c.pareto = False
-    for c in ok:
-        lat_c = c.latency_p50_ms if c.latency_p50_ms is not None else math.inf
-        dominated = False
-        for o in ok:
-            if o is c:
-                continue
-            lat_o = o.latency_p50_ms if o.latency_p50_ms is not None else math.inf
-            if (o.accuracy >= c.accuracy and o.size_bytes <= c.size_bytes and lat_o <= lat_c
-                    and (o.accuracy > c.accuracy or o.size_bytes < c.size_bytes or lat_o < lat_c)):
-                dominated = True
-                break
-        c.pareto = not dominated
-
-
 def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None) -> list[Route]:
     known = {r.name: r for r in list_routes()}
     if routes is None:
@@ -307,23 +340,20 @@ def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None
         chosen = sorted((known[n] for n in names), key=lambda r: TIERS.index(r.tier))
     if runtimes is not None:
         rts = set(runtimes)
-        bad = rts - {"litert", "onnxruntime"}
+        offered = sorted({r.runtime for r in known.values()})
+        bad = sorted(rts - set(offered))
         if bad:
-            raise EdgecnnError(f"runtimes must be among ['litert', 'onnxruntime']; received {sorted(bad)}.")
+            raise EdgecnnError(f"no int8 route runs in runtime(s) {bad}; the routes' runtimes: {offered}."
+                               f"{did_you_mean(bad[0], offered)}")
         chosen = [r for r in chosen if r.runtime in rts]
     if not chosen:
         raise EdgecnnError("no route left to try: check routes= and runtimes=.")
     return chosen
 
 
-def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike, *,
-           max_accuracy_drop: float = 0.005, routes: Iterable[str] | None = None,
-           runtimes: Iterable[str] | None = None, train: Any = None, qat_scheme: str = "default",
-           qat_epochs: int = 2, qat_lr: float = 1e-5, qat_distill: bool = True, sensitive_top_k: int = 3,
-           prefer: str = "latency",
-           reference_accuracy: float | None = None, float_onnx: str | os.PathLike | None = None,
-           threads: int = 1, warmup: int = 10, runs: int = 50, exhaustive: bool = False,
-           min_agreement: float | None = None) -> ChooseResult:
+def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike,
+           options: ChooseOptions | None = None, *, train: Any = None, reference_accuracy: float | None = None,
+           float_onnx: str | os.PathLike | None = None, **changes: Any) -> ChooseResult:
     """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
 
     Args:
@@ -332,29 +362,22 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         val_labels: (N,) integer labels.
         calibration: (M, H, W, 3) training images for calibration, M >= 10.
         workdir: where candidate artifacts are written (created; e.g. ``<run>/compress``).
-        max_accuracy_drop: allowed top-1 drop vs the reference, in [0, 1] (0.005 = half a point).
-        routes: route names to consider (default: all, see :func:`list_routes`).
-        runtimes: restrict to ``'litert'`` and/or ``'onnxruntime'`` artifacts.
+        options: what to try and what fits (:class:`ChooseOptions`; default: its defaults).
         train: (images, labels) or a batched tf.data.Dataset for the QAT route; None skips QAT.
-        qat_scheme: ``'default'``, ``'pqat'`` (model is pruned) or ``'cqat'`` (model is clustered).
-        qat_epochs, qat_lr: QAT fine-tuning (cosine decay from ``qat_lr``).
-        qat_distill: fit the float model's probabilities instead of the labels (self-distillation).
-        sensitive_top_k: how many layers the mixed routes keep float.
-        prefer: among candidates within budget, pick the lowest ``'latency'`` p50 or the smallest ``'size'``.
         reference_accuracy: the top-1 the drop is measured from (default: ``model``'s own on val; pass
             the unpruned float model's accuracy when ``model`` is pruned/clustered).
         float_onnx: an existing float ONNX of ``model`` to quantise (default: exported into ``workdir``).
-        threads: threads for the latency measurement (1 = what a budget usually means).
-        warmup, runs: latency measurement; ``runs=0`` skips latency.
-        exhaustive: try every route instead of stopping at the first tier that fits.
-        min_agreement: also require this top-1 agreement with ``model`` on val (None: drop only).
+        **changes: :class:`ChooseOptions` fields to override, e.g. ``max_accuracy_drop=0.01, runs=0``.
 
     Returns:
         :class:`ChooseResult`; ``.chosen`` is None with ``.reason`` when the budget is unreachable.
 
     Raises:
         EdgecnnError: invalid budget or arguments, too few calibration images, mismatched validation arrays.
+        TypeError: an unknown option name (the message lists the accepted ones).
     """
+    o = (options or ChooseOptions()).replace(**changes)
+    max_accuracy_drop, min_agreement, prefer = o.max_accuracy_drop, o.min_agreement, o.prefer
     if not isinstance(max_accuracy_drop, (int, float)) or not 0.0 <= max_accuracy_drop <= 1.0:
         raise EdgecnnError(f"max_accuracy_drop must be in [0, 1] (a fraction of top-1, 0.005 = 0.5 points); "
                            f"received max_accuracy_drop={max_accuracy_drop!r}.")
@@ -372,7 +395,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                            f"{images.shape} and {len(labels)} labels.")
     if tuple(images.shape[1:]) != tuple(cal.shape[1:]):
         raise EdgecnnError(f"validation and calibration images differ in size: {images.shape[1:]} vs {cal.shape[1:]}.")
-    todo = _resolve_routes(routes, runtimes)
+    todo = _resolve_routes(o.routes, o.runtimes)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -386,10 +409,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         log.warning("chooser: the budget %.4f is under two validation images (1/%d = %.4f each): candidates will be "
                     "told apart by one or two images, which is noise; use a larger validation split or budget",
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
-    ctx = ChooseContext(model, cal, workdir, train=train, val=(images, labels),
-                        float_onnx=Path(float_onnx) if float_onnx else None,
-                        qat_scheme=qat_scheme, qat_epochs=qat_epochs, qat_lr=qat_lr, qat_distill=qat_distill,
-                        sensitive_top_k=sensitive_top_k)
+    ctx = ChooseContext(model, cal, workdir, o, train=train, val=(images, labels),
+                        float_onnx=Path(float_onnx) if float_onnx else None)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:
@@ -402,7 +423,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                 notes = route.fn(ctx, path)
                 c.notes = dict(notes or {})
                 c.artifact = path
-                _measure(c, images, labels, ref_pred, reference, threads, warmup, runs)
+                _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs)
                 c.within_budget = c.drop <= max_accuracy_drop + eps and (
                     min_agreement is None or c.agreement >= min_agreement - eps)
             except _Skip as e:
@@ -426,10 +447,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                          c.accuracy, c.drop, c.agreement, c.size_bytes / 1024, c.latency_p50_ms,
                          " (within budget)" if c.within_budget else "")
             ctx.done.append(c)
-        if not exhaustive and any(c.within_budget for c in ctx.done):
+        if not o.exhaustive and any(c.within_budget for c in ctx.done):
             break
     cands = ctx.done
-    pareto_front(cands)
     fits = [c for c in cands if c.within_budget]
     if fits:
         key = (lambda c: (c.latency_p50_ms if c.latency_p50_ms is not None else math.inf, c.size_bytes)) \
@@ -456,7 +476,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         reason += (" Fixes: raise max_accuracy_drop, give train= for QAT, add calibration images, or keep the "
                    "float model for this target.")
     log.info("chooser: %s", reason)
-    return ChooseResult(chosen, reason, float(max_accuracy_drop), float_acc, reference, cands, skipped, threads,
+    return ChooseResult(chosen, reason, float(max_accuracy_drop), float_acc, reference, cands, skipped, o.threads,
                         val_images=len(labels))
 
 
@@ -472,5 +492,5 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
     return dest
 
 
-__all__ = ["Candidate", "ChooseResult", "ChooseContext", "Route", "choose", "copy_chosen", "list_routes",
-           "register_route", "pareto_front", "TIERS"]
+__all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "copy_chosen",
+           "list_routes", "register_route", "TIERS"]

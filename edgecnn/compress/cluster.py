@@ -15,10 +15,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-
-from edgecnn._tf import keras
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf)
 
+from edgecnn._tf import keras
 from edgecnn.compress import _fit
 from edgecnn.compress._flatten import flatten
 from edgecnn.errors import EdgecnnError, did_you_mean

@@ -17,13 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgecnn._tf import keras
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf)
 
+from edgecnn._tf import keras
 from edgecnn.compress import _fit
 from edgecnn.compress._flatten import flatten
-from edgecnn.compress._quantize_configs import LayerPlan, NoOpQuantizeConfig, OutputQuantizeConfig, plan_layer
+from edgecnn.compress._quantize_configs import (
+    LayerPlan,
+    NoOpQuantizeConfig,
+    OutputQuantizeConfig,
+    plan_layer,
+)
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize import quantize_scope, tflite_int8
 

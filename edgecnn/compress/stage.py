@@ -17,17 +17,29 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecnn._io import atomic_path, write_json
-from edgecnn.config import Recipe
 from edgecnn.errors import EdgecnnError
+
+if TYPE_CHECKING:  # the recipe is read by the pipeline and handed down
+    from edgecnn.config import Recipe
 
 log = logging.getLogger("edgecnn.compress")
 
 COMPRESS_JSON = "compress.json"
 WORKDIR = "compress"
-FORMAT_OF_RUNTIME = {"litert": "tflite-int8", "onnxruntime": "onnx-int8"}
+
+
+def int8_format_of(runtime: str) -> str:
+    """The export format a runtime's pick becomes (``litert`` -> ``tflite-int8``), from the format registry."""
+    from edgecnn.export import list_formats
+
+    names = [f.name for f in list_formats() if f.runtime == runtime and f.precision == "int8"]
+    if len(names) != 1:
+        raise EdgecnnError(f"compress: runtime {runtime!r} has {len(names)} int8 export formats ({names}); the "
+                           "chooser's pick needs exactly one to replace.")
+    return names[0]
 
 
 def _save_keras(model, path: Path) -> None:
@@ -97,11 +109,8 @@ def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) 
         if not routes:
             continue
         log.info("compress: choosing the %s int8 artifact among %s", runtime, ", ".join(routes))
-        result = choose(subject, val_x, val_y, calib, workdir, max_accuracy_drop=cfg.max_accuracy_drop,
-                        routes=routes, train=train, qat_scheme=cfg.qat_scheme, qat_epochs=cfg.qat.epochs,
-                        qat_lr=cfg.qat.lr, qat_distill=cfg.qat.distill, sensitive_top_k=cfg.sensitive_top_k,
-                        prefer=cfg.prefer, reference_accuracy=float_acc, runs=cfg.latency_runs,
-                        exhaustive=cfg.exhaustive, min_agreement=cfg.min_agreement)
+        result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes), train=train,
+                        reference_accuracy=float_acc)
         out["runtimes"][runtime] = result.to_json()
         pick, fits = _pick(result, cfg.min_agreement)
         if pick is None:
@@ -111,7 +120,7 @@ def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) 
             log.warning("compress: %s", result.reason)
             log.warning("compress: exporting the %s candidate closest to the budget, %s (drop %+.4f, agreement "
                         "%.4f); the budgets will report the miss", runtime, pick.route, pick.drop, pick.agreement)
-        out["picks"][FORMAT_OF_RUNTIME[runtime]] = {
+        out["picks"][int8_format_of(runtime)] = {
             "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
             "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
             "val_agreement": pick.agreement, "notes": pick.notes, "reason": result.reason}
@@ -155,4 +164,4 @@ def _cluster(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
     return strip_clusters(wrapped), info
 
 
-__all__ = ["run_compress", "COMPRESS_JSON", "FORMAT_OF_RUNTIME"]
+__all__ = ["run_compress", "int8_format_of", "COMPRESS_JSON"]

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from edgecnn._tf import keras, tf
-from edgecnn.config import AugmentConfig
+from edgecnn.data.config import AugmentConfig
 from edgecnn.data.folders import Dataset
 from edgecnn.data.preprocess import load_image
 

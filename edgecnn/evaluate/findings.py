@@ -212,7 +212,9 @@ def _as_dicts(rows: Any) -> list[dict]:
 
 def _discover_test(run_dir: Path):
     """The run's dataset, re-discovered from dataset.json's root with recipe.yaml's data settings."""
-    from edgecnn.config import DataConfig, load_recipe
+    import yaml
+
+    from edgecnn.data.config import DataConfig
     from edgecnn.data.folders import discover
 
     info = read_json_or_none(run_dir / "dataset.json")
@@ -223,10 +225,10 @@ def _discover_test(run_dir: Path):
         raise _Skip(f"the run's dataset {root} (recorded in dataset.json) is no longer on disk")
     d = DataConfig()
     if (run_dir / "recipe.yaml").is_file():
-        try:
-            d = load_recipe(run_dir / "recipe.yaml").data
-        except EdgecnnError as e:
-            log.warning("recipe.yaml of %s is not valid (%s); the split uses default settings", run_dir, e)
+        try:  # only the data section: the evaluate layer does not read the whole recipe
+            d = DataConfig(**(yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}).get("data", {}))
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
+            log.warning("recipe.yaml of %s has no valid data section (%s); the split uses default settings", run_dir, e)
     try:
         ds = discover(root, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.split_seed,
                       min_images_per_class=min(d.min_images_per_class, 2), skip_bad_images=True,
@@ -254,8 +256,10 @@ def _meta_boxes(root: Path) -> dict[str, dict]:
 def _read_rgb(path: str) -> np.ndarray:
     from PIL import Image
 
+    from edgecnn.data.preprocess import rgb_pixels  # upright and RGB exactly as the model saw it
+
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return rgb_pixels(im)
 
 
 def save_thumbnail(image: np.ndarray, path: str | os.PathLike, max_side: int = 160) -> Path:

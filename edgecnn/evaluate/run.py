@@ -5,15 +5,18 @@ import gzip
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecnn.config import Recipe
+from edgecnn._io import sha256_file
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
-from edgecnn._io import sha256_file
 from edgecnn.export.manifest import read_manifest, verify_artifact
 from edgecnn.progress import progress
+
+if TYPE_CHECKING:  # the recipe is read by the pipeline and handed down
+    from edgecnn.config import Recipe
 
 log = logging.getLogger("edgecnn.evaluate")
 REFERENCE = "model.keras"

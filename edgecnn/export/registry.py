@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecnn._plugins import import_submodules
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import check_calibration
 
@@ -47,6 +48,7 @@ class FormatSpec:
     fn: Callable[..., Path]
     needs_calibration: bool = False
     description: str = ""
+    default: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,17 +56,29 @@ _FORMATS: dict[str, FormatSpec] = {}
 
 
 def register_format(name: str, *, filename: str, runtime: str, precision: str, parent: str = "model.keras",
-                    needs_calibration: bool = False, description: str = ""):
+                    needs_calibration: bool = False, description: str = "", default: bool = True):
+    """Register ``fn(model, path, ctx) -> path`` as the format ``name``, written to ``filename``.
+
+    ``runtime`` (a name in :func:`edgecnn.runtime.runtime_names`) is the runtime that runs the file by
+    default; ``default=False`` leaves the format out of recipes that name no formats.
+    """
+    from edgecnn.runtime import runtime_names
+
+    if runtime not in runtime_names():
+        raise ValueError(f"runtime must be one of {runtime_names()}; received {runtime!r}")
+
     def wrap(fn):
-        _FORMATS[name] = FormatSpec(name, filename, runtime, precision, parent, fn, needs_calibration, description)
+        _FORMATS[name] = FormatSpec(name, filename, runtime, precision, parent, fn, needs_calibration, description,
+                                    default)
         return fn
 
     return wrap
 
 
 def _ensure_loaded() -> None:
-    # The format modules import TensorFlow only inside their exporters, so listing stays TF-free.
-    from edgecnn.export import onnx, tflite  # noqa: F401
+    # Every module of the package is imported (a new format is a new module); the format modules
+    # import TensorFlow only inside their exporters, so listing stays TF-free.
+    import_submodules("edgecnn.export")
 
 
 def list_formats() -> list[FormatSpec]:

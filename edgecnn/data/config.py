@@ -1,0 +1,38 @@
+"""The recipe's ``data:`` section, defined beside the loaders it configures.
+
+The recipe (:mod:`edgecnn.config`) composes it; code in the data layer and below reads it from here,
+so that no layer under the pipeline imports the recipe.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from edgecnn._strict import Strict
+
+
+class AugmentConfig(Strict):
+    """Keras preprocessing layers applied to training batches only."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal_and_vertical"
+    rotation: float = Field(0.05, ge=0, le=0.5, description="fraction of a full turn")
+    zoom: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+
+
+class DataConfig(Strict):
+    path: str = "data/defects"
+    generate: Literal["defects"] | None = Field(
+        None, description="generate the bundled defect set at `path` when it does not exist")
+    generate_seed: int = 0
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    split_seed: int = 0
+    min_images_per_class: int = Field(10, ge=2)
+    skip_bad_images: bool = False
+    batch_size: int = Field(32, ge=1, le=4096)
+    augment: AugmentConfig = AugmentConfig()
+
+
+__all__ = ["AugmentConfig", "DataConfig"]
