@@ -56,7 +56,45 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    For artifacts made of several files (OpenVINO IR: ``model.xml`` + ``model.bin``).
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def artifact_files(path: str | os.PathLike) -> list[Path]:
+    """The files an artifact is made of: itself, or every file under a folder artifact, sorted."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def artifact_bytes(path: str | os.PathLike) -> int:
+    """Size of a file artifact, or of every file of a folder artifact together."""
+    return sum(p.stat().st_size for p in artifact_files(path))
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; of a folder artifact, the sha256 of its files' relative names and hashes."""
+    path = Path(path)
+    if path.is_dir():
+        lines = "".join(f"{p.relative_to(path).as_posix()}\t{sha256_file(p)}\n" for p in artifact_files(path))
+        return hashlib.sha256(lines.encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -14,6 +14,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from rich.markup import escape
+
 from edgecnn.errors import EdgecnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,6 +54,9 @@ def _print_result(result) -> None:
     out.print(f"artifacts: {result.run_dir}  (manifest: {result.run_dir / 'manifest.json'})")
     if rep is not None:
         for name, a in rep["artifacts"].items():
+            if a.get("skipped"):  # a runtime that cannot run here: the reason, not a crash
+                out.print(f"  {name:<22} skipped: {a['skipped']}", highlight=False, markup=False)
+                continue
             lat = a["latency"].get("1") or next(iter(a["latency"].values()))
             out.print(f"  {name:<22} top-1 {a['metrics']['accuracy']:.4f}  agree "
                       f"{a['metrics'].get('agreement', 1.0):.4f}  p95 {lat['p95_ms']:.2f} ms  "
@@ -185,7 +190,7 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, o
            out_dir: Path = typer.Option(Path("export/compare"), "--out", help="where a comparison is written")):
     """Regenerate report.html (and MODEL_CARD.md) of a run, or compare several runs side by side."""
     _setup_logging()
-    from edgecnn.evaluate.report_html import compare_runs, render_report
+    from edgecnn.report import compare_runs, render_report
 
     pages = [render_report(d) for d in run_dirs]
     if len(run_dirs) > 1:
@@ -270,7 +275,7 @@ def main() -> None:
     try:
         app()
     except EdgecnnError as e:
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume")

@@ -191,15 +191,15 @@ class Run:
 
     def export(self, formats: list[str] | None = None, force: bool = False) -> list[str]:
         """Export every configured format whose artifact is missing or stale; returns the names exported."""
-        from edgecnn.export import ExportContext, get_format
+        from edgecnn.export import ExportContext, format_depth, get_format
         from edgecnn.export.manifest import init_manifest
 
         if not (self.dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
         formats = formats or self.recipe.export.formats
         specs = [get_format(f) for f in formats]
-        # onnx-int8 quantises model.onnx, so make sure it is exported first when both are requested.
-        specs.sort(key=lambda s: s.name == "onnx-int8")
+        # A format made from another's file (onnx-int8 from model.onnx) is exported after its parent.
+        specs.sort(key=format_depth)
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
         base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel,
@@ -280,7 +280,7 @@ class Run:
     def _export_current(self, spec, fp: str) -> bool:
         rec = self.state.get("export", {}).get(spec.name)
         p = self.dir / spec.filename
-        return bool(rec and rec["fingerprint"] == fp and p.is_file() and sha256_file(p) == rec["sha256"])
+        return bool(rec and rec["fingerprint"] == fp and p.exists() and sha256_file(p) == rec["sha256"])
 
     def evaluate(self, force: bool = False) -> RunResult:
         """Evaluate every artifact (unless report.json is current), apply the budgets, write the findings

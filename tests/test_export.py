@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgecnn._io import artifact_bytes
 from edgecnn.arch import create_model
 from edgecnn.export import ExportContext, export, list_formats
 from edgecnn.export.manifest import add_artifact, init_manifest, read_manifest, verify_artifact
@@ -32,7 +33,7 @@ def test_format_roundtrip(fmt, tmp_path, model_and_data):
     model, calib, test = model_and_data
     spec = next(f for f in list_formats() if f.name == fmt)
     path = export(fmt, model, ExportContext(tmp_path, calibration=calib))
-    assert path.name == spec.filename and path.stat().st_size > 0
+    assert path.name == spec.filename and artifact_bytes(path) > 0
     runner = load_runner(path, threads=1)
     probs = runner(test)
     ref = model(test).numpy()
@@ -101,3 +102,24 @@ def test_sharing_leaves_a_float_model_alone(model_and_data):
 
     raw = bytes(tf.lite.TFLiteConverter.from_keras_model(model_and_data[0]).convert())
     assert share_quantization_vectors(raw) == raw
+
+
+def test_folder_artifact_is_hashed_file_by_file(tmp_path, model_and_data):
+    """OpenVINO IR is a folder (model.xml + model.bin): the manifest hashes both and names the one that changed."""
+    pytest.importorskip("openvino")
+    model, calib, _ = model_and_data
+    path = export("openvino", model, ExportContext(tmp_path, calibration=calib))
+    init_manifest(tmp_path, name="t")
+    entry = add_artifact(tmp_path, path.name, format="openvino", precision="fp32", runtime="openvino")
+    assert set(entry["files"]) == {"model.xml", "model.bin"} and entry["bytes"] == artifact_bytes(path)
+    assert verify_artifact(tmp_path, path.name)["sha256"] == entry["sha256"]
+    (path / "model.bin").write_bytes((path / "model.bin").read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(EdgecnnError, match="model.bin is missing or changed"):
+        verify_artifact(tmp_path, path.name, read_manifest(tmp_path))
+
+
+def test_formats_export_after_their_parents():
+    from edgecnn.export import format_depth, get_format
+
+    assert format_depth(get_format("onnx")) == 0 < format_depth(get_format("onnx-int8"))
+    assert format_depth(get_format("onnx-int8")) < format_depth(get_format("openvino-int8"))

@@ -192,10 +192,11 @@ def test_openvino_runs_the_qdq_int8_onnx(tiny_onnx, tmp_path):
 
 def test_openvino_ir_folder_and_xml(tiny_onnx, tmp_path):
     _require("openvino")
-    from edgecnn.runtime import save_openvino_ir
+    from edgecnn.export.openvino import onnx_to_openvino_ir
 
-    xml = save_openvino_ir(tiny_onnx, tmp_path / "model.openvino")
-    assert xml == tmp_path / "model.openvino" / "model.xml" and xml.with_suffix(".bin").is_file()
+    folder = onnx_to_openvino_ir(tiny_onnx, tmp_path / "model.openvino")
+    xml = folder / "model.xml"
+    assert folder == tmp_path / "model.openvino" and xml.with_suffix(".bin").is_file()
     x = _images(3)
     want = load_runner(tiny_onnx, threads=1)(x)
     by_folder = load_runner(tmp_path / "model.openvino", threads=1)      # the IR's default runtime is OpenVINO

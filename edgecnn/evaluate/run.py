@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecnn._io import sha256_file
+from edgecnn._io import artifact_bytes, artifact_files, sha256_file
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest, verify_artifact
@@ -23,7 +23,8 @@ REFERENCE = "model.keras"
 
 
 def gzip_size(path: Path) -> int:
-    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+    """Bytes after gzip -9 (what an app download or OTA update costs); a folder artifact's files together."""
+    return sum(len(gzip.compress(p.read_bytes(), compresslevel=9)) for p in artifact_files(path))
 
 
 def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
@@ -108,7 +109,7 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
         latency[str(t)] = measure_latency(r, images[0], warmup=cfg.warmup, runs=cfg.runs)
     art = {"file": name, "format": entry.get("format"), "runtime": runner.backend,
            "sha256": entry.get("sha256") or sha256_file(path),
-           "precision": entry.get("precision"), "bytes": path.stat().st_size, "gzip_bytes": gzip_size(path),
+           "precision": entry.get("precision"), "bytes": artifact_bytes(path), "gzip_bytes": gzip_size(path),
            "metrics": metrics, "latency": latency}
     t_log = str(thread_counts[0]) if str(thread_counts[0]) in latency else next(iter(latency))
     lat = latency[t_log]

@@ -13,6 +13,7 @@ Schema (format_version 1)::
       "artifacts": {
         "model.onnx": {"format": "onnx", "precision": "fp32", "runtime": "onnxruntime",
                        "sha256": "...", "bytes": 123, "stage": "export", "parent": "model.keras",
+                       # a folder artifact (model.openvino/) also has "files": {"model.xml": sha256, ...}
                        "input":  {"name": "image", "shape": [null, 128, 128, 3], "dtype": "float32",
                                   "quantization": null},
                        "output": {"name": "probs", "shape": [null, 4], "dtype": "float32",
@@ -34,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgecnn._io import sha256_file, write_json
+from edgecnn._io import artifact_bytes, artifact_files, sha256_file, write_json
 from edgecnn.errors import EdgecnnError
 
 FORMAT_VERSION = 1
@@ -48,7 +49,7 @@ def library_versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("edgecnn", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
-                "onnxruntime", "ai-edge-litert", "numpy"):
+                "onnxruntime", "ai-edge-litert", "openvino", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -85,8 +86,10 @@ def add_artifact(run_dir: str | os.PathLike, filename: str, **fields: Any) -> di
     """Record an artifact that already exists in ``run_dir``: hash and size are measured here."""
     run_dir = Path(run_dir)
     file = run_dir / filename
-    entry = {**fields, "sha256": sha256_file(file), "bytes": file.stat().st_size,
+    entry = {**fields, "sha256": sha256_file(file), "bytes": artifact_bytes(file),
              "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if file.is_dir():  # a folder artifact (OpenVINO IR): every file's hash, so a changed one is named
+        entry["files"] = {p.relative_to(file).as_posix(): sha256_file(p) for p in artifact_files(file)}
     with _lock:
         data = read_manifest(run_dir)
         data["artifacts"][filename] = entry
@@ -110,9 +113,14 @@ def verify_artifact(run_dir: str | os.PathLike, filename: str, manifest: dict | 
             f"{filename!r} is not listed in {Path(run_dir) / MANIFEST}; listed: {', '.join(manifest['artifacts'])}."
         )
     path = Path(run_dir) / filename
-    if not path.is_file():
+    if not path.exists():
         raise EdgecnnError(f"artifact {str(path)!r} is listed in the manifest but missing; re-run `edgecnn export`.")
     actual = sha256_file(path)
+    for name, sha in (entry.get("files") or {}).items():  # a folder artifact: name the file that changed
+        part = path / name
+        if not part.is_file() or sha256_file(part) != sha:
+            raise EdgecnnError(f"artifact {str(path)!r}: {name} is missing or changed since export (manifest.json); "
+                               "re-run `edgecnn export` or restore the file.")
     if actual != entry["sha256"]:
         raise EdgecnnError(
             f"artifact {str(path)!r} does not match manifest.json: sha256 {actual[:16]}… != {entry['sha256'][:16]}…. "

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecnn._io import artifact_bytes
 from edgecnn._plugins import import_submodules
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import check_calibration
@@ -87,6 +88,16 @@ def list_formats() -> list[FormatSpec]:
     return list(_FORMATS.values())
 
 
+def format_depth(spec: FormatSpec) -> int:
+    """How many formats lie between ``spec`` and model.keras (onnx 0, onnx-int8 1, openvino-int8 2):
+    exporting in this order makes every parent file before its children."""
+    by_file = {f.filename: f for f in list_formats()}
+    depth, parent = 0, spec.parent
+    while parent in by_file and depth < len(by_file):
+        depth, parent = depth + 1, by_file[parent].parent
+    return depth
+
+
 def get_format(name: str) -> FormatSpec:
     _ensure_loaded()
     if name not in _FORMATS:
@@ -120,8 +131,8 @@ def export(name: str, model, ctx: ExportContext) -> Path:
         raise
     except Exception as e:
         raise EdgecnnError(f"export to {name} failed: {type(e).__name__}: {e}") from e
-    if not out.is_file() or out.stat().st_size == 0:
+    if not out.exists() or artifact_bytes(out) == 0:
         raise EdgecnnError(f"export to {name} produced no file at {out}")
-    log.info("exported %-15s %-22s %8.1f KB in %.1fs", name, out.name, out.stat().st_size / 1024,
+    log.info("exported %-15s %-22s %8.1f KB in %.1fs", name, out.name, artifact_bytes(out) / 1024,
              time.perf_counter() - t0)
     return out

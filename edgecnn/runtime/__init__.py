@@ -16,12 +16,5 @@ from edgecnn.runtime.registry import (RuntimeSpec, get_runtime, list_runtimes, l
                                       runner_kinds, runtime_names, runtimes_for)
 
 __all__ = ["Runner", "TensorSpec", "RuntimeSpec", "get_runtime", "list_runtimes", "load_runner",
-           "register_runtime", "runner_kinds", "runtime_names", "runtimes_for", "save_openvino_ir"]
+           "register_runtime", "runner_kinds", "runtime_names", "runtimes_for"]
 
-
-def __getattr__(name: str):
-    if name == "save_openvino_ir":   # lazy like the runtimes themselves; openvino is imported when called
-        from edgecnn.runtime.openvino_runner import save_openvino_ir
-
-        return save_openvino_ir
-    raise AttributeError(f"module 'edgecnn.runtime' has no attribute {name!r}")

@@ -10,7 +10,7 @@ and the fp32 artifact would no longer match the Keras reference).
 OpenVINO does not officially support AMD CPUs, so the runtime is gated by a smoke test: a tiny
 convolution model compiled and run once per process (``get_runtime("openvino").available()``).
 
-    save_openvino_ir("export/run/model.onnx", "export/run/model.openvino")   # model.xml + model.bin
+    onnx_to_openvino_ir("export/run/model.onnx", "export/run/model.openvino")  # edgecnn.export.openvino
     runner = load_runner("export/run/model.openvino", threads=1)             # the IR folder, or its .xml
 """
 from __future__ import annotations
@@ -44,25 +44,6 @@ def _smoke() -> None:
         raise RuntimeError(f"the smoke model returned {out!r}, expected 4 probabilities summing to 1")
 
 
-def save_openvino_ir(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Convert an ONNX file to OpenVINO IR (``out_dir/model.xml`` + ``model.bin``), weights kept in fp32.
-
-    Args:
-        onnx_path: ``model.onnx`` or the QDQ ``model.int8.onnx``.
-        out_dir: the IR folder, by convention ``model.openvino`` beside the ONNX file.
-
-    Returns:
-        The path of ``model.xml``.
-    """
-    import openvino as ov
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    xml = out / IR_FILE
-    ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    return xml
-
-
 @register_runtime("openvino", suffixes=(".onnx", ".xml", IR_FOLDER_SUFFIX), default_for=(".xml", IR_FOLDER_SUFFIX),
                   package="openvino", platform="openvino", thread_safe=False, smoke=_smoke,
                   options={"performance_hint": "LATENCY", "num_streams": 1, "precision_hint": "f32"},
@@ -77,7 +58,7 @@ class OpenVINORunner(Runner):
             path = path / IR_FILE
             if not path.is_file():
                 raise EdgecnnError(f"{str(path.parent)!r} holds no {IR_FILE}; an OpenVINO IR folder holds "
-                                   f"{IR_FILE} and model.bin (save_openvino_ir writes them).")
+                                   f"{IR_FILE} and model.bin (the 'openvino' export format writes them).")
         super().__init__(path, threads)
         import openvino as ov
 
