@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RECIPE ?= models/defects-mobilenetv2.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/edgecnn run $(RECIPE)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff check edgecnn tests benchmarks
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

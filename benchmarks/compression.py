@@ -66,8 +66,17 @@ def part_chooser(model, data, work: Path, args) -> dict:
 def part_size(model, data, work: Path, args) -> dict:
     from edgecnn._io import write_bytes
     from edgecnn._tf import tf
-    from edgecnn.compress import (cluster, fine_tune_clustered, fine_tune_pruned, gzipped_size, overall_sparsity,
-                                  prune, strip, strip_clusters, tflite_int8)
+    from edgecnn.compress import (
+        cluster,
+        fine_tune_clustered,
+        fine_tune_pruned,
+        gzipped_size,
+        overall_sparsity,
+        prune,
+        strip,
+        strip_clusters,
+        tflite_int8,
+    )
     from edgecnn.runtime import load_runner
 
     work.mkdir(parents=True, exist_ok=True)
@@ -129,6 +138,8 @@ def part_size(model, data, work: Path, args) -> dict:
 
 
 def part_latency(work: Path, args) -> dict:
+    import tensorflow_model_optimization as tfmot
+
     from edgecnn._io import write_bytes
     from edgecnn._tf import keras, tf
     from edgecnn.arch import create_model
@@ -138,8 +149,6 @@ def part_latency(work: Path, args) -> dict:
     from edgecnn.export.registry import ExportContext
     from edgecnn.quantize import quantize_onnx, tflite_int8
     from edgecnn.runtime import load_runner
-
-    import tensorflow_model_optimization as tfmot
 
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -8,7 +8,6 @@ plus each artifact's ratio to LiteRT fp32 at the same thread count, measured in 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

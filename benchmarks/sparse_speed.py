@@ -31,15 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sparse_speed.json"))
     args = ap.parse_args(argv)
 
+    import tensorflow_model_optimization as tfmot
+
     from edgecnn._io import write_bytes, write_json
     from edgecnn._tf import keras, tf
     from edgecnn.arch import create_model
-    from edgecnn.compress import gzipped_size, overall_sparsity, prune, sparse_tflite, sparsity_report, strip
-    from edgecnn.compress import xnnpack_sparse_inference
+    from edgecnn.compress import (
+        gzipped_size,
+        overall_sparsity,
+        prune,
+        sparse_tflite,
+        sparsity_report,
+        strip,
+        xnnpack_sparse_inference,
+    )
     from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
     from edgecnn.runtime import load_runner
-
-    import tensorflow_model_optimization as tfmot
 
     t0 = time.perf_counter()
     model = create_model("mobilenet_v2", num_classes=1000, input_size=args.size, alpha=1.0)

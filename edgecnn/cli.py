@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-
 from rich.markup import escape
 
 from edgecnn.errors import EdgecnnError

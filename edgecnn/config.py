@@ -202,8 +202,9 @@ class Recipe(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    export: ExportConfig = ExportConfig()
-    compress: CompressConfig = CompressConfig()
+    # factories, not instances: their defaults read the registries when a recipe is made, not at import
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
     evaluate: EvaluateConfig = EvaluateConfig()
     budgets: BudgetsConfig = BudgetsConfig()
 

@@ -99,9 +99,7 @@ class Run:
             d = self.recipe.data
             path = Path(d.path)
             if not path.exists() and d.generate == "defects":
-                from edgecnn.data.defects import make_defects
-
-                from edgecnn.data.defects import CLASSES
+                from edgecnn.data.defects import CLASSES, make_defects
                 from edgecnn.progress import progress
 
                 log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)

@@ -18,8 +18,15 @@ from edgecnn.budget_schema import BUDGET_KEYS, BudgetError, parse_budget_targets
 from edgecnn.config import dump_recipe, recipe_from_dict
 from edgecnn.errors import EdgecnnError
 from edgecnn.evaluate import check as check_mod
-from edgecnn.evaluate.budgets import (ArtifactFigures, BudgetResult, Figure, check_budgets, check_http_result,
-                                      check_targets, report_figures)
+from edgecnn.evaluate.budgets import (
+    ArtifactFigures,
+    BudgetResult,
+    Figure,
+    check_budgets,
+    check_http_result,
+    check_targets,
+    report_figures,
+)
 from edgecnn.evaluate.check import check
 from edgecnn.evaluate.measure_protocol import Measurement, build_conv_net
 from edgecnn.export.manifest import add_artifact, init_manifest

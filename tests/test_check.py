@@ -20,8 +20,16 @@ import pytest
 from edgecnn._io import sha256_file
 from edgecnn.evaluate import check as check_mod
 from edgecnn.evaluate.check import check
-from edgecnn.evaluate.measure_protocol import (MeasureOptions, Measurement, Subject, build_conv_net, measure_group,
-                                     paired_ratio, quantile_ci, spread_pct)
+from edgecnn.evaluate.measure_protocol import (
+    Measurement,
+    MeasureOptions,
+    Subject,
+    build_conv_net,
+    measure_group,
+    paired_ratio,
+    quantile_ci,
+    spread_pct,
+)
 from edgecnn.export.manifest import add_artifact, init_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,12 +15,31 @@ import pytest
 
 from edgecnn._tf import keras
 from edgecnn.arch import create_model, list_models
+from edgecnn.compress import (
+    choose,
+    cluster,
+    fine_tune_clustered,
+    fine_tune_pruned,
+    fine_tune_qat,
+    flatten,
+    fold_normalization,
+    gzipped_size,
+    is_nested,
+    load_qat,
+    overall_sparsity,
+    prunable_layers,
+    prune,
+    quantize_aware,
+    save_qat,
+    sparse_tflite,
+    sparsity_report,
+    strip,
+    strip_clusters,
+    to_tflite_int8,
+    unique_values,
+    unsupported_layers,
+)
 from edgecnn.config import CompressConfig
-from edgecnn.compress import (overall_sparsity, choose, cluster, fine_tune_clustered, fine_tune_pruned, fine_tune_qat,
-                              flatten, fold_normalization, gzipped_size, is_nested, load_qat,
-                              prunable_layers, prune, quantize_aware, save_qat, sparse_tflite,
-                              sparsity_report, strip, strip_clusters, to_tflite_int8, unique_values,
-                              unsupported_layers)
 from edgecnn.errors import EdgecnnError
 from edgecnn.quantize import onnx_sensitive_nodes, quantize_onnx, tflite_int8
 from edgecnn.runtime import load_runner

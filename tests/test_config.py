@@ -1,12 +1,12 @@
 """Recipe validation: unknown keys and bad values name the file and the key path."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from edgecnn.config import Budget, BudgetsConfig, load_recipe
+from edgecnn.config import load_recipe
 from edgecnn.errors import EdgecnnError
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,10 +44,43 @@ def test_unknown_export_format(tmp_path):
         load_recipe(p)
 
 
-def test_budget_overrides_by_glob():
-    b = BudgetsConfig(default=Budget(min_accuracy=0.9, max_size_kb=100),
-                      artifacts={"*.tflite": Budget(max_size_kb=50), "model.int8.tflite": Budget(max_size_kb=10)})
-    assert b.for_artifact("model.onnx").max_size_kb == 100
-    assert b.for_artifact("model.fp32.tflite").max_size_kb == 50
-    assert b.for_artifact("model.int8.tflite").max_size_kb == 10
-    assert b.for_artifact("model.int8.tflite").min_accuracy == 0.9
+def test_budgets_are_a_list_of_targets():
+    from edgecnn.config import recipe_from_dict
+
+    r = recipe_from_dict({"name": "x", "budgets": [
+        {"name": "all", "budgets": {"min_accuracy": 0.9, "max_size_kb": 100}},
+        {"name": "int8", "artifacts": "model.int8.tflite", "budgets": {"max_size_kb": 10}}]})
+    assert [t.name for t in r.budgets] == ["all", "int8"]
+    assert r.budgets.targets[1].matches("model.int8.tflite", "litert")
+    assert not r.budgets.targets[1].matches("model.onnx", "onnxruntime")
+
+
+def test_names_come_from_the_registries():
+    """A format, route or runtime registered now is accepted by the next recipe: no copied list."""
+    from edgecnn.compress import chooser
+    from edgecnn.config import recipe_from_dict
+    from edgecnn.export import registry
+
+    with pytest.raises(EdgecnnError, match="unknown format.*Did you mean 'onnx-int8'"):
+        recipe_from_dict({"name": "x", "export": {"formats": ["onnx-int9"]}})
+
+    @registry.register_format("test-format", filename="model.test.onnx", runtime="onnxruntime", precision="fp32",
+                              default=False)
+    def _fmt(model, path, ctx):  # pragma: no cover - never run
+        return path
+
+    @chooser.register_route("test-route", tier="ptq", runtime="openvino", filename="model.test.onnx")
+    def _route(ctx, path):  # pragma: no cover - never run
+        return None
+
+    try:
+        r = recipe_from_dict({"name": "x", "export": {"formats": ["test-format"]},
+                              "compress": {"routes": ["test-route"], "runtimes": ["openvino"]}})
+        assert r.export.formats == ["test-format"] and r.compress.runtimes == ["openvino"]
+        assert "test-format" not in recipe_from_dict({"name": "y"}).export.formats  # default=False
+        assert "test-route" in recipe_from_dict({"name": "y"}).compress.routes
+    finally:
+        registry._FORMATS.pop("test-format")
+        chooser._ROUTES.pop("test-route")
+    with pytest.raises(EdgecnnError, match="unknown route"):
+        recipe_from_dict({"name": "x", "compress": {"routes": ["test-route"]}})

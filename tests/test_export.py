@@ -7,9 +7,9 @@ import pytest
 
 from edgecnn._io import artifact_bytes
 from edgecnn.arch import create_model
+from edgecnn.errors import EdgecnnError
 from edgecnn.export import ExportContext, export, list_formats
 from edgecnn.export.manifest import add_artifact, init_manifest, read_manifest, verify_artifact
-from edgecnn.errors import EdgecnnError
 from edgecnn.runtime import load_runner
 
 # Max |delta probability| allowed against Keras, per precision (documented in README "Formats").

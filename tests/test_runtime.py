@@ -12,8 +12,7 @@ import pytest
 
 import edgecnn.runtime as runtime_pkg
 from edgecnn.errors import EdgecnnError
-from edgecnn.runtime import get_runtime, list_runtimes, load_runner, runtime_names, runtimes_for
-from edgecnn.runtime import registry
+from edgecnn.runtime import get_runtime, list_runtimes, load_runner, registry, runtime_names, runtimes_for
 
 HWC = (16, 16, 3)
 CLASSES = 5
@@ -229,7 +228,6 @@ def tiny_run(tmp_path_factory) -> Path:
 def _evaluate(run_dir: Path, **evaluate) -> dict:
     from edgecnn.config import EvaluateConfig, Recipe
     from edgecnn.evaluate.run import evaluate_artifacts
-
     from serve_fixtures import LABELS
 
     rng = np.random.default_rng(0)

@@ -16,7 +16,14 @@ import re
 
 from edgecnn._tf import keras
 from edgecnn.arch._keras_apps import block_names, call_keras_builder, rebuild
-from edgecnn.arch._layers import IMAGENET_MEAN, IMAGENET_STD, check_common, classifier_head, load_weights_file, normalize
+from edgecnn.arch._layers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_common,
+    classifier_head,
+    load_weights_file,
+    normalize,
+)
 from edgecnn.arch.registry import register_model
 
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgecnn._tf import keras
-from edgecnn.arch._layers import IMAGENET_MEAN, IMAGENET_STD, check_common, classifier_head, load_weights_file, normalize
+from edgecnn.arch._layers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_common,
+    classifier_head,
+    load_weights_file,
+    normalize,
+)
 from edgecnn.arch.registry import register_model
 from edgecnn.errors import EdgecnnError
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 from edgecnn._tf import keras
 from edgecnn.arch._keras_apps import call_keras_builder, flip_rgb_bgr, no_imagenet
-from edgecnn.arch._layers import IMAGENET_MEAN, IMAGENET_STD, check_common, classifier_head, load_weights_file, normalize
+from edgecnn.arch._layers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_common,
+    classifier_head,
+    load_weights_file,
+    normalize,
+)
 from edgecnn.arch.registry import register_model
 from edgecnn.arch.vgg import CAFFE_MEAN, CAFFE_STD
 

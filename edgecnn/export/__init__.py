@@ -7,7 +7,14 @@
 
 The conversions and quantisers themselves live in :mod:`edgecnn.quantize`, shared with compression.
 """
-from edgecnn.export.registry import (ExportContext, FormatSpec, export, format_depth, get_format, list_formats,
-                                     register_format)
+from edgecnn.export.registry import (
+                                     ExportContext,
+                                     FormatSpec,
+                                     export,
+                                     format_depth,
+                                     get_format,
+                                     list_formats,
+                                     register_format,
+)
 
 __all__ = ["ExportContext", "FormatSpec", "export", "format_depth", "get_format", "list_formats", "register_format"]

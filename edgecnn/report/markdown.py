@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from edgecnn.report.compression import COMPRESSION_HEAD, compression_rows, compression_summary
+from edgecnn.report.markup import unit_text
 from edgecnn.report.pareto import PARETO_DEFINITION
 
 __all__ = ["render_markdown"]
@@ -41,8 +42,8 @@ def render_markdown(report: dict) -> str:
         else:
             lines += ["| artifact | budget | measured | allowed | verdict |", "|---|---|---|---|---|"]
             for c in b["checks"]:
-                lines.append(f"| `{c['artifact']}` | {c['budget']} | {c['measured']:.4g}{c['unit']} | "
-                             f"{c['allowed']:.4g}{c['unit']} | {'ok' if c['ok'] else '**BROKEN**'} |")
+                lines.append(f"| `{c['artifact']}` | {c['budget']} | {c['measured']:.4g}{unit_text(c['unit'])} | "
+                             f"{c['allowed']:.4g}{unit_text(c['unit'])} | {'ok' if c['ok'] else '**BROKEN**'} |")
     if report.get("compress"):
         lines += ["", "## Compression: every int8 candidate the chooser tried", "",
                   compression_summary(report["compress"]), "",

@@ -94,3 +94,8 @@ def page(title: str, body: str) -> str:
 def note(text: str) -> str:
     """A muted paragraph that says why something is not shown (``text`` is plain, escaped here)."""
     return f'<p class="note">{escape(text)}</p>'
+
+
+def unit_text(unit: str | None) -> str:
+    """A budget figure's unit as it follows a number: " ms", " KiB", or nothing for a fraction."""
+    return f" {unit}" if unit else ""

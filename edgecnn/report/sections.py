@@ -12,7 +12,7 @@ from typing import Any
 
 from edgecnn.report import plots
 from edgecnn.report.compression import COMPRESSION_HEAD, compression_rows, compression_summary
-from edgecnn.report.markup import escape, figure_html, kb, note, num, table
+from edgecnn.report.markup import escape, figure_html, kb, note, num, table, unit_text
 from edgecnn.report.pareto import PARETO_DEFINITION, pareto_front
 from edgecnn.report.registry import ReportContext, register_section
 from edgecnn.report.run_files import FINDINGS_JSON, RunFiles, latency_p50, read_json_or_none, short_name
@@ -48,8 +48,8 @@ def _verdict_banner(run: RunFiles) -> str:
         msg = f"all {n_checks} budget checks hold" if n_checks else "no budgets are set in the recipe"
         return f'<div class="banner pass"><span class="head">PASS</span> — {msg}.</div>'
     items = "".join(f"<li><code>{escape(v['artifact'])}</code>: <b>{escape(v['budget'])}</b> broken — measured "
-                    f"{num(v['measured'])}{escape(v.get('unit', ''))}, allowed {num(v['allowed'])}"
-                    f"{escape(v.get('unit', ''))}</li>" for v in broken)
+                    f"{num(v['measured'])}{escape(unit_text(v.get('unit')))}, allowed {num(v['allowed'])}"
+                    f"{escape(unit_text(v.get('unit')))}</li>" for v in broken)
     return (f'<div class="banner fail"><span class="head">FAIL</span> — {len(broken)} of {n_checks} budget checks '
             f"broken:<ul>{items}</ul></div>")
 
@@ -88,8 +88,8 @@ def _budgets_details(run: RunFiles) -> str:
     checks = (run.report.get("budgets") or {}).get("checks", [])
     if not checks:
         return ""
-    rows = [[f"<code>{escape(c['artifact'])}</code>", escape(c["budget"]), f"{num(c['measured'])}{escape(c['unit'])}",
-             f"{num(c['allowed'])}{escape(c['unit'])}", '<span class="ok">ok</span>' if c["ok"] else
+    rows = [[f"<code>{escape(c['artifact'])}</code>", escape(c["budget"]), f"{num(c['measured'])}{escape(unit_text(c['unit']))}",
+             f"{num(c['allowed'])}{escape(unit_text(c['unit']))}", '<span class="ok">ok</span>' if c["ok"] else
              '<span class="bad">BROKEN</span>'] for c in checks]
     return (f"<details><summary>All {len(checks)} budget checks</summary>" +
             table(["artifact", "budget", "measured", "allowed", "verdict"], rows, left=2) + "</details>")
@@ -129,7 +129,7 @@ def artifacts_section(ctx: ReportContext) -> str:
                   f'<span class="ok">{n} ok</span>' if not broken else
                   f'<span class="bad">{len(broken)} of {n} broken:</span> ' + ", ".join(
                       f"{escape(c['budget'])} {num(c['measured'])} "
-                      f"{'&lt;' if c['budget'].startswith('min') else '&gt;'} {num(c['allowed'])}{escape(c['unit'])}"
+                      f"{'&lt;' if c['budget'].startswith('min') else '&gt;'} {num(c['allowed'])}{escape(unit_text(c['unit']))}"
                       for c in broken))
         agreement = m.get("agreement")
         ci = f'<br><span class="muted">{lo:.3f} – {hi:.3f}</span>' if lo is not None else ""

@@ -12,8 +12,16 @@ written by hand.
     [r.name for r in runtimes_for("model.onnx")]                               # ['onnxruntime', 'openvino']
 """
 from edgecnn.runtime.base import Runner, TensorSpec
-from edgecnn.runtime.registry import (RuntimeSpec, get_runtime, list_runtimes, load_runner, register_runtime,
-                                      runner_kinds, runtime_names, runtimes_for)
+from edgecnn.runtime.registry import (
+                                      RuntimeSpec,
+                                      get_runtime,
+                                      list_runtimes,
+                                      load_runner,
+                                      register_runtime,
+                                      runner_kinds,
+                                      runtime_names,
+                                      runtimes_for,
+)
 
 __all__ = ["Runner", "TensorSpec", "RuntimeSpec", "get_runtime", "list_runtimes", "load_runner",
            "register_runtime", "runner_kinds", "runtime_names", "runtimes_for"]

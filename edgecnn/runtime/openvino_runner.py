@@ -15,7 +15,6 @@ convolution model compiled and run once per process (``get_runtime("openvino").a
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
