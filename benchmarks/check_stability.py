@@ -160,7 +160,8 @@ def main() -> int:
     write_json(a.out, out)
     print(json.dumps(summary, indent=2))
     print(f"written: {a.out}")
-    ok = (all(v == a.repeats for v in agree.values()) and summary["relative"]["slower_caught"] == f"{a.repeats}/{a.repeats}"
+    ok = (all(v == a.repeats for v in agree.values())
+          and summary["relative"]["slower_caught"] == f"{a.repeats}/{a.repeats}"
           and summary["relative"]["identical_passed"] == f"{a.repeats}/{a.repeats}")
     return 0 if ok else 1
 

@@ -21,7 +21,8 @@ IMAGENET = {  # where weights='imagenet' comes from
     "mobilenet_v3_small": "Keras (alpha 0.75/1.0)", "mobilenet_v3_large": "Keras (alpha 0.75/1.0)",
     "mobilenet_v3_small_minimalistic": "Keras (alpha 1.0)", "mobilenet_v3_large_minimalistic": "Keras (alpha 1.0)",
     **{f"efficientnet_b{i}": "Keras" for i in range(4)}, "efficientnetv2_b0": "Keras", "efficientnetv2_b1": "Keras",
-    "resnet50": "Keras (Caffe BGR, flipped to RGB)", "vgg16": "Keras (Caffe BGR, flipped to RGB; FC layers at fc_units=4096, >= 224 px)",
+    "resnet50": "Keras (Caffe BGR, flipped to RGB)",
+    "vgg16": "Keras (Caffe BGR, flipped to RGB; FC layers at fc_units=4096, >= 224 px)",
     "xception": "Keras", "densenet121": "Keras",
 }
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         pattern = re.compile(rf"(<!-- BEGIN {marker} -->\n).*?(<!-- END {marker} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"{args.doc}: no <!-- BEGIN {marker} --> ... <!-- END {marker} --> section")
-        text = pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, lines=lines: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
     write_text(args.doc, text)
     write_json(args.json, {"models": rows, "papers": measured})
     print(f"wrote {args.doc} and {args.json}")

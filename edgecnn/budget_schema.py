@@ -236,7 +236,8 @@ class TargetParser:
                 self.error(k, f"duplicate key {key!r} in {where} (first at line {_line(out[key][0])})")
                 continue
             if key not in allowed:
-                self.error(k, f"unknown key {key!r} in {where}; allowed: {', '.join(allowed)}.{did_you_mean(key, allowed)}")
+                self.error(k, f"unknown key {key!r} in {where}; allowed: {', '.join(allowed)}."
+                              f"{did_you_mean(key, allowed)}")
                 continue
             out[key] = (k, v)
         return out
@@ -355,8 +356,8 @@ class TargetParser:
         else:
             name = self.value(m["name"][1]) if isinstance(m["name"][1], yaml.ScalarNode) else None
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-                self.error(m["name"][1], f"target name must match [A-Za-z0-9][A-Za-z0-9._-]*; received "
-                                         f"{m['name'][1].value if isinstance(m['name'][1], yaml.ScalarNode) else '?'!r}")
+                received = m["name"][1].value if isinstance(m["name"][1], yaml.ScalarNode) else "?"
+                self.error(m["name"][1], f"target name must match [A-Za-z0-9][A-Za-z0-9._-]*; received {received!r}")
                 ok = False
         globs: tuple[str, ...] = ("*",)
         if "artifacts" in m:
@@ -543,8 +544,8 @@ def _migrate_old_form(old: dict, source: str) -> list[dict]:
             f"exactly: {'; '.join(problems)}. In the new form every target's budgets apply to every artifact it "
             f"selects (the tightest limit wins), so narrow each target's `artifacts:` instead. Starting point:\n{new}"])
     log.warning("%s: the `default:`/`artifacts:` form is deprecated; read as the target list %s (write that "
-                "instead, README 'Budgets')", source or "recipe budgets", yaml.safe_dump(targets, default_flow_style=True,
-                                                                       sort_keys=False, width=10_000).strip())
+                "instead, README 'Budgets')", source or "recipe budgets",
+                yaml.safe_dump(targets, default_flow_style=True, sort_keys=False, width=10_000).strip())
     return targets
 
 

@@ -212,7 +212,8 @@ def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilen
 
 @app.command()
 def inspect(model: str = typer.Argument(..., help="registered model name"),
-            input_size: Optional[int] = typer.Option(None, "--input-size", help="square input side (default: the model's)"),
+            input_size: Optional[int] = typer.Option(None, "--input-size",
+                                                     help="square input side (default: the model's)"),
             num_classes: int = typer.Option(1000, help="classes of the head")):
     """Per layer: output shape, kernel, stride, padding, dilation, receptive field, jump, params, MACs."""
     from edgecnn.arch.inspect import inspect_model, render_table
@@ -232,7 +233,8 @@ def make_defects(out_dir: Path = typer.Argument(Path("data/defects"), help="wher
     from edgecnn.data.defects import make_defects as make
 
     summary = make(out_dir, seed=seed, per_class=per_class, size=size, overwrite=overwrite)
-    out.print(f"defect set: {out_dir} ({summary.get('total', '')} images); contact sheet: {out_dir / 'contact_sheet.png'}")
+    out.print(f"defect set: {out_dir} ({summary.get('total', '')} images); "
+              f"contact sheet: {out_dir / 'contact_sheet.png'}")
 
 
 @weights_app.command("fetch")

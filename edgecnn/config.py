@@ -231,7 +231,8 @@ def load_recipe(path: str | os.PathLike, **overrides: Any) -> Recipe:
     """
     path = Path(path)
     if not path.is_file():
-        raise EdgecnnError(f"recipe not found: {str(path)!r}. Pass a YAML file such as models/defects-mobilenetv2.yaml.")
+        raise EdgecnnError(f"recipe not found: {str(path)!r}. "
+                           "Pass a YAML file such as models/defects-mobilenetv2.yaml.")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -50,7 +50,7 @@ def test_valid_file_keeps_lines_units_and_paths():
     t1, t2 = bf.targets
     assert (t1.name, t1.artifacts, t1.runtime, t1.threads, t1.batch, t1.line) == \
         ("linux-x86-1thread", ("model.int8.*",), "any", 1, 1, 7)
-    limits = {l.key: l for l in t1.limits}
+    limits = {limit.key: limit for limit in t1.limits}
     assert limits["p95_ms"].value == 20 and limits["p95_ms"].line == 12
     assert limits["p50_ms"].value == 12  # the key's own unit is accepted
     assert limits["min_accuracy"].upper is False and limits["max_size_kb"].upper is True
@@ -64,12 +64,14 @@ def test_valid_file_keeps_lines_units_and_paths():
 
 
 @pytest.mark.parametrize("edit, line, fragment", [
-    (("p95_ms: 20", "p95: 20"), 12, "unknown key 'p95' in budgets of target 'linux-x86-1thread'; allowed: p50_ms, p95_ms"),
+    (("p95_ms: 20", "p95: 20"), 12,
+     "unknown key 'p95' in budgets of target 'linux-x86-1thread'; allowed: p50_ms, p95_ms"),
     (("p95_ms: 20", "p95: 20"), 12, "Did you mean 'p95_ms'?"),
     (("p95_ms: 20", "p95_ms: 5s"), 12, "wrong unit in p95_ms: '5s'; p95_ms is in milliseconds (the unit is part of "
                                        "the key's name): write p95_ms: 5000"),
     (("max_size_kb: 3000", "max_size_kb: 2MB"), 16, "wrong unit in max_size_kb: '2MB'; max_size_kb is in KiB "
-                                                   "(1024 bytes) (the unit is part of the key's name): write max_size_kb: 2048"),
+                                                   "(1024 bytes) (the unit is part of the key's name): "
+                                                   "write max_size_kb: 2048"),
     (("max_peak_memory_mb: 400", "max_peak_memory_mb: 1GB"), 17, "write max_peak_memory_mb: 1024"),
     (("min_accuracy: 0.95", "min_accuracy: 95%"), 15, "min_accuracy is a fraction 0..1: write min_accuracy: 0.95"),
     (("max_ratio: 1.10", "max_ratio: 10%"), 18, "write max_ratio: 1.1 for 10 % slower"),
@@ -93,7 +95,8 @@ def test_valid_file_keeps_lines_units_and_paths():
     (("  window_s: 0.25", "  windows: 3"), 3, "unknown key 'windows' in measurement"),
     (("    threads: 1\n", "    threads: 1\n    thread: 2\n"), 11, "unknown key 'thread' in target 'linux-x86-1thread'"),
     (("version: 1", "version: 2"), 1, "unsupported version '2'; this edgecnn reads version 1"),
-    (("name: board-4threads", "name: linux-x86-1thread"), 19, "duplicate target name 'linux-x86-1thread' (first at line 7)"),
+    (("name: board-4threads", "name: linux-x86-1thread"), 19,
+     "duplicate target name 'linux-x86-1thread' (first at line 7)"),
     (("name: board-4threads", "name: board 4 threads"), 19, "target name must match"),
     (("      p50_ms: 12 ms", "      p95_ms: 12"), 13, "duplicate key 'p95_ms' in budgets of target 'linux-x86-1thread' "
                                                   "(first at line 12)"),

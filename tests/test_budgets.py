@@ -89,8 +89,8 @@ def test_same_budget_in_a_recipe_and_a_budget_file_gives_the_same_verdicts(tmp_p
     assert len(checks) == len(result.results) == 2 * len(TARGET["budgets"])
     # the verdicts themselves, and one unit per key in both
     assert sorted((r.artifact, r.budget) for r in result.broken) == sorted((r.artifact, r.budget) for r in broken) == [
-        ("model.int8.onnx", "max_accuracy_drop"), ("model.int8.onnx", "max_size_kb"), ("model.int8.onnx", "min_accuracy"),
-        ("model.int8.onnx", "min_agreement"), ("model.int8.onnx", "p95_ms")]
+        ("model.int8.onnx", "max_accuracy_drop"), ("model.int8.onnx", "max_size_kb"),
+        ("model.int8.onnx", "min_accuracy"), ("model.int8.onnx", "min_agreement"), ("model.int8.onnx", "p95_ms")]
     assert result.exit_code == 1
     assert {c["budget"]: c["unit"] for c in checks} == {r.budget: r.to_json()["unit"] for r in result.results} == \
         {"min_accuracy": "", "max_accuracy_drop": "", "min_agreement": "", "max_size_kb": "KiB", "p95_ms": "ms",
@@ -115,7 +115,7 @@ def test_the_recipe_reads_the_budget_file_schema_and_its_messages():
     every = {k: ({"max_ratio": 1.1, "baseline": "/tmp/base"} if k == "max_slowdown_vs" else 0.5)
              for k in BUDGET_KEYS}
     [t] = recipe_from_dict({"name": "r", "budgets": [{"name": "all", "budgets": every}]}).budgets
-    assert [l.key for l in t.limits] == list(BUDGET_KEYS)
+    assert [limit.key for limit in t.limits] == list(BUDGET_KEYS)
 
 
 def test_the_recipe_budgets_survive_recipe_yaml():
@@ -132,7 +132,7 @@ def test_old_recipe_form_is_migrated_with_a_note(caplog):
            "artifacts": {"*.tflite": {"max_size_kb": 100}, "model.int8.tflite": {"max_size_kb": 50}}}
     with caplog.at_level(logging.WARNING, logger="edgecnn.budgets"):
         targets = recipe_from_dict({"name": "r", "budgets": old}).budgets.targets
-    assert [(t.name, t.artifacts, t.threads, {l.key: l.value for l in t.limits}) for t in targets] == [
+    assert [(t.name, t.artifacts, t.threads, {limit.key: limit.value for limit in t.limits}) for t in targets] == [
         ("default", ("*",), 1, {"min_accuracy": 0.9, "p95_ms": 100}),
         ("artifacts-1", ("*.tflite",), 1, {"max_size_kb": 100}),
         ("artifacts-2", ("model.int8.tflite",), 1, {"max_size_kb": 50})]

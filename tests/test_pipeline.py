@@ -48,7 +48,7 @@ def test_run_directory_complete(tiny_run):
     assert manifest["labels"] == ["crack", "good", "scratch", "spot"]
     assert manifest["artifacts"]["model.int8.tflite"]["input"]["dtype"] == "int8"
     report = json.loads((tiny_run / "report.json").read_text())
-    for name, a in report["artifacts"].items():
+    for a in report["artifacts"].values():
         assert a["latency"]["1"]["runs"] == 10 and "p99_ms" in a["latency"]["1"]
         assert len(a["metrics"]["confusion_matrix"]) == 4
     assert report["verdict"] == "pass"
@@ -117,7 +117,7 @@ def test_interrupted_training_resumes(tmp_path, tiny_defects):
     p = edgecnn("run", str(recipe), "--data", str(tiny_defects), "--output", str(out))
     assert p.returncode in (0, 1), p.stderr
     assert "resuming from the last completed epoch" in p.stderr
-    first = next(l for l in p.stderr.splitlines() if "phase1 epoch" in l)
+    first = next(line for line in p.stderr.splitlines() if "phase1 epoch" in line)
     assert "phase1 epoch 1/40" not in first, first  # it did not start over
     del r2
 

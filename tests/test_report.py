@@ -121,7 +121,7 @@ def test_layer_rows_with_and_without_inspect(monkeypatch):
     monkeypatch.setitem(sys.modules, "edgecnn.arch.inspect", None)  # the module missing: the fallback
     rows, source = layer_rows(model)
     assert source == "model.layers"
-    assert [r["name"] for r in rows] == [l.name for l in model.layers]
+    assert [r["name"] for r in rows] == [layer.name for layer in model.layers]
     assert sum(r["params"] for r in rows) == model.count_params()
     assert rows[-1]["type"] == "Softmax" and rows[-1]["output shape"] == "(N, 3)"
 

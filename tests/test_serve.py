@@ -166,7 +166,8 @@ def test_infer_json_matches_in_process_onnxruntime(http, artifacts):
     assert out["datatype"] == "FP32" and out["shape"] == [3, 3]
     np.testing.assert_allclose(np.array(out["data"]).reshape(3, 3), _reference(artifacts, batch), atol=1e-5)
     # nested data and UINT8 pixels are accepted too
-    nested = {"inputs": [{"name": "image", "shape": [3, 32, 32, 3], "datatype": "UINT8", "data": batch.astype(int).tolist()}]}
+    nested = {"inputs": [{"name": "image", "shape": [3, 32, 32, 3], "datatype": "UINT8",
+                          "data": batch.astype(int).tolist()}]}
     r2 = http.post("/v2/models/tiny/versions/model.onnx/infer", json=nested)
     np.testing.assert_allclose(r2.json()["outputs"][0]["data"], out["data"], atol=1e-6)
 
@@ -266,19 +267,24 @@ BAD_INFER = {
     "wrong shape": (_json(infer_body(np.zeros((1, 16, 16, 3)))), JSON, 400, "shape must be [-1, 32, 32, 3]"),
     "rank 3": (_json({"inputs": [{"name": "image", "shape": [32, 32, 3], "datatype": "FP32", "data": [0] * 3072}]}),
                JSON, 400, "shape"),
-    "negative shape": (_json({"inputs": [{"name": "image", "shape": [-1, 32, 32, 3], "datatype": "FP32", "data": [1]}]}),
+    "negative shape": (_json({"inputs": [{"name": "image", "shape": [-1, 32, 32, 3], "datatype": "FP32",
+                                         "data": [1]}]}),
                        JSON, 400, "shape"),
     "batch too big": (_json({"inputs": [{"name": "image", "shape": [65, 32, 32, 3], "datatype": "FP32", "data": [1]}]}),
                       JSON, 400, "batch of 1 to 64"),
-    "count mismatch": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": [1, 2]}]}),
+    "count mismatch": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32",
+                                         "data": [1, 2]}]}),
                        JSON, 400, "holds 3072 values"),
-    "wrong dtype": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "INT64", "data": [0] * 3072}]}),
+    "wrong dtype": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "INT64",
+                                      "data": [0] * 3072}]}),
                     JSON, 400, "datatype must be one of FP32, UINT8"),
     "bytes dtype": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "BYTES", "data": ["a"]}]}),
                     JSON, 400, "datatype"),
-    "strings as data": (_json({"inputs": [{"name": "image", "shape": [1, 1, 1, 3], "datatype": "FP32", "data": ["a", {}, []]}]}),
+    "strings as data": (_json({"inputs": [{"name": "image", "shape": [1, 1, 1, 3], "datatype": "FP32",
+                                          "data": ["a", {}, []]}]}),
                         JSON, 400, "shape"),
-    "ragged data": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": [[1, 2], [3]]}]}),
+    "ragged data": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32",
+                                      "data": [[1, 2], [3]]}]}),
                     JSON, 400, "list of numbers"),
     "infinite value": (b'{"inputs":[{"name":"image","shape":[1,32,32,3],"datatype":"FP32","data":[1e999'
                        + b",0" * 3071 + b"]}]}", JSON, 400, "finite"),
@@ -305,13 +311,15 @@ def test_bad_infer_requests_are_4xx_and_server_survives(http, case):
 
 BAD_OTHER = {
     "unknown model infer": ("POST", "/v2/models/nope/infer", _json(infer_body()), JSON, 404, "unknown model 'nope'"),
-    "unknown version infer": ("POST", "/v2/models/tiny/versions/9/infer", _json(infer_body()), JSON, 404, "no version '9'"),
+    "unknown version infer": ("POST", "/v2/models/tiny/versions/9/infer", _json(infer_body()), JSON, 404,
+                              "no version '9'"),
     "keras version never served": ("POST", "/v2/models/tiny/versions/model.keras/infer", _json(infer_body()), JSON, 404,
                                    "no version"),
     "unknown model metadata": ("GET", "/v2/models/tinyy", None, {}, 404, "did you mean 'tiny'"),
     "unknown version metadata": ("GET", "/v2/models/tiny/versions/x", None, {}, 404, "versions: model.onnx"),
     "unknown model ready": ("GET", "/v2/models/nope/ready", None, {}, 404, "unknown model"),
-    "unknown model classify": ("POST", "/v2/models/nope/classify", png_bytes(), {"Content-Type": "image/png"}, 404, "unknown"),
+    "unknown model classify": ("POST", "/v2/models/nope/classify", png_bytes(), {"Content-Type": "image/png"}, 404,
+                               "unknown"),
     "unknown model reload": ("POST", "/v2/repository/models/nope/load", b"", {}, 404, "unknown model"),
     "unknown route": ("GET", "/v3/whatever", None, {}, 404, "no such endpoint"),
     "wrong method": ("GET", "/v2/models/tiny/infer", None, {}, 405, "method not allowed"),
@@ -547,7 +555,7 @@ def test_overload_is_refused_fast_with_503(artifacts, tmp_path):
         for _ in range(5):
             barrier = threading.Barrier(12)
 
-            def one():
+            def one(barrier=barrier):
                 with httpx.Client(base_url=srv.url, timeout=30) as c:
                     barrier.wait()
                     t0 = time.perf_counter()
@@ -666,7 +674,8 @@ def test_evaluate_via_http_on_a_run_directory_matches_the_pipeline(server, run_c
     """Given a run directory, the service is evaluated on the recipe's test split, with the
     pipeline's preprocessing: predictions equal onnxruntime on ``load_arrays(ds, "test")``."""
     data = _image_tree(tmp_path / "data", per_class=12, seed=8)
-    (run_copy / "recipe.yaml").write_text(f"name: tiny\ndata: {{path: {data}}}\nmodel: {{name: dsconv, input_size: 32}}\n")
+    (run_copy / "recipe.yaml").write_text(f"name: tiny\ndata: {{path: {data}}}\n"
+                                          "model: {name: dsconv, input_size: 32}\n")
     result = evaluate_via_http(server.url, run_copy, concurrency=(2,), binary=True)
     from edgecnn.data.loader import load_arrays
     from edgecnn.pipeline import Run
@@ -701,7 +710,8 @@ def test_load_2000_mixed_requests(server, capsys):
 
     def rss() -> int:
         text = httpx.get(f"{server.url}/metrics").text
-        return int(next(line.split()[1] for line in text.splitlines() if line.startswith("process_resident_memory_bytes ")))
+        return int(next(line.split()[1] for line in text.splitlines()
+                        if line.startswith("process_resident_memory_bytes ")))
 
     for i in range(50):     # warm allocator pools before the baseline
         m, p, b, h, _ = mix[i % len(mix)]

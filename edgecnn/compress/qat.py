@@ -185,5 +185,5 @@ def load_qat(path):
         return keras.models.load_model(str(path), compile=False)
 
 
-__all__ = ["save_qat", "load_qat", "SCHEMES", "quantize_aware", "unsupported_layers", "fine_tune_qat", "to_tflite_int8", "plan",
-           "NoOpQuantizeConfig", "OutputQuantizeConfig"]
+__all__ = ["save_qat", "load_qat", "SCHEMES", "quantize_aware", "unsupported_layers", "fine_tune_qat", "to_tflite_int8",
+           "plan", "NoOpQuantizeConfig", "OutputQuantizeConfig"]

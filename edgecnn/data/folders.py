@@ -117,7 +117,8 @@ def discover(root: str | os.PathLike, *, val_fraction: float = 0.15, test_fracti
     """
     root = Path(root)
     if not root.is_dir():
-        hint = " Generate the bundled set with `edgecnn data make-defects data/defects`." if "defects" in str(root) else ""
+        hint = (" Generate the bundled set with `edgecnn data make-defects data/defects`."
+                if "defects" in str(root) else "")
         raise EdgecnnError(f"dataset folder not found: {str(root)!r}. Pass --data with a folder of "
                            f"class subfolders (ROOT/<class>/*.png) or ROOT/{{train,val,test}}/<class>/.{hint}")
     top = {d.name for d in _subdirs(root)}

@@ -166,7 +166,8 @@ def _resize_bands(bands: Iterable[Image.Image], height: int, width: int) -> np.n
 
 
 def _height_width(size: Size) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    pair = ((size, size) if isinstance(size, (int, np.integer))
+            else tuple(size) if isinstance(size, (tuple, list)) else ())
     if len(pair) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in pair):
         raise EdgecnnError(f"size must be a positive int or a (height, width) pair of them. Received size={size!r}.")
     return int(pair[0]), int(pair[1])

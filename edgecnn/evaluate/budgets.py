@@ -107,7 +107,8 @@ class BudgetResult:
 
     @property
     def title(self) -> str:
-        what = self.budget if self.budget != "max_slowdown_vs" else f"slowdown vs baseline ({self.detail.split(';')[0]})"
+        what = (self.budget if self.budget != "max_slowdown_vs"
+                else f"slowdown vs baseline ({self.detail.split(';')[0]})")
         where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
         return f"{self.artifact}{where}: {what} {self.comparison} {self.allowed_text()}"
 

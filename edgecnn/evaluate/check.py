@@ -184,13 +184,13 @@ def _run(result: CheckResult, cli_baseline, overrides: Mapping[str, Any] | None)
         options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
     result.options = options.to_json()
     run_dir = result.run_dir
-    if cli_baseline is not None and not any(l.key == "max_slowdown_vs" for t in bf.targets for l in t.limits):
+    if cli_baseline is not None and not any(limit.key == "max_slowdown_vs" for t in bf.targets for limit in t.limits):
         result.warnings.append(f"--baseline {cli_baseline} was given, but no budget in {bf.source} uses it "
                                "(add max_slowdown_vs to a target).")
     manifest = read_manifest(run_dir)
     plan = _plan(bf, manifest, run_dir, cli_baseline, options)
     needs_report = sorted({a for t, arts in plan.items for a in arts
-                           if any(l.figure in _FROM_REPORT for l in t.limits)})
+                           if any(limit.figure in _FROM_REPORT for limit in t.limits)})
     report = _report(run_dir, manifest, needs_report) if needs_report else None
     measured = _measure(plan)
     for m in measured.values():
@@ -305,7 +305,8 @@ def _report(run_dir: Path, manifest: dict, names: list[str]) -> dict:
         elif "sha256" in art and art["sha256"] != entry["sha256"]:
             stale = f"it was measured on another {name!r} (sha256 differs from manifest.json)"
         elif art.get("bytes") != entry["bytes"]:
-            stale = f"it was measured on another {name!r} ({art.get('bytes')} bytes, manifest.json says {entry['bytes']})"
+            stale = (f"it was measured on another {name!r} ({art.get('bytes')} bytes, "
+                     f"manifest.json says {entry['bytes']})")
         elif "sha256" not in art and state is not None and ("evaluate" not in state or entry["sha256"] not in exported):
             stale = f"{name!r} was exported again after the evaluation (state.json)"
         if stale:
@@ -362,7 +363,8 @@ def _figures(plan: _Plan, manifest: dict, report: dict | None,
     out: dict[str, ArtifactFigures] = {}
     for name, e in manifest["artifacts"].items():
         file = e.get("file", name)
-        figures = {k: f for k, f in from_report[name].figures.items() if k in _FROM_REPORT} if name in from_report else {}
+        figures = ({k: f for k, f in from_report[name].figures.items() if k in _FROM_REPORT}
+                   if name in from_report else {})
         figures["size_kb"] = Figure(e["bytes"] / 1024, detail=f"{e['bytes']} bytes (sha256 verified)")
         out[name] = ArtifactFigures(name, file, runtime_of(e, file), figures)
     for (name, threads, batch), group in measured.items():
@@ -389,7 +391,8 @@ def _timed_figures(group: dict[str, Measurement], options: MeasureOptions) -> di
         for q in ("p50", "p95", "p99"):
             pr = paired_ratio(cand, ref, float(q[1:]), 50.0, options.confidence)
             figs[f"{q}_ref"] = Figure(pr["ratio"], pr["ci"], spread_pct(pr["per_round"][-k:]) > tol,
-                                      f"{q} {cand.stats[q + '_ms']:.4g} ms / reference p50 {ref.stats['p50_ms']:.4g} ms "
+                                      f"{q} {cand.stats[q + '_ms']:.4g} ms / "
+                                      f"reference p50 {ref.stats['p50_ms']:.4g} ms "
                                       f"over {pr['rounds']} interleaved rounds")
     for role, base in group.items():
         if not role.startswith("baseline:"):
@@ -439,8 +442,8 @@ def render_summary(result: CheckResult) -> str:
                   f"Warm-up ≥ {o['warmup_runs']} calls and {o['warmup_s']:g} s; windows of ≥ {o['window_runs']} calls "
                   f"and {o['window_s']:g} s until the last {o['stable_windows']} agree within {o['tolerance_pct']:g} % "
                   f"(p50 and p95) or {o['max_time_s']:g} s pass; each artifact in its own process.", "",
-                  "| role | artifact | threads | batch | p50 ms | p95 ms (95% CI) | p99 ms | windows | spread p50/p95 | "
-                  "stable | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| role | artifact | threads | batch | p50 ms | p95 ms (95% CI) | p99 ms | windows | "
+                  "spread p50/p95 | stable | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in result.measurements:
             s, ci = x["stats"], x["ci"]["p95_ms"]
             lines.append(f"| {x['role'].split(':')[0]} | `{Path(x['path']).name}` | {x['threads']} | {x['batch']} | "

@@ -44,15 +44,15 @@ def find_feature_layer(model) -> str:
     Raises:
         EdgecnnError: the model has no layer with a 4-D (N, H, W, C) output.
     """
-    pool = next((l for l in model.layers if l.name == "pool"), None)
+    pool = next((layer for layer in model.layers if layer.name == "pool"), None)
     if pool is None:
-        pool = next((l for l in model.layers if type(l).__name__ in _GLOBAL_POOLS), None)
+        pool = next((layer for layer in model.layers if type(layer).__name__ in _GLOBAL_POOLS), None)
     if pool is not None:
         inbound = pool._inbound_nodes[0].inbound_layers  # noqa: SLF001 - public in tf_keras graphs
         inbound = inbound[0] if isinstance(inbound, (list, tuple)) else inbound
         if len(inbound.output_shape) == 4:
             return inbound.name
-    four_d = [l.name for l in model.layers if _is_4d(l)]
+    four_d = [layer.name for layer in model.layers if _is_4d(layer)]
     if not four_d:
         raise EdgecnnError(f"Grad-CAM needs a convolutional feature map, but model {model.name!r} has no layer "
                            "with a 4-D (N, H, W, C) output. Pass layer=<name> of a conv layer.")
@@ -69,7 +69,7 @@ def _is_4d(layer) -> bool:
 
 def logits_tensor(model):
     """The pre-softmax output: the ``classifier`` layer's output, else the input of a final softmax."""
-    names = {l.name for l in model.layers}
+    names = {layer.name for layer in model.layers}
     if "classifier" in names:
         return model.get_layer("classifier").output
     last = model.layers[-1]
@@ -113,7 +113,7 @@ def gradcam(model, images: np.ndarray, class_index: int | np.ndarray | None = No
         feature = model.get_layer(layer).output
     except ValueError:
         raise EdgecnnError(f"gradcam: no layer named {layer!r} in model {model.name!r}; 4-D layers: "
-                           f"{', '.join(l.name for l in model.layers if _is_4d(l))}.") from None
+                           f"{', '.join(m.name for m in model.layers if _is_4d(m))}.") from None
     if len(feature.shape) != 4:
         raise EdgecnnError(f"gradcam: layer {layer!r} has output shape {tuple(feature.shape)}; "
                            "Grad-CAM needs a 4-D (N, H, W, C) feature map.")

@@ -26,7 +26,8 @@ _QUANTIZE_CONFIGS: dict[str, type] = {}
 
 
 def register_quantize_config(cls: type) -> type:
-    """Class decorator: make a tfmot ``QuantizeConfig`` known (by class name) to every QAT clone, load and conversion."""
+    """Class decorator: make a tfmot ``QuantizeConfig`` known (by class name) to every QAT clone, load and
+    conversion."""
     _QUANTIZE_CONFIGS[cls.__name__] = cls
     return cls
 

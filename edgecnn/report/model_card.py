@@ -180,7 +180,8 @@ def render_model_card(run: RunFiles) -> str:
         bad = [c for c in cs if not c["ok"]]
         budget = "none set" if not cs else f"{len(cs)} checks, all hold" if not bad else \
             f"{len(cs)} checks, **{len(bad)} broken**: " + "; ".join(
-                f"{c['budget']} {num(c['measured'])}{unit_text(c['unit'])} (allowed {num(c['allowed'])}{unit_text(c['unit'])})" for c in bad)
+                f"{c['budget']} {num(c['measured'])}{unit_text(c['unit'])} "
+                f"(allowed {num(c['allowed'])}{unit_text(c['unit'])})" for c in bad)
         fmt = e.get("format") or a.get("format") or ""
         rows.append([f"`{name}`", fmt, e.get("runtime") or a.get("runtime") or "", _kb(nbytes),
                      f"`{e['sha256'][:12]}`" if e.get("sha256") else "—", budget])

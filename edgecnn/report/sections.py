@@ -88,7 +88,8 @@ def _budgets_details(run: RunFiles) -> str:
     checks = (run.report.get("budgets") or {}).get("checks", [])
     if not checks:
         return ""
-    rows = [[f"<code>{escape(c['artifact'])}</code>", escape(c["budget"]), f"{num(c['measured'])}{escape(unit_text(c['unit']))}",
+    rows = [[f"<code>{escape(c['artifact'])}</code>", escape(c["budget"]),
+             f"{num(c['measured'])}{escape(unit_text(c['unit']))}",
              f"{num(c['allowed'])}{escape(unit_text(c['unit']))}", '<span class="ok">ok</span>' if c["ok"] else
              '<span class="bad">BROKEN</span>'] for c in checks]
     return (f"<details><summary>All {len(checks)} budget checks</summary>" +
@@ -129,7 +130,8 @@ def artifacts_section(ctx: ReportContext) -> str:
                   f'<span class="ok">{n} ok</span>' if not broken else
                   f'<span class="bad">{len(broken)} of {n} broken:</span> ' + ", ".join(
                       f"{escape(c['budget'])} {num(c['measured'])} "
-                      f"{'&lt;' if c['budget'].startswith('min') else '&gt;'} {num(c['allowed'])}{escape(unit_text(c['unit']))}"
+                      f"{'&lt;' if c['budget'].startswith('min') else '&gt;'} "
+                      f"{num(c['allowed'])}{escape(unit_text(c['unit']))}"
                       for c in broken))
         agreement = m.get("agreement")
         ci = f'<br><span class="muted">{lo:.3f} – {hi:.3f}</span>' if lo is not None else ""

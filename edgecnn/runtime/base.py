@@ -59,7 +59,7 @@ class Runner(abc.ABC):
     def input_size(self) -> int:
         return int(self.input.shape[1])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; the default deliberately does nothing
         """Release the session; most backends free on garbage collection."""
 
 

@@ -9,7 +9,8 @@ from edgecnn.runtime.registry import register_runtime
 
 # Never served (platform None): loading a Keras file can run code, and it is the float reference only.
 @register_runtime("keras", suffixes=(".keras", ".h5"), package="tf-keras", module="tf_keras",
-                  install="edgecnn[train]", description="the float Keras reference (tf_keras); needs the [train] install")
+                  install="edgecnn[train]",
+                  description="the float Keras reference (tf_keras); needs the [train] install")
 class KerasRunner(Runner):
     """The Keras model itself, run by TensorFlow."""
 

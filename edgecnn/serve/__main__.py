@@ -14,17 +14,23 @@ from edgecnn.serve.app import ServeOptions
 
 
 def main(
-    target: Annotated[list[Path], typer.Argument(help="Run directory (with manifest.json) or .onnx/.tflite artifact; several allowed.")],
+    target: Annotated[list[Path], typer.Argument(
+        help="Run directory (with manifest.json) or .onnx/.tflite artifact; several allowed.")],
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 in a container).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     threads: Annotated[Optional[int], typer.Option(help="Intra-op threads per session (default: all cores).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (reload becomes SIGHUP rolling restart).")] = 1,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body; larger gets 413.")] = ServeOptions.max_body_bytes,
-    max_concurrency: Annotated[int, typer.Option(help="Inference requests at once; more get 503.")] = ServeOptions.max_concurrency,
+    max_body_bytes: Annotated[int, typer.Option(
+        help="Largest request body; larger gets 413.")] = ServeOptions.max_body_bytes,
+    max_concurrency: Annotated[int, typer.Option(
+        help="Inference requests at once; more get 503.")] = ServeOptions.max_concurrency,
     max_batch: Annotated[int, typer.Option(help="Largest batch in one infer request.")] = ServeOptions.max_batch,
-    max_image_pixels: Annotated[int, typer.Option(help="Largest width*height an uploaded image may declare.")] = ServeOptions.max_image_pixels,
-    default_version: Annotated[Optional[str], typer.Option(help="Artifact served when a request names no version.")] = None,
-    graceful_timeout: Annotated[float, typer.Option(help="Seconds accepted requests may take to finish after SIGTERM.")] = 30.0,
+    max_image_pixels: Annotated[int, typer.Option(
+        help="Largest width*height an uploaded image may declare.")] = ServeOptions.max_image_pixels,
+    default_version: Annotated[Optional[str], typer.Option(
+        help="Artifact served when a request names no version.")] = None,
+    graceful_timeout: Annotated[float, typer.Option(
+        help="Seconds accepted requests may take to finish after SIGTERM.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve an edgecnn run over the KServe v2 REST protocol."""

@@ -103,7 +103,8 @@ class ServeOptions:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeOptions.{key} must be a positive integer. Received {key}={value!r}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"ServeOptions.threads must be None or a positive integer. Received threads={self.threads!r}.")
+            raise ValueError("ServeOptions.threads must be None or a positive integer. "
+                             f"Received threads={self.threads!r}.")
 
 
 # ---------------------------------------------------------------- middleware (pure ASGI)
@@ -314,7 +315,9 @@ def _inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inline(schema)
 
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Unknown model or version."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown model or version."},
+}
 _REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The request is malformed; the message says what and how to fix it."},
     **_NOT_FOUND,

@@ -221,7 +221,8 @@ def evaluate_via_http(
     """Accuracy, latency and throughput of a served model on a labelled image folder.
 
     Each image is read on the client by :func:`edgecnn.data.preprocess.load_image` at the model's
-    input size (the preprocessing of the training pipeline and of the classify endpoint) and sent as one FP32 tensor request to ``/infer``.
+    input size (the preprocessing of the training pipeline and of the classify endpoint) and sent as
+    one FP32 tensor request to ``/infer``.
     Every concurrency level sends ``requests_per_level`` requests (default: each image once)
     from that many threads.
 

@@ -294,7 +294,8 @@ def split_binary_inputs(request: InferenceRequest, tail: bytes) -> dict[str, mem
         out[inp.name] = view[pos:pos + size]
         pos += size
     if pos != len(view):
-        raise ProtocolError(f"the body has {len(view) - pos} bytes after the last binary input; check binary_data_size.")
+        raise ProtocolError(f"the body has {len(view) - pos} bytes after the last binary input; "
+                            "check binary_data_size.")
     return out
 
 
@@ -335,7 +336,8 @@ def split_binary_response(body: bytes, header_length: str | None) -> tuple[dict[
         dtype = DATATYPES[out["datatype"]]
         size = (out.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            arrays[out["name"]] = np.frombuffer(body[pos:pos + size], dtype=dtype.newbyteorder("<")).reshape(out["shape"])
+            arrays[out["name"]] = np.frombuffer(body[pos:pos + size],
+                                                dtype=dtype.newbyteorder("<")).reshape(out["shape"])
             pos += size
         else:
             arrays[out["name"]] = np.asarray(out["data"], dtype=dtype).reshape(out["shape"])

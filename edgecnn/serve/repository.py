@@ -173,7 +173,8 @@ class Repository:
             manifest = read_manifest(target.run_dir)
             new_name = str(manifest.get("name") or target.run_dir.resolve().name)
             if new_name != name:
-                raise EdgecnnError(f"manifest name changed from {name!r} to {new_name!r}; restart the service to rename.")
+                raise EdgecnnError(f"manifest name changed from {name!r} to {new_name!r}; "
+                                   "restart the service to rename.")
             new = self._build(name, target, manifest, previous=old)
             self._models[name] = new      # the swap: one reference assignment
             loaded = [v for v in new.versions if v not in old.versions or new.versions[v] is not old.versions[v]]
@@ -282,7 +283,8 @@ class Repository:
         except Exception as e:
             raise EdgecnnError(f"{path.name}: warm-up inference failed ({type(e).__name__}: {str(e)[:300]}).") from e
         if probs.shape != (1, loaded.num_classes):
-            raise EdgecnnError(f"{path.name}: warm-up returned shape {probs.shape}, expected (1, {loaded.num_classes}).")
+            raise EdgecnnError(f"{path.name}: warm-up returned shape {probs.shape}, "
+                               f"expected (1, {loaded.num_classes}).")
         log_event("model_loaded", model=name, version=version, sha256=entry["sha256"], backend=runner.backend,
                   threads=self.threads, load_ms=round((time.perf_counter() - started) * 1e3, 1))
         return loaded
@@ -311,7 +313,8 @@ def resolve_target(target: str | os.PathLike) -> _Target:
         servable = serving_runtimes()
         if suffix not in servable:
             raise EdgecnnError(
-                f"cannot serve {path.name!r}: the service runs {', '.join(servable)} artifacts. Received suffix {suffix!r}."
+                f"cannot serve {path.name!r}: the service runs {', '.join(servable)} artifacts. "
+                f"Received suffix {suffix!r}."
             )
         if not (path.parent / MANIFEST).is_file():
             raise EdgecnnError(
