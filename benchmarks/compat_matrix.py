@@ -9,7 +9,7 @@ batch), in a fresh subprocess each (a converter crash costs one row, not the run
 3. export through the format registry to ``tflite-fp32``, ``tflite-int8`` (16 random calibration
    images) and ``onnx``, run each in its runtime and compare with Keras (max |delta probability|;
    int8 also top-1 agreement);
-4. pruning (``edgecnn.compress.prune``): 50 % magnitude pruning reached at step 2 of three fine-tuning steps, strip,
+4. pruning (``edgecnn.compress.pruning``): 50 % magnitude pruning reached at step 2 of three fine-tuning steps, strip,
    measure the sparsity reached and export the pruned model to int8 TFLite;
 5. QAT (``edgecnn.compress.quantize_aware``): wrap, one fine-tuning step, convert to full-int8
    TFLite and run it; the layers QAT had to leave float are listed by name.
@@ -234,7 +234,7 @@ def to_markdown(results: list[dict], meta: dict) -> str:
     if errors:
         out += ["## Failures", "", *[f"{i}. {e[2:]}" for i, e in enumerate(errors, 1)], ""]
     out += ["## Notes", "",
-            "- Pruning: `edgecnn.compress.prune` at 50 % over two steps, stripped, then full-int8 TFLite; the "
+            "- Pruning: `edgecnn.compress.pruning` at 50 % over two steps, stripped, then full-int8 TFLite; the "
             "number is the share of zeros reached in the pruned Conv2D/Dense kernels. QAT: "
             "`edgecnn.compress.quantize_aware`, one fine-tuning step, full-int8 TFLite (int8 in/out) that must run; "
             "\"ops float\" counts the layers QAT could not wrap (they are quantised from the calibration set at "

@@ -92,7 +92,7 @@ class ExportConfig(_Strict):
 
 
 class PruneConfig(_Strict):
-    """Magnitude pruning before quantisation (``edgecnn.compress.prune``)."""
+    """Magnitude pruning before quantisation (``edgecnn.compress.pruning``)."""
 
     enabled: bool = False
     target_sparsity: float = Field(0.5, gt=0, lt=1, description="fraction of zeros per pruned kernel")
@@ -106,7 +106,7 @@ class PruneConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    """Weight clustering (``edgecnn.compress.cluster``); after pruning it preserves the zeros."""
+    """Weight clustering (``edgecnn.compress.clustering``); after pruning it preserves the zeros."""
 
     enabled: bool = False
     clusters: int = Field(16, ge=2, le=256)

@@ -131,3 +131,17 @@ def test_entry_points_do_not_import_tensorflow(code):
     done = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:] or done.stdout[-2000:]
+
+
+def test_lazy_public_names_are_not_shadowed_by_submodules():
+    """`from edgecnn.compress import prune` must give the function even after its module was imported."""
+    import importlib
+    import types
+
+    import edgecnn.compress as compress
+    from edgecnn._plugins import import_submodules
+
+    import_submodules("edgecnn.compress")
+    for name in compress.__all__:
+        assert not isinstance(getattr(compress, name), types.ModuleType), name
+    assert callable(importlib.import_module("edgecnn.compress").prune)

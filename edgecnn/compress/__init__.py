@@ -20,9 +20,9 @@ import importlib
 # Where each public name lives. Loaded on first use (PEP 562), so that importing the chooser's route
 # registry (recipe validation, a serving install) does not import TensorFlow and tfmot.
 _EXPORTS = {
-    "edgecnn.compress.prune": ("prune", "fine_tune_pruned", "strip", "sparsity_report", "overall_sparsity",
+    "edgecnn.compress.pruning": ("prune", "fine_tune_pruned", "strip", "sparsity_report", "overall_sparsity",
                                "prunable_layers", "gzipped_size", "sparse_tflite", "xnnpack_sparse_inference"),
-    "edgecnn.compress.cluster": ("cluster", "fine_tune_clustered", "strip_clusters", "unique_values"),
+    "edgecnn.compress.clustering": ("cluster", "fine_tune_clustered", "strip_clusters", "unique_values"),
     "edgecnn.compress.qat": ("quantize_aware", "fine_tune_qat", "to_tflite_int8", "unsupported_layers", "save_qat",
                              "load_qat"),
     "edgecnn.compress._flatten": ("flatten", "is_nested"),

@@ -136,7 +136,7 @@ def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) 
 
 
 def _prune(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
-    from edgecnn.compress.prune import fine_tune_pruned, overall_sparsity, prune, strip
+    from edgecnn.compress.pruning import fine_tune_pruned, overall_sparsity, prune, strip
 
     p = cfg.prune
     steps = max(1, int(train.cardinality())) * p.epochs
@@ -154,7 +154,7 @@ def _prune(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
 
 
 def _cluster(model, train, cfg, teacher, seed: int) -> tuple[Any, dict]:
-    from edgecnn.compress.cluster import cluster, fine_tune_clustered, strip_clusters
+    from edgecnn.compress.clustering import cluster, fine_tune_clustered, strip_clusters
 
     c = cfg.cluster
     wrapped = cluster(model, clusters=c.clusters, init=c.init, preserve_sparsity=cfg.prune.enabled)
