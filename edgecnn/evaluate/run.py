@@ -111,6 +111,9 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
            "sha256": entry.get("sha256") or sha256_file(path),
            "precision": entry.get("precision"), "bytes": artifact_bytes(path), "gzip_bytes": gzip_size(path),
            "metrics": metrics, "latency": latency}
+    extra = getattr(runner, "extra_figures", None)  # a runtime's own figures, e.g. TFLM's {"mcu": {arena, flash}}
+    if callable(extra):
+        art.update(extra())
     t_log = str(thread_counts[0]) if str(thread_counts[0]) in latency else next(iter(latency))
     lat = latency[t_log]
     log.info("evaluated %-28s acc=%.4f agree=%.4f p50=%.2fms p95=%.2fms (%s thr) %.0f KB", label,

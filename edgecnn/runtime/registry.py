@@ -50,6 +50,8 @@ class RuntimeSpec:
         smoke: a check run once by :meth:`available` (raises when the runtime cannot run here).
         description: one line for docs and ``--help``.
         install: what to ``pip install`` when the package is missing (default: ``package``).
+        accepts: a check of one artifact beyond its suffix: None when the runtime runs it, else why not
+            (TFLite Micro refuses float ``.tflite`` files); None = every file with a listed suffix.
     """
 
     name: str
@@ -65,10 +67,17 @@ class RuntimeSpec:
     smoke: Callable[[], None] | None = None
     description: str = ""
     install: str = ""
+    accepts: Callable[[Path], str | None] | None = None
 
     def runs(self, path: str | os.PathLike) -> bool:
-        """Whether this runtime opens an artifact with this file name."""
-        return _suffix(path) in self.suffixes
+        """Whether this runtime opens this artifact: its suffix, and its content where ``accepts`` checks it."""
+        return self.refusal(path) is None
+
+    def refusal(self, path: str | os.PathLike) -> str | None:
+        """None when this runtime runs the artifact, else why not."""
+        if _suffix(path) not in self.suffixes:
+            return f"it runs {', '.join(self.suffixes)} artifacts"
+        return None if self.accepts is None else self.accepts(Path(path))
 
     def version(self) -> str | None:
         """The installed version of the runtime's package, or None when it is not installed."""
@@ -116,7 +125,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
                      default_for: tuple[str, ...] | None = None, options: Mapping[str, Any] | None = None,
                      server_options: Mapping[str, Any] | None = None, platform: str | None = None,
                      thread_safe: bool = True, smoke: Callable[[], None] | None = None, description: str = "",
-                     install: str = ""):
+                     install: str = "", accepts: Callable[[Path], str | None] | None = None):
     """Class decorator: register a Runner subclass as the runtime ``name``.
 
     Args:
@@ -125,7 +134,8 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
         package: PyPI distribution (its version is reported).
         module: importable module that proves the package is installed (default: ``package``).
         default_for: suffixes for which it is the default (default: all of ``suffixes``).
-        options, server_options, platform, thread_safe, smoke, description, install: see :class:`RuntimeSpec`.
+        options, server_options, platform, thread_safe, smoke, description, install, accepts: see
+            :class:`RuntimeSpec`.
 
     Raises:
         EdgecnnError: the name is taken, or another runtime is already the default for a suffix.
@@ -146,7 +156,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
             name=name, suffixes=tuple(suffixes), default_for=default_for, package=package,
             module=module or package, runner=cls, options=MappingProxyType(dict(options or {})),
             server_options=MappingProxyType(dict(server_options or {})), platform=platform,
-            thread_safe=thread_safe, smoke=smoke, description=description, install=install,
+            thread_safe=thread_safe, smoke=smoke, description=description, install=install, accepts=accepts,
         )
         return cls
 
@@ -234,10 +244,11 @@ def load_runner(path: str | os.PathLike, threads: int | None = None, *, runtime:
         spec = candidates[0]
     else:
         spec = get_runtime(runtime)
-        if not spec.runs(path):
+        why = spec.refusal(path)
+        if why is not None:
             others = ", ".join(r.name for r in candidates) or "none"
-            raise EdgecnnError(f"runtime {runtime!r} cannot run {path.name!r}: it runs "
-                               f"{', '.join(spec.suffixes)} artifacts. Runtimes for this file: {others}.")
+            raise EdgecnnError(f"runtime {runtime!r} cannot run {path.name!r}: {why}. "
+                               f"Runtimes for this file: {others}.")
     ok, why = spec.available()
     if not ok:
         raise EdgecnnError(f"runtime {spec.name!r} is not available on this machine: {why}.")

@@ -1,0 +1,408 @@
+"""TensorFlow Lite Micro (the ``tflite-micro`` package): int8 ``.tflite`` files in the MCU interpreter.
+
+TFLM is what Cortex-M and ESP32 firmware runs: reference kernels, one static tensor arena, no
+dynamic allocation. Its Python ``Interpreter`` is the same C++ interpreter, so running a file here
+answers "does it give the same answers" (accuracy, agreement with LiteRT's XNNPACK kernels) and
+"does it fit" (the arena) with measurements instead of estimates.
+
+    runner = load_runner("export/run/model.int8.tflite", runtime="tflm")  # LiteRT stays the .tflite default
+    runner(images)                    # float32 RGB 0-255 NHWC in, probabilities out (batch 1, looped)
+    runner.extra_figures()["mcu"]     # {"arena_bytes", "flash_bytes", "ops", "tflm_version", ...}
+    find_arena_size(data)             # the smallest arena that works, by bisection with the interpreter
+
+The runtime runs only files whose activations are quantised (int8/int16): a float, float16 or
+dynamic-range file is refused by name (:func:`tflm_refusal`), so the evaluator never measures an
+fp32 file in it. It also opens ``model.int8.tflm/`` (the firmware folder written by
+``edgecnn.export.tflm_c``) by reading the bytes back out of its C array, so the evaluated model is
+the one that is flashed.
+
+Memory rules (:func:`mcu_figures`):
+- ``arena_bytes``: the smallest ``arena_size`` with which the interpreter allocates and invokes,
+  found by bisection to the byte (each try is one real ``AllocateTensors`` + ``Invoke``). The Python
+  interpreter is a 64-bit build: its per-tensor and per-node structs are larger than on a 32-bit
+  MCU, so the figure is an upper bound for Cortex-M / ESP32 (reference kernels).
+- alignment: TFLM aligns the arena's start to 16 bytes and loses up to 15 bytes otherwise; declare
+  ``alignas(16) uint8_t tensor_arena[N]``.
+- ``arena_recommended_bytes``: ``arena_bytes`` + 10 % headroom (optimised kernels such as CMSIS-NN
+  or ESP-NN ask for scratch buffers the reference kernels do not) + 16 bytes of alignment slack,
+  rounded up to 1 KiB.
+- ``flash_bytes``: the model's bytes + an ESTIMATE of the code: the TFLM core runtime (16 KiB, the
+  figure TFLM's README gives for a Cortex-M3) + per kernel used, 6 KiB for convolution-like ops and
+  2 KiB for the others (int8 reference kernels, -Os). Link the firmware and read its map file for
+  the exact number.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import EdgecnnError
+from edgecnn.runtime.base import Runner, TensorSpec, dequantize, quantize
+from edgecnn.runtime.registry import register_runtime
+
+FIRMWARE_FOLDER_SUFFIX = ".tflm"     # the folder edgecnn.export.tflm_c writes
+FIRMWARE_ARRAY_FILE = "model_data.cc"
+ARENA_ALIGNMENT = 16
+ARENA_HEADROOM = 0.10
+CORE_RUNTIME_BYTES = 16 * 1024       # TFLM README: "the core runtime just fits in 16 KB on an Arm Cortex M3"
+KERNEL_BYTES_LARGE = 6 * 1024        # convolution-like reference kernels (estimate)
+KERNEL_BYTES_SMALL = 2 * 1024        # every other kernel (estimate)
+_LARGE_KERNELS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
+                  "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF"}
+_MAX_ARENA = 512 * 1024 * 1024
+
+# Ops TFLM lacks (or lacks in int8) and what to build instead; anything else gets the generic fix.
+_FIXES = {
+    "GELU": "use relu, relu6 or hard_swish (TFLM has HARD_SWISH) instead of gelu",
+    "EXP": "TFLM's EXP is float-only: replace elu/selu/softplus/exp with relu or relu6",
+    "REDUCE_PROD": "use a sum or mean reduction (GlobalAveragePooling2D) instead of a product",
+    "SIGN": "drop the sign op or replace it with a relu-based step",
+    "LOG": "TFLM's LOG is float-only: keep log out of the int8 graph",
+}
+_GENERIC_FIX = ("rebuild that layer from ops TFLM has in int8 (conv, depthwise conv, dense, relu/relu6/hard_swish, "
+                "average/max pooling, add, mul, reshape, softmax), or register it as a custom op in the firmware")
+
+_lock = threading.Lock()   # fd 2 is redirected while the interpreter is built: one at a time per process
+
+
+@dataclass(frozen=True)
+class OpUse:
+    """One operator of the model: its position, TFLM name (``CONV_2D``; ``CUSTOM:<code>`` for custom ops),
+    the Keras layer(s) it came from, and its output tensor's bytes (the activation it writes)."""
+
+    index: int
+    op: str
+    layer: str
+    output_bytes: int
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the flatbuffer (tflite_micro's runtime module carries the schema; no TensorFlow)
+@lru_cache(maxsize=1)
+def _enums() -> tuple[dict[int, str], dict[int, str]]:
+    from tflite_micro import runtime
+
+    fb = runtime.schema_fb
+    ops = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+    return ops, types
+
+
+_TYPE_BYTES = {"INT8": 1, "UINT8": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4, "INT64": 8, "BOOL": 1}
+
+
+def _layer(tensor_name: bytes | str | None) -> str:
+    """Keras layer names in a TFLite tensor name.
+
+    ``model/ds1_pw_relu/Relu6;model/ds1_pw/Conv2D`` -> ``ds1_pw+ds1_pw_relu`` (fused layers, first to last).
+    """
+    name = tensor_name.decode() if isinstance(tensor_name, bytes) else (tensor_name or "?")
+    layers = []
+    for part in name.split(";"):
+        bits = part.split("/")
+        layer = bits[1] if len(bits) > 2 else bits[0]
+        if layer not in layers:
+            layers.append(layer)
+    return "+".join(reversed(layers))
+
+
+def _parse(data: bytes):
+    from tflite_micro import runtime
+
+    return runtime.convert_bytearray_to_object(bytearray(data))
+
+
+def model_ops(data: bytes) -> list[OpUse]:
+    """Every operator of a ``.tflite`` flatbuffer in execution order (subgraph 0).
+
+    Example:
+        >>> [u.op for u in model_ops(open("model.int8.tflite", "rb").read())][:3]   # doctest: +SKIP
+        ['SUB', 'MUL', 'PAD']
+    """
+    from tflite_micro import runtime
+
+    ops, types = _enums()
+    model = _parse(data)
+    sg = model.subgraphs[0]
+    out = []
+    for i, op in enumerate(sg.operators or []):
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = ops.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
+        if builtin == "CUSTOM":
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            builtin = f"CUSTOM:{custom}"
+        t = sg.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None
+        nbytes = 0 if t is None else int(np.prod([max(int(s), 1) for s in t.shape])) * _TYPE_BYTES.get(
+            types.get(t.type, ""), 4)
+        out.append(OpUse(i, builtin, _layer(None if t is None else t.name), nbytes))
+    return out
+
+
+def tflm_refusal(path: str | os.PathLike) -> str | None:
+    """None when TFLM runs this artifact, else why not (float, float16 or dynamic-range ``.tflite``).
+
+    A path that does not exist yet, or a firmware folder, is judged by its name only (accepted).
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".tflite" or not p.is_file():
+        return None
+    st = p.stat()
+    return _refusal_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _refusal_cached(path: str, _size: int, _mtime: int) -> str | None:
+    return _refusal_of_bytes(Path(path).read_bytes(), Path(path).name)
+
+
+def _refusal_of_bytes(data: bytes, name: str) -> str | None:
+    try:
+        _, types = _enums()
+        sg = _parse(data).subgraphs[0]
+        quantised = any(types.get(sg.tensors[o].type) in ("INT8", "INT16")
+                        for op in (sg.operators or []) for o in (op.outputs if op.outputs is not None else []))
+    except Exception as e:  # noqa: BLE001 - an unreadable flatbuffer: LiteRT will say why; TFLM does not claim it
+        return f"{name} is not a readable .tflite flatbuffer ({type(e).__name__}: {e})"
+    if not quantised:
+        return (f"{name} has float activations; TFLite Micro runs int8 models here. Export the "
+                "'tflite-int8' format (model.int8.tflite) for microcontrollers.")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the interpreter, with TFLM's stderr captured for the error messages
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirect fd 2 (where TFLM's MicroPrintf writes) into a buffer; yields a list that gets the text."""
+    out: list[str] = []
+    with _lock, tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def _try(data: bytes, arena: int):
+    """(interpreter, "") when the model allocates and invokes in ``arena`` bytes, else (None, TFLM's log)."""
+    from tflite_micro import runtime
+
+    with _captured_stderr() as log:
+        try:
+            interp = runtime.Interpreter.from_bytes(data, arena_size=int(arena))
+            d = interp.get_input_details(0)
+            interp.set_input(np.zeros(tuple(int(s) for s in d["shape"]), d["dtype"]), 0)
+            interp.invoke()
+            ok = interp
+        except (RuntimeError, ValueError):
+            ok = None
+    return ok, ("" if ok is not None else log[0])
+
+
+def _missing_op_error(data: bytes, log: str, name: str) -> EdgecnnError | None:
+    """The one clear error for an op TFLM lacks (or lacks for this type), naming the op and the layer."""
+    uses = model_ops(data)
+    m = re.search(r"Didn't find op for builtin opcode '(\w+)'", log)
+    if m:
+        op = m.group(1)
+        layers = [u.layer for u in uses if u.op == op]
+        what = f"TFLite Micro has no {op} kernel"
+    else:
+        m = re.search(r"Node (\w+) \(number (\d+)\) failed to prepare", log)
+        if not m:
+            m2 = re.search(r"custom op '?([\w.]+)'?", log, re.IGNORECASE)
+            if not m2:
+                return None
+            op, layers = f"CUSTOM:{m2.group(1)}", [u.layer for u in uses if u.op.startswith("CUSTOM")]
+            what = "TFLite Micro has no kernel for the custom op " + m2.group(1)
+        else:
+            op, idx = m.group(1), int(m.group(2))
+            layers = [uses[idx].layer] if idx < len(uses) else [u.layer for u in uses if u.op == op]
+            detail = next((ln.strip() for ln in log.splitlines() if ln.strip() and "failed to prepare" not in ln), "")
+            what = f"TFLite Micro's {op} kernel cannot run this {op} ({detail})" if detail else \
+                f"TFLite Micro's {op} kernel cannot run this {op}"
+    fix = _FIXES.get(op, _GENERIC_FIX)
+    layer = ", ".join(dict.fromkeys(layers)) or "?"
+    return EdgecnnError(f"{name}: {what}; needed by layer {layer}. Fix: {fix}.")
+
+
+def _failure(data: bytes, log: str, name: str, arena: int) -> EdgecnnError:
+    err = _missing_op_error(data, log, name)
+    if err is not None:
+        return err
+    last = " | ".join(ln.strip() for ln in log.strip().splitlines()[-3:]) or "no message"
+    return EdgecnnError(f"{name}: TFLite Micro could not run the model with a {arena}-byte arena: {last}.")
+
+
+def _working_arena(data: bytes, name: str) -> tuple[object, int]:
+    """An interpreter with an arena that works, doubling from 10x the model (TFLM's own default)."""
+    arena = max(64 * 1024, 10 * len(data))
+    while True:
+        interp, log = _try(data, arena)
+        if interp is not None:
+            return interp, arena
+        err = _missing_op_error(data, log, name)
+        if err is not None:
+            raise err
+        if arena >= _MAX_ARENA:
+            raise _failure(data, log, name, arena)
+        arena = min(arena * 2, _MAX_ARENA)
+
+
+def find_arena_size(data: bytes, name: str = "model") -> int:
+    """The smallest tensor arena (bytes) with which TFLM allocates and invokes the model, by bisection.
+
+    Args:
+        data: the ``.tflite`` flatbuffer.
+        name: how errors name the model.
+
+    Returns:
+        The size N such that N bytes work and N - 1 do not (the interpreter's buffer is 16-byte aligned).
+
+    Raises:
+        EdgecnnError: an op TFLM lacks (naming the op, the layer and the fix), or a model that does not
+            run even in a 512 MiB arena.
+    """
+    _, hi = _working_arena(data, name)
+    lo = 0                      # lo fails (or is 0), hi works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _try(data, mid)[0] is not None:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def kernel_bytes_estimate(ops: list[str]) -> int:
+    """Estimated flash for TFLM's core runtime and the kernels of these ops (see the module docstring)."""
+    return CORE_RUNTIME_BYTES + sum(KERNEL_BYTES_LARGE if op in _LARGE_KERNELS else KERNEL_BYTES_SMALL
+                                    for op in sorted(set(ops)))
+
+
+def mcu_figures(data: bytes, name: str = "model") -> dict:
+    """Arena, flash and ops of a model in TFLM, as written into report.json's ``"mcu"`` entry.
+
+    Returns:
+        ``arena_bytes`` (minimal, measured), ``arena_recommended_bytes``, ``flash_bytes`` (model +
+        estimated code), ``model_bytes``, ``kernel_bytes_estimate``, ``ops`` (distinct, in first-use
+        order), ``op_count``, ``peak_layer`` (the layer writing the largest activation),
+        ``tflm_version`` and ``rules`` (how each figure is found).
+    """
+    arena = find_arena_size(data, name)
+    uses = model_ops(data)
+    ops = list(dict.fromkeys(u.op for u in uses))
+    kernels = kernel_bytes_estimate(ops)
+    peak = max(uses, key=lambda u: u.output_bytes, default=None)
+    recommended = -(-int(arena * (1 + ARENA_HEADROOM) + ARENA_ALIGNMENT) // 1024) * 1024
+    return {
+        "arena_bytes": arena, "arena_recommended_bytes": recommended,
+        "flash_bytes": len(data) + kernels, "model_bytes": len(data), "kernel_bytes_estimate": kernels,
+        "ops": ops, "op_count": len(uses),
+        "peak_layer": None if peak is None else {"layer": peak.layer, "op": peak.op, "output_bytes": peak.output_bytes},
+        "tflm_version": tflm_version(),
+        "rules": {
+            "arena": "smallest arena_size that allocates and invokes, by bisection with the TFLM interpreter "
+                     "(64-bit build: an upper bound for 32-bit MCUs; reference kernels)",
+            "alignment": f"declare alignas({ARENA_ALIGNMENT}) uint8_t tensor_arena[N]; unaligned arenas lose up "
+                         f"to {ARENA_ALIGNMENT - 1} bytes",
+            "recommended": f"arena_bytes + {ARENA_HEADROOM:.0%} (optimised kernels' scratch) + {ARENA_ALIGNMENT} "
+                           "bytes, rounded up to 1 KiB",
+            "flash": f"model bytes + {CORE_RUNTIME_BYTES // 1024} KiB core runtime + {KERNEL_BYTES_LARGE // 1024} "
+                     f"KiB per conv-like kernel + {KERNEL_BYTES_SMALL // 1024} KiB per other kernel (estimate)",
+        },
+    }
+
+
+def tflm_version() -> str:
+    try:
+        return _dist_version("tflite-micro")
+    except Exception:  # noqa: BLE001 - a version we cannot read is reported as unknown, not raised
+        return "unknown"
+
+
+def read_firmware_array(folder: str | os.PathLike) -> bytes:
+    """The model bytes held in a firmware folder's ``model_data.cc`` C array."""
+    src = Path(folder) / FIRMWARE_ARRAY_FILE
+    if not src.is_file():
+        raise EdgecnnError(f"{Path(folder).name}: no {FIRMWARE_ARRAY_FILE} in the firmware folder; export the "
+                           "'tflm-c' format again.")
+    text = src.read_text()
+    body = text[text.index("{", text.index("[]")) + 1:text.index("};")]
+    return bytes(int(h, 16) for h in re.findall(r"0x([0-9a-fA-F]{2})", body))
+
+
+def _smoke() -> None:
+    """Run a tiny int8-free check that the interpreter loads: its own bundled sine model."""
+    from tflite_micro import runtime
+
+    sample = Path(runtime.__file__).with_name("sine_float.tflite")
+    if sample.is_file():
+        with _captured_stderr():
+            interp = runtime.Interpreter.from_file(str(sample), arena_size=16 * 1024)
+            interp.set_input(np.zeros((1, 1), np.float32), 0)
+            interp.invoke()
+
+
+# One interpreter holds one set of tensors: concurrent invoke() calls corrupt each other (thread_safe=False).
+@register_runtime("tflm", suffixes=(".tflite", FIRMWARE_FOLDER_SUFFIX), default_for=(FIRMWARE_FOLDER_SUFFIX,),
+                  package="tflite-micro", module="tflite_micro", thread_safe=False, smoke=_smoke,
+                  accepts=tflm_refusal,
+                  description="TensorFlow Lite Micro interpreter (reference kernels): int8 .tflite, exact arena size")
+class TFLMRunner(Runner):
+    """A TFLM interpreter at batch 1 (larger batches loop); ``threads`` is ignored (MCUs have one core)."""
+
+    def __init__(self, path, threads=None):
+        super().__init__(path, threads)
+        from tflite_micro import runtime  # noqa: F401 - fail here, with the install hint, if it is missing
+
+        p = Path(path)
+        self.data = read_firmware_array(p) if p.is_dir() else p.read_bytes()
+        why = _refusal_of_bytes(self.data, p.name)
+        if why:
+            raise EdgecnnError(why)
+        self.interpreter, self.arena_size = _working_arena(self.data, p.name)
+        uses = model_ops(self.data)
+        model = _parse(self.data)
+        sg = model.subgraphs[0]
+        self.input = _spec(self.interpreter.get_input_details(0), sg.tensors[sg.inputs[0]].name)
+        self.output = _spec(self.interpreter.get_output_details(0), sg.tensors[sg.outputs[0]].name)
+        self.ops = list(dict.fromkeys(u.op for u in uses))
+        self._figures: dict | None = None
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        out = np.empty((len(images), *self.output.shape[1:]), np.float32)
+        for i, img in enumerate(images):
+            x = img[None]
+            x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
+            self.interpreter.set_input(x, 0)
+            self.interpreter.invoke()
+            out[i] = dequantize(np.asarray(self.interpreter.get_output(0)), self.output)[0]
+        return out
+
+    def extra_figures(self) -> dict:
+        """``{"mcu": mcu_figures(...)}`` for the evaluator's report.json entry (computed once per runner)."""
+        if self._figures is None:
+            self._figures = {"mcu": mcu_figures(self.data, self.path.name)}
+        return self._figures
+
+
+def _spec(d: dict, name: bytes | str | None) -> TensorSpec:
+    q = d.get("quantization_parameters") or {}
+    scales, zeros = q.get("scales"), q.get("zero_points")
+    quant = (float(scales[0]), int(zeros[0])) if scales is not None and len(scales) and float(scales[0]) else None
+    nm = name.decode() if isinstance(name, bytes) else (name or "")
+    return TensorSpec(nm, tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name, quant)
