@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "run", "EdgecnnError", "__version__"]
+__all__ = ["create_model", "list_models", "run", "import_model", "EdgecnnError", "__version__"]
 
 from edgecnn.errors import EdgecnnError  # noqa: E402  (after the env var on purpose)
 
@@ -31,4 +31,8 @@ def __getattr__(name: str):
         from edgecnn.pipeline import run
 
         return run
+    if name == "import_model":
+        from edgecnn.pipeline import import_model
+
+        return import_model
     raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")

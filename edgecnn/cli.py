@@ -184,6 +184,27 @@ def check(run_dir: Path = typer.Argument(..., help="run directory with exported 
     raise typer.Exit(result.exit_code)
 
 
+@app.command("import")
+def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite"),
+            data: Path = typer.Option(..., help="class-per-folder images (evaluation, calibration)"),
+            output: Path = typer.Option(..., help="the run directory to create (must not exist)"),
+            labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order"),
+            input_size: Optional[int] = typer.Option(None, "--input-size", help="side, for dynamic-size models"),
+            preprocess: str = typer.Option("raw", help="what the model expects: raw|unit|symmetric|imagenet|caffe"),
+            bgr: bool = typer.Option(False, "--bgr", help="the model expects BGR channel order"),
+            trust_code: bool = typer.Option(False, "--trust-code", help="allow Lambda layers (runs their code)"),
+            recipe: Optional[Path] = typer.Option(None, help="a recipe YAML for export/compress/evaluate/budgets"),
+            verbose: bool = typer.Option(False, "-v", "--verbose")):
+    """Import a model trained elsewhere into a run directory, export and evaluate it (exit 1 if a budget breaks)."""
+    _setup_logging(verbose)
+    from edgecnn.pipeline import import_model
+
+    result = import_model(model, data=data, output=output, labels=labels, input_size=input_size,
+                          preprocess=preprocess, bgr=bgr, trust_code=trust_code, recipe=recipe)
+    _print_result(result)
+    raise typer.Exit(0 if result.ok else EXIT_BUDGET)
+
+
 @app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, or several to compare"),
            out_dir: Path = typer.Option(Path("export/compare"), "--out", help="where a comparison is written")):

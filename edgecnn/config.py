@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from edgecnn._strict import Strict
 from edgecnn.budget_schema import (
@@ -196,7 +196,22 @@ class EvaluateConfig(_Strict):
         return None if v is None else _known_names(v, runtime_names(), "runtime")
 
 
+class ImportConfig(_Strict):
+    """The ``import:`` section: where an imported run's model came from (``edgecnn import``), as provenance."""
+
+    source: str = Field(..., description="the model file or SavedModel folder that was imported")
+    source_format: Literal["tf_keras", "keras3", "savedmodel", "onnx", "tflite"]
+    preprocess: Literal["raw", "unit", "symmetric", "imagenet", "caffe"] = "raw"
+    bgr: bool = False
+    trust_code: bool = False
+    input_size: int | None = Field(None, ge=16, le=1024, description="the square side, for dynamic-size models")
+    labels: str | None = Field(None, description="labels.txt given with --labels (else the data's class names)")
+
+
 class Recipe(_Strict):
+    # `import` is a Python keyword: the field is import_, the YAML key is import
+    model_config = ConfigDict(**_Strict.model_config, serialize_by_alias=True, validate_by_name=True)
+
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     data: DataConfig = DataConfig()
@@ -207,6 +222,7 @@ class Recipe(_Strict):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     evaluate: EvaluateConfig = EvaluateConfig()
     budgets: BudgetsConfig = BudgetsConfig()
+    import_: ImportConfig | None = Field(None, alias="import", description="set by `edgecnn import`")
 
     def section_dump(self, *sections: str) -> dict[str, Any]:
         return {s: getattr(self, s).model_dump(mode="json") for s in sections}

@@ -6,6 +6,7 @@ recipe is cheap and a killed run resumes where it stopped (training resumes mid-
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -86,6 +87,71 @@ class Run:
                              "outputs": {o: sha256_file(self.dir / o) if hashed else "" for o in outputs}}
         self._save_state()
 
+    # -- imported runs ------------------------------------------------------------------------
+    def import_record(self) -> dict | None:
+        """What the import stage did (route, reference, preprocessing), or None for a trained run."""
+        if self.recipe.import_ is None:
+            return None
+        return self.state.get("train", {}).get("import")
+
+    @property
+    def reference(self) -> str:
+        """The float model agreement is measured against: model.keras, or an imported ONNX/TFLite source."""
+        rec = self.import_record()
+        return rec["reference"] if rec else "model.keras"
+
+    def import_source(self, force: bool = False) -> bool:
+        """The train stage of an imported run: write model.keras (Keras sources) or the ONNX/TFLite
+        artifacts from ``recipe.import_``. Returns True when it imported."""
+        from edgecnn.importing import import_source
+
+        imp = self.recipe.import_
+        src = Path(imp.source)
+        digest = sha256_file(src) if src.is_file() else _fp(sorted(
+            (str(p.relative_to(src)), sha256_file(p)) for p in src.rglob("*") if p.is_file()))
+        e = self.recipe.export
+        fp = _fp(digest, imp.model_dump(mode="json"), self.dataset().fingerprint(), e.calibration_images,
+                 e.onnx_calibration, e.onnx_per_channel)
+        rec = self.state.get("train", {})
+        if not force and rec.get("imported") and self._done("train", fp, list(rec.get("outputs", {}))):
+            log.info("import: up to date, skipped")
+            return False
+        from edgecnn.data.loader import calibration_arrays
+        from edgecnn.export.manifest import add_artifact, init_manifest
+        from edgecnn.runtime import load_runner
+
+        ds = self.dataset()
+        result = import_source(src, self.dir, classes=ds.classes, input_size=imp.input_size,
+                               preprocess=imp.preprocess, bgr=imp.bgr, trust_code=imp.trust_code,
+                               calibration=lambda size: calibration_arrays(ds, size, e.calibration_images,
+                                                                           seed=self.recipe.train.seed),
+                               opset=e.opset, onnx_calibration=e.onnx_calibration,
+                               onnx_per_channel=e.onnx_per_channel)
+        for note in result.notes:
+            log.info("import: %s", note)
+        self.recipe.model.input_size = result.input_size
+        write_text(self.dir / "recipe.yaml", dump_recipe(self.recipe))
+        record = {**result.to_json(), "source": str(src), "preprocessing": result.preprocessing}
+        init_manifest(self.dir, name=self.recipe.name, labels=ds.classes,
+                      model={"name": src.name, "input_size": result.input_size, "num_classes": len(ds.classes),
+                             "family": f"imported ({result.source_format})"},
+                      preprocessing={**result.preprocessing, "resize": [result.input_size] * 2})
+        init_manifest(self.dir, **{"import": record})
+        self.state.pop("export", None)
+        for name, art in result.artifacts.items():
+            runner = load_runner(self.dir / name, threads=1)
+            add_artifact(self.dir, name, stage="import", input=runner.input.to_json(),
+                         output=runner.output.to_json(),
+                         calibration_images=e.calibration_images if art["precision"] == "int8" and
+                         result.source_format != "tflite" else None, **art)
+        outputs = ["model.keras"] if result.route == "keras" else list(result.artifacts)
+        self._mark("train", fp, outputs)
+        self.state["train"].update({"imported": True, "import": record})
+        for stage in ("compress", "export", "evaluate"):
+            self.state.pop(stage, None)
+        self._save_state()
+        return True
+
     # -- stages --------------------------------------------------------------------------------
     @property
     def input_size(self) -> int:
@@ -110,6 +176,8 @@ class Run:
             self._dataset = discover(path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                                      seed=d.split_seed, min_images_per_class=d.min_images_per_class,
                                      skip_bad_images=d.skip_bad_images)
+            if self.recipe.import_ is not None and self.recipe.import_.labels:
+                self._dataset = _order_classes(self._dataset, self.recipe.import_.labels)
             ds = self._dataset
             for p, why in ds.skipped:
                 log.warning("skipped unreadable image %s (%s)", p, why)
@@ -127,7 +195,16 @@ class Run:
                    r.data.augment.model_dump(mode="json"), r.data.batch_size)
 
     def train(self, force: bool = False) -> bool:
-        """Train unless model.keras is current. Returns True when it trained."""
+        """Train unless model.keras is current. Returns True when it trained.
+
+        An imported run's train stage is the import itself (:meth:`import_source`): nothing to train."""
+        if self.recipe.import_ is not None:
+            rec = self.state.get("train", {})
+            if not rec.get("imported") or not self._done("train", rec["fingerprint"], list(rec["outputs"])):
+                raise EdgecnnError(f"{str(self.dir)!r} is an imported run whose imported files are missing or "
+                                   f"changed; import again with `edgecnn import {self.recipe.import_.source} ...`.")
+            log.info("train: imported model (%s), nothing to train", self.recipe.import_.source_format)
+            return False
         fp = self.train_fingerprint()
         if not force and self._done("train", fp, ["model.keras", "history.json"]):
             log.info("train: up to date (model.keras), skipped")
@@ -192,6 +269,11 @@ class Run:
         from edgecnn.export import ExportContext, format_depth, get_format
         from edgecnn.export.manifest import init_manifest
 
+        imported = self.import_record()
+        if imported and imported["route"] != "keras":
+            log.info("export: the %s artifacts were written by the import stage; nothing to export",
+                     imported["source_format"])
+            return []
         if not (self.dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
         formats = formats or self.recipe.export.formats
@@ -213,11 +295,12 @@ class Run:
 
         ds = self.dataset()
         size = self.input_size
-        entry = get_model_entry(self.recipe.model.name)
-        init_manifest(self.dir, name=self.recipe.name,
-                      model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
-                             "family": entry.family, **self.recipe.model.args},
-                      labels=ds.classes)
+        if not imported:
+            entry = get_model_entry(self.recipe.model.name)
+            init_manifest(self.dir, name=self.recipe.name,
+                          model={"name": self.recipe.model.name, "input_size": size, "num_classes": len(ds.classes),
+                                 "family": entry.family, **self.recipe.model.args},
+                          labels=ds.classes)
         todo = [s for s in specs if force or not self._export_current(s, fp_of(s))]
         if not todo:
             log.info("export: all %d artifacts up to date, skipped", len(specs))
@@ -228,7 +311,8 @@ class Run:
 
         model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
         # What the graph's own normalize layer does (ImageNet mean/std, [-1, 1], Caffe mean...).
-        init_manifest(self.dir, preprocessing={**preprocessing_of(model), "resize": [size, size]})
+        pre = imported["preprocessing"] if imported else preprocessing_of(model)
+        init_manifest(self.dir, preprocessing={**pre, "resize": [size, size]})
         calib = None
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
@@ -290,8 +374,9 @@ class Run:
         from edgecnn.report import render_markdown, render_report
 
         manifest = read_manifest(self.dir)
+        reference = self.reference
         fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()},
-                 sha256_file(self.dir / "model.keras"), self.recipe.evaluate.model_dump(mode="json"),
+                 sha256_file(self.dir / reference), self.recipe.evaluate.model_dump(mode="json"),
                  self.dataset().fingerprint())
         report_path = self.dir / "report.json"
         if not force and self._done("evaluate", fp, ["report.json"]):
@@ -301,7 +386,13 @@ class Run:
             from edgecnn.data.loader import load_arrays
 
             images, labels = load_arrays(self.dataset(), "test", self.input_size)
-            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes)
+            with _reference(reference, manifest):
+                report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes)
+            if reference != "model.keras":  # an imported ONNX/TFLite source is its own float reference
+                report["artifacts"][reference].update({k: manifest["artifacts"][reference][k]
+                                                       for k in ("format", "precision")})
+            if self.import_record():
+                report["import"] = self.import_record()
         report.pop("compress", None)
         if self.recipe.compress.enabled and (self.dir / "compress.json").is_file():
             report["compress"] = json.loads((self.dir / "compress.json").read_text())
@@ -350,3 +441,121 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
     r.compress(force=force)
     r.export(force=force)
     return r.evaluate(force=force)
+
+
+def _order_classes(ds, labels_file: str):
+    """Put the dataset's class indices in the model's output order, read from ``labels_file``."""
+    labels = [line.strip() for line in Path(labels_file).read_text().splitlines() if line.strip()]
+    if sorted(labels) != sorted(ds.classes):
+        raise EdgecnnError(f"{labels_file}: the labels {labels} are not the data's class folders {ds.classes}; "
+                           "name one class folder per model output, with the same names as labels.txt.")
+    index = {c: labels.index(c) for c in ds.classes}
+    ds.splits = {s: [(p, index[ds.classes[y]]) for p, y in items] for s, items in ds.splits.items()}
+    ds.classes = labels
+    return ds
+
+
+@contextlib.contextmanager
+def _reference(name: str, manifest: dict):
+    """Evaluate against ``name`` instead of model.keras (an imported ONNX/TFLite source).
+
+    evaluate_artifacts reads its module constant REFERENCE; a ``reference=`` argument there would
+    replace this (asked of edgecnn/evaluate/run.py's owner).
+    """
+    from edgecnn.evaluate import run as evaluate_run
+
+    old = evaluate_run.REFERENCE
+    evaluate_run.REFERENCE = name
+    try:
+        yield
+    finally:
+        evaluate_run.REFERENCE = old
+
+
+def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: str | os.PathLike,
+                 labels: str | os.PathLike | None = None, input_size: int | None = None, preprocess: str = "raw",
+                 bgr: bool = False, trust_code: bool = False, recipe: Recipe | str | os.PathLike | dict | None = None,
+                 evaluate: bool = True) -> RunResult:
+    """Import a model trained elsewhere into a new run directory and export/evaluate it like a trained one.
+
+    The run is built in a temporary folder beside ``output`` and renamed at the end, so a failure
+    leaves nothing behind. Later stages (``edgecnn compress/export/evaluate/check/serve``) work on it
+    unchanged.
+
+    Args:
+        model: a tf_keras ``.h5``/``.keras``, a Keras 3 ``.keras``, a SavedModel folder, ``.onnx`` or ``.tflite``.
+        data: a class-per-folder image tree (evaluation, calibration, compression).
+        output: the run directory to create (must not exist).
+        labels: labels.txt, one class per model output in output order (default: the data's folder names).
+        input_size: the square side, needed when the model's input size is dynamic.
+        preprocess: what the model expects: ``raw`` (0-255), ``unit`` (0-1), ``symmetric`` (-1..1),
+            ``imagenet`` (mean/std), ``caffe`` (BGR minus mean); a leading Rescaling/Normalization
+            layer is detected and wins.
+        bgr: the model expects BGR channel order.
+        trust_code: allow Lambda layers (arbitrary code) in Keras files.
+        recipe: a base recipe (Recipe, YAML path or dict) for export/compress/evaluate/budgets settings.
+        evaluate: export and evaluate now (False: only the import stage).
+
+    Returns:
+        RunResult of the evaluation (``report`` None when ``evaluate`` is False).
+
+    Raises:
+        EdgecnnError: not a model file, custom or Lambda layers, several inputs, a dynamic size without
+            ``input_size``, or a class-count mismatch.
+
+    Example:
+        >>> edgecnn.import_model("net.onnx", data="data/defects", output="export/net")  # doctest: +SKIP
+    """
+    import tempfile
+
+    from edgecnn.config import ImportConfig, recipe_from_dict
+
+    output = Path(output)
+    if output.exists():
+        raise EdgecnnError(f"output {str(output)!r} already exists; pass a new --output folder (an import never "
+                           "writes into an existing directory).")
+    if isinstance(recipe, Recipe):
+        base = recipe.model_dump(mode="json")
+    elif isinstance(recipe, dict):
+        base = dict(recipe)
+    elif recipe is not None:
+        base = load_recipe(recipe).model_dump(mode="json")
+    else:
+        base = {}
+    base.setdefault("name", "".join(c if c.isalnum() or c in "._-" else "-" for c in output.resolve().name))
+    source = str(Path(model).resolve())
+    base["import"] = ImportConfig(source=source, source_format=_detect(model), preprocess=preprocess, bgr=bgr,
+                                  trust_code=trust_code, input_size=input_size,
+                                  labels=str(Path(labels).resolve()) if labels else None).model_dump(mode="json")
+    base.setdefault("data", {})
+    base["data"] = {**base["data"], "path": str(Path(data).resolve()), "generate": None}
+    base.setdefault("model", {})["name"] = "imported"
+    r_cfg = recipe_from_dict(base, source="<import>")
+    if r_cfg.import_.source_format in ("onnx", "tflite") and r_cfg.compress.enabled:
+        log.warning("compress: %s sources get post-training int8 only; compress.enabled ignored",
+                    r_cfg.import_.source_format)
+        r_cfg.compress.enabled = False
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.importing-", dir=output.parent))
+    try:
+        r = Run(r_cfg, tmp)
+        write_text(tmp / "recipe.yaml", dump_recipe(r_cfg))
+        r.dataset()
+        r.import_source()
+        result = RunResult(tmp)
+        if evaluate:
+            r.compress()
+            r.export()
+            result = r.evaluate()
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.run_dir = output
+    return result
+
+
+def _detect(model) -> str:
+    from edgecnn.importing import detect_source
+
+    return detect_source(model)

@@ -1,0 +1,265 @@
+"""`edgecnn import`: real models in every source format (tf_keras .h5 and SavedModel, a Keras 3 CNN,
+an NCHW ONNX made with tf2onnx, float and int8 TFLite) imported into ordinary run directories,
+evaluated, their float artifacts agreeing with the source; the preprocessing contract; bad input;
+`edgecnn check` on an imported ONNX run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import EdgecnnError
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 32
+BASE = {"export": {"formats": ["tflite-fp32", "tflite-int8", "onnx"], "calibration_images": 20},
+        "evaluate": {"warmup": 1, "runs": 10, "threads": [1], "runtimes": []}}
+QUICK = "measurement: {warmup_runs: 3, warmup_s: 0.02, window_runs: 10, window_s: 0.04, max_time_s: 2, min_rounds: 4}\n"
+
+
+def _arrays(data: Path, split: str):
+    from edgecnn.data.folders import discover
+    from edgecnn.data.loader import load_arrays
+
+    return load_arrays(discover(data, min_images_per_class=5), split, SIZE)
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_defects, tmp_path_factory):
+    """One small CNN trained on 0-1 inputs (no normalisation in the graph), saved in every format."""
+    from edgecnn._tf import keras, tf
+
+    out = tmp_path_factory.mktemp("sources")
+    x, y = _arrays(tiny_defects, "train")
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+                            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, activation="softmax")],
+                           name="unit_cnn")
+    net.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    net.fit(x / 255.0, y, epochs=15, batch_size=16, verbose=0)
+    net.save(out / "unit_cnn.h5")
+    net.save(out / "unit_cnn_savedmodel", save_format="tf")
+    # NCHW ONNX, as PyTorch would export it: the graph takes (N, 3, H, W) in 0-1.
+    import tf2onnx
+
+    nchw = keras.Sequential([keras.Input((3, SIZE, SIZE)), keras.layers.Permute((2, 3, 1)), net])
+    spec = [tf.TensorSpec((None, 3, SIZE, SIZE), tf.float32, name="input")]
+    proto, _ = tf2onnx.convert.from_keras(nchw, input_signature=spec, opset=17)
+    (out / "unit_cnn_nchw.onnx").write_bytes(proto.SerializeToString())
+    # TFLite files must take 0-255 themselves: a Rescaling layer in front.
+    px = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0), net])
+    conv = tf.lite.TFLiteConverter.from_keras_model(px)
+    (out / "px.fp32.tflite").write_bytes(conv.convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(px)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(20))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    (out / "px.int8.tflite").write_bytes(conv.convert())
+    reference = net.predict(_arrays(tiny_defects, "test")[0] / 255.0, verbose=0)
+    return {"dir": out, "reference": reference}
+
+
+@pytest.fixture(scope="module")
+def keras3_file(tiny_defects, tmp_path_factory) -> Path:
+    """A Keras 3 CNN (the `keras` package) with a Rescaling layer, trained a few steps."""
+    import keras  # Keras 3, not tf_keras
+
+    assert keras.__version__.startswith("3")
+    x, y = _arrays(tiny_defects, "train")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(h)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+    h = keras.layers.Conv2D(16, 1, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    path = tmp_path_factory.mktemp("k3") / "k3_cnn.keras"
+    model.save(path)
+    return path
+
+
+def _import(src, data, out, **kw):
+    from edgecnn.pipeline import import_model
+
+    return import_model(src, data=data, output=out, recipe=BASE, **kw)
+
+
+def _max_dprob(run_dir: Path, name: str, reference: np.ndarray, data: Path) -> float:
+    from edgecnn.runtime import load_runner
+
+    probs = load_runner(run_dir / name, threads=1)(_arrays(data, "test")[0])
+    return float(np.max(np.abs(probs - reference)))
+
+
+@pytest.mark.slow
+def test_tf_keras_h5_and_savedmodel(sources, tiny_defects, tmp_path):
+    """tf_keras .h5 / SavedModel -> model.keras wrapped with (x/255) in the graph -> the normal export."""
+    for src in ("unit_cnn.h5", "unit_cnn_savedmodel"):
+        res = _import(sources["dir"] / src, tiny_defects, tmp_path / src, preprocess="unit")
+        run = res.run_dir
+        assert {"recipe.yaml", "labels.txt", "dataset.json", "manifest.json", "report.json",
+                "model.keras"} <= {p.name for p in run.iterdir()}
+        man = json.loads((run / "manifest.json").read_text())
+        assert man["preprocessing"]["preset"] == "unit" and man["preprocessing"]["std"] == [255.0] * 3
+        assert man["import"]["route"] == "keras" and not man["import"]["post_training_only"]
+        assert "import:" in (run / "recipe.yaml").read_text()
+        rep = res.report
+        assert rep["reference"] == "model.keras" and rep["import"]["source_format"] in ("tf_keras", "savedmodel")
+        for name in ("model.keras", "model.fp32.tflite", "model.onnx"):   # README table: 1e-4
+            assert _max_dprob(run, name, sources["reference"], tiny_defects) < 1e-4, name
+        assert rep["artifacts"]["model.int8.tflite"]["metrics"]["agreement"] >= 0.5
+    assert not list(tmp_path.glob(".*importing*"))
+
+
+@pytest.mark.slow
+def test_wrong_preprocess_shows_in_accuracy(sources, tiny_defects, tmp_path):
+    """The same ONNX imported with the right and a wrong --preprocess: the wrong one loses accuracy."""
+    src = sources["dir"] / "unit_cnn_nchw.onnx"
+    right = _import(src, tiny_defects, tmp_path / "right", preprocess="unit")
+    wrong = _import(src, tiny_defects, tmp_path / "wrong", preprocess="imagenet")
+    man = json.loads((right.run_dir / "manifest.json").read_text())
+    assert man["preprocessing"]["source_layout"] == "NCHW" and man["preprocessing"]["layout"] == "NHWC"
+    rep = right.report
+    assert rep["reference"] == "model.onnx" and rep["artifacts"]["model.onnx"]["format"] == "onnx"
+    assert set(rep["artifacts"]) == {"model.onnx", "model.int8.onnx"}
+    assert _max_dprob(right.run_dir, "model.onnx", sources["reference"], tiny_defects) < 1e-4
+    acc = rep["artifacts"]["model.onnx"]["metrics"]["accuracy"]
+    assert acc >= 0.5
+    assert wrong.report["artifacts"]["model.onnx"]["metrics"]["accuracy"] < acc - 0.15
+
+
+@pytest.mark.slow
+def test_tflite_float_and_int8(sources, tiny_defects, tmp_path):
+    for src, name in (("px.fp32.tflite", "model.fp32.tflite"), ("px.int8.tflite", "model.int8.tflite")):
+        res = _import(sources["dir"] / src, tiny_defects, tmp_path / src)
+        assert res.report["reference"] == name and list(res.report["artifacts"]) == [name]
+        assert res.report["artifacts"][name]["precision"] == ("int8" if "int8" in src else "fp32")
+        tol = 0.08 if "int8" in src else 1e-4   # README format table
+        assert _max_dprob(res.run_dir, name, sources["reference"], tiny_defects) < tol
+
+
+@pytest.mark.slow
+def test_keras3_rebuilt_in_tf_keras(keras3_file, tiny_defects, tmp_path):
+    import keras
+
+    res = _import(keras3_file, tiny_defects, tmp_path / "k3")
+    man = json.loads((res.run_dir / "manifest.json").read_text())
+    assert man["import"]["source_format"] == "keras3" and man["import"]["route"] == "keras"
+    assert any("rebuilt in tf_keras" in n for n in man["import"]["notes"])
+    assert man["preprocessing"]["detected"] == "Rescaling"
+    k3 = keras.saving.load_model(keras3_file)
+    x = _arrays(tiny_defects, "test")[0]
+    assert _max_dprob(res.run_dir, "model.onnx", np.asarray(k3(x)), tiny_defects) < 1e-4
+    assert _max_dprob(res.run_dir, "model.fp32.tflite", np.asarray(k3(x)), tiny_defects) < 1e-4
+
+
+@pytest.mark.slow
+def test_check_on_imported_onnx_run(sources, tiny_defects, tmp_path):
+    run = _import(sources["dir"] / "unit_cnn_nchw.onnx", tiny_defects, tmp_path / "onnx-run",
+                  preprocess="unit").run_dir
+    ok, broken = tmp_path / "ok.yaml", tmp_path / "broken.yaml"
+    ok.write_text("version: 1\n" + QUICK + "targets:\n  - {name: s, artifacts: '*', budgets: "
+                  "{max_size_kb: 5000, p50_ms: 1000, min_agreement: 0.5}}\n")
+    broken.write_text("version: 1\n" + QUICK + "targets:\n  - {name: s, artifacts: '*', budgets: {max_size_kb: 0.1}}\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    codes = [subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run), "-b", str(b)], env=env,
+                            capture_output=True, text=True).returncode for b in (ok, broken)]
+    assert codes == [0, 1]
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "edgecnn.cli", "import", *map(str, args)], env=env,
+                          capture_output=True, text=True)
+
+
+def test_not_a_model_exits_2(tiny_defects, tmp_path):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("hello")
+    out = tmp_path / "run"
+    p = _cli(bad, "--data", tiny_defects, "--output", out)
+    assert p.returncode == 2 and "error" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*importing*"))
+
+
+def _onnx_with(tmp_path: Path, name: str, inputs: list, classes: int = 4) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    vis = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs]
+    nodes = [helper.make_node("GlobalAveragePool", [inputs[0][0]], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Slice", ["f", "st", "en", "ax"], ["probs"])]
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("st", 0), ("en", classes), ("ax", 1))]
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])
+    model = helper.make_model(helper.make_graph(nodes, "g", vis, [out], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_bad_onnx_inputs(tiny_defects, tmp_path):
+    from edgecnn.pipeline import import_model
+
+    dyn = _onnx_with(tmp_path, "dyn.onnx", [("x", ["N", 3, "H", "W"])])
+    with pytest.raises(EdgecnnError, match="dynamic.*--input-size"):
+        import_model(dyn, data=tiny_defects, output=tmp_path / "a")
+    two = _onnx_with(tmp_path, "two.onnx", [("x", ["N", 3, 32, 32]), ("y", ["N", 3])])
+    with pytest.raises(EdgecnnError, match="2 inputs"):
+        import_model(two, data=tiny_defects, output=tmp_path / "b")
+    vec = _onnx_with(tmp_path, "vec.onnx", [("x", ["N", 7, 5])])
+    with pytest.raises(EdgecnnError, match="image batch"):
+        import_model(vec, data=tiny_defects, output=tmp_path / "c")
+    ten = _onnx_with(tmp_path, "ten.onnx", [("x", ["N", 3, 32, 32])], classes=3)
+    with pytest.raises(EdgecnnError, match="outputs 3 classes but the labels name 4"):
+        import_model(ten, data=tiny_defects, output=tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx", "ten.onnx", "two.onnx", "vec.onnx"]
+
+
+def test_keras3_custom_and_lambda_layers_refused(tiny_defects, tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mine")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.GlobalAveragePooling2D()(Doubler()(inp))
+    keras.Model(inp, keras.layers.Dense(4)(h)).save(tmp_path / "custom.keras")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda t: t * 2)(inp))
+    keras.Model(inp, keras.layers.Dense(4)(h)).save(tmp_path / "lam.keras")
+    keras.saving.get_custom_objects().clear()
+    from edgecnn.pipeline import import_model
+
+    with pytest.raises(EdgecnnError, match="Doubler.*register_keras_serializable"):
+        import_model(tmp_path / "custom.keras", data=tiny_defects, output=tmp_path / "a")
+    with pytest.raises(EdgecnnError, match="Lambda.*--trust-code"):
+        import_model(tmp_path / "lam.keras", data=tiny_defects, output=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_labels_order_and_mismatch(tiny_defects, tmp_path):
+    from edgecnn.pipeline import import_model
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("good\ncrack\n")
+    src = _onnx_with(tmp_path, "m.onnx", [("x", ["N", 3, 32, 32])])
+    with pytest.raises(EdgecnnError, match="not the data's class folders"):
+        import_model(src, data=tiny_defects, output=tmp_path / "a", labels=labels)
+    labels.write_text("spot\ngood\ncrack\nscratch\n")
+    res = import_model(src, data=tiny_defects, output=tmp_path / "b", labels=labels, recipe=BASE, evaluate=False)
+    assert (res.run_dir / "labels.txt").read_text().split() == ["spot", "good", "crack", "scratch"]
