@@ -17,6 +17,8 @@ budgets every selected artifact must hold::
         max_size_kb: 3000           # file size, KiB (1024 bytes)
         max_peak_memory_mb: 300     # peak RSS of the process that loads and runs the artifact, MiB
         max_slowdown_vs: {baseline: ../baseline_run, max_ratio: 1.10, metric: p50}
+        max_arena_kb: 256           # smallest TFLite Micro tensor arena, KiB (int8 .tflite, report.json)
+        max_flash_kb: 1024          # model bytes + estimated TFLM kernel code, KiB (report.json)
 
 The keys, units and ranges are data (:data:`BUDGET_KEYS`); one parser checks them wherever they
 come from, so a budget copied from a recipe into a budgets.yaml (``edgecnn.evaluate.budget_file``)
@@ -141,6 +143,8 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("max_peak_memory_mb", NumberSpec("MiB", "mb", _SIZE_MB, lo=0, lo_open=True), "peak_memory_mb", "MiB",
               timed=True),
     BudgetKey("max_slowdown_vs", _RATIO, "slowdown", "×", timed=True),
+    BudgetKey("max_arena_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "arena_kb", "KiB"),
+    BudgetKey("max_flash_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "flash_kb", "KiB"),
 )}
 _SLOWDOWN_KEYS = {"baseline": "path", "max_ratio": _RATIO, "metric": ("p50", "p95", "p99")}
 _TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "budgets")

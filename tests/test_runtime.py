@@ -89,7 +89,7 @@ def test_each_suffix_has_exactly_one_default():
 
 def test_runtimes_for_puts_the_default_first():
     assert [r.name for r in runtimes_for("model.int8.onnx")] == ["onnxruntime", "openvino"]
-    assert [r.name for r in runtimes_for("model.int8.tflite")] == ["litert"]
+    assert [r.name for r in runtimes_for("model.int8.tflite")] == ["litert", "tflm"]  # tflm: int8 files only
     assert [r.name for r in runtimes_for("model.openvino/model.xml")] == ["openvino"]
     assert runtimes_for("model.pt") == []
 

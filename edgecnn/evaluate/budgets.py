@@ -197,11 +197,19 @@ def report_figures(report: dict) -> list[ArtifactFigures]:
     """The figures of report.json (written by the evaluate stage): accuracy, accuracy drop against
     ``reference_accuracy``, agreement, size, and the in-process latency at each thread count (batch 1)."""
     ref = report.get("reference_accuracy")
+    # TFLite Micro's arena and flash are properties of the file: every entry of that file is judged on them
+    mcu_of = {a.get("file", n): a["mcu"] for n, a in report.get("artifacts", {}).items() if a.get("mcu")}
     out = []
     for name, art in report.get("artifacts", {}).items():
         file = art.get("file", name)
         m = art.get("metrics", {})
         figs: dict[str, Figure] = {}
+        mcu = art.get("mcu") or mcu_of.get(file)
+        if mcu:
+            figs["arena_kb"] = Figure(mcu["arena_bytes"] / 1024, detail=f"{mcu['arena_bytes']} bytes: the smallest "
+                                      f"TFLite Micro tensor arena (report.json)")
+            figs["flash_kb"] = Figure(mcu["flash_bytes"] / 1024, detail=f"{mcu['model_bytes']} model bytes + "
+                                      f"{mcu['kernel_bytes_estimate']} estimated kernel bytes (report.json)")
         n = m.get("n", report.get("test_images", "?"))
         if m.get("accuracy") is not None:
             acc = float(m["accuracy"])

@@ -14,7 +14,9 @@ Where the figures come from:
   ``edgecnn run`` / ``edgecnn evaluate``), used only when it matches the artifacts' hashes; otherwise
   the check exits 2 and says to run ``edgecnn evaluate`` first (the test split is not re-run here,
   so the gate needs no TensorFlow);
-- max_size_kb: the file on disk, after its sha256 is checked against manifest.json.
+- max_size_kb: the file on disk, after its sha256 is checked against manifest.json;
+- max_arena_kb, max_flash_kb: report.json's ``"mcu"`` figures of the file, measured by the evaluate
+  stage in the TFLite Micro interpreter (``edgecnn.runtime.tflm_runner``).
 
 The verdicts come from ``edgecnn.evaluate.budgets.check_targets``, the checker the evaluate stage
 uses too, so a budget gives the same verdict here and in a recipe on the same figures. The command
@@ -70,10 +72,14 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
-_FROM_REPORT = ("accuracy", "accuracy_drop", "agreement")   # figures read from report.json
+_FROM_REPORT = ("accuracy", "accuracy_drop", "agreement", "arena_kb", "flash_kb")   # figures read from report.json
 _NEEDS = {"accuracy": "the accuracy of {name!r} in report.json",
           "accuracy_drop": "reference_accuracy (model.keras) and the accuracy of {name!r} in report.json",
-          "agreement": "the agreement of {name!r} with model.keras in report.json"}
+          "agreement": "the agreement of {name!r} with model.keras in report.json",
+          "arena_kb": "the TFLite Micro arena of {name!r} in report.json (an int8 .tflite evaluated with the tflm "
+                      "runtime; narrow the target's artifacts to such files)",
+          "flash_kb": "the TFLite Micro flash figure of {name!r} in report.json (an int8 .tflite evaluated with the "
+                      "tflm runtime; narrow the target's artifacts to such files)"}
 
 
 @dataclass

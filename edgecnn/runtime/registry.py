@@ -8,7 +8,7 @@ is built or :meth:`RuntimeSpec.available` probes it, so ``runtime_names()`` is c
 serving install without TensorFlow.
 
     >>> runtime_names()
-    ('keras', 'litert', 'onnxruntime', 'openvino')
+    ('keras', 'litert', 'onnxruntime', 'openvino', 'tflm')
     >>> [r.name for r in runtimes_for("model.int8.onnx")]     # the default runtime first
     ['onnxruntime', 'openvino']
     >>> runner = load_runner("export/run/model.int8.onnx", threads=1, runtime="openvino")  # doctest: +SKIP

@@ -161,10 +161,11 @@ def tflm_refusal(path: str | os.PathLike) -> str | None:
 
 @lru_cache(maxsize=64)
 def _refusal_cached(path: str, _size: int, _mtime: int) -> str | None:
-    return _refusal_of_bytes(Path(path).read_bytes(), Path(path).name)
+    return refusal_of_bytes(Path(path).read_bytes(), Path(path).name)
 
 
-def _refusal_of_bytes(data: bytes, name: str) -> str | None:
+def refusal_of_bytes(data: bytes, name: str) -> str | None:
+    """None when TFLM runs this flatbuffer (its activations are int8/int16), else why not, naming ``name``."""
     try:
         _, types = _enums()
         sg = _parse(data).subgraphs[0]
@@ -371,7 +372,7 @@ class TFLMRunner(Runner):
 
         p = Path(path)
         self.data = read_firmware_array(p) if p.is_dir() else p.read_bytes()
-        why = _refusal_of_bytes(self.data, p.name)
+        why = refusal_of_bytes(self.data, p.name)
         if why:
             raise EdgecnnError(why)
         self.interpreter, self.arena_size = _working_arena(self.data, p.name)
