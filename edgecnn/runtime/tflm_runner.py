@@ -213,6 +213,11 @@ def _try(data: bytes, arena: int):
     return ok, ("" if ok is not None else log[0])
 
 
+def arena_works(data: bytes, arena: int) -> bool:
+    """Whether the TFLM interpreter allocates and invokes the model in ``arena`` bytes (one real try)."""
+    return _try(data, arena)[0] is not None
+
+
 def _missing_op_error(data: bytes, log: str, name: str) -> EdgecnnError | None:
     """The one clear error for an op TFLM lacks (or lacks for this type), naming the op and the layer."""
     uses = model_ops(data)
@@ -281,7 +286,7 @@ def find_arena_size(data: bytes, name: str = "model") -> int:
     lo = 0                      # lo fails (or is 0), hi works
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _try(data, mid)[0] is not None:
+        if arena_works(data, mid):
             hi = mid
         else:
             lo = mid

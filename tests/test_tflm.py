@@ -1,0 +1,195 @@
+"""TensorFlow Lite Micro: int8 files in the real TFLM interpreter agree with LiteRT, the minimal arena
+is exact, float files are refused, the firmware folder holds the same bytes, an op TFLM lacks is named
+with its layer, and max_arena_kb / max_flash_kb budgets judge the measured figures.
+
+One tiny dsconv (32 px, 3 classes, a few seconds of training on coloured noise) is quantised once per
+module and shared by every test.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import EdgecnnError
+from edgecnn.runtime import load_runner, runtimes_for
+
+pytest.importorskip("tflite_micro")
+
+SIZE, CLASSES = 32, 3
+
+
+def _coloured_noise(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images whose dominant channel is the class: learnable in a few epochs, varied predictions."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, n)
+    x = rng.uniform(0, 160, (n, SIZE, SIZE, 3)).astype(np.float32)
+    x[np.arange(n), :, :, labels] += rng.uniform(20, 95, (n, 1, 1)).astype(np.float32)
+    return x, labels
+
+
+@pytest.fixture(scope="module")
+def int8_file(tmp_path_factory) -> Path:
+    from edgecnn._tf import tf
+    from edgecnn.arch import create_model
+    from edgecnn.quantize import tflite_int8
+
+    tf.keras.utils.set_random_seed(0)
+    model = create_model("dsconv", num_classes=CLASSES, input_size=SIZE, alpha=0.25, depth=2)
+    x, y = _coloured_noise(240, seed=0)
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    out = tmp_path_factory.mktemp("tflm") / "model.int8.tflite"
+    out.write_bytes(tflite_int8(model, x[:32]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[np.ndarray, np.ndarray]:
+    return _coloured_noise(50, seed=1)
+
+
+def test_tflm_agrees_with_litert_int8(int8_file, images):
+    x, y = images
+    assert [r.name for r in runtimes_for(int8_file)] == ["litert", "tflm"]
+    tflm = load_runner(int8_file, runtime="tflm")
+    assert tflm.backend == "tflm" and tflm.input.dtype == "int8" and tflm.input.quantization is not None
+    p_tflm, p_lite = tflm(x), load_runner(int8_file, runtime="litert")(x)
+    assert p_tflm.shape == (50, CLASSES) and np.allclose(p_tflm.sum(1), 1, atol=0.02)
+    agreement = float(np.mean(p_tflm.argmax(1) == p_lite.argmax(1)))
+    acc_tflm, acc_lite = float(np.mean(p_tflm.argmax(1) == y)), float(np.mean(p_lite.argmax(1) == y))
+    assert agreement >= 0.99, agreement
+    assert abs(acc_tflm - acc_lite) <= 0.02, (acc_tflm, acc_lite)
+    assert len(set(p_tflm.argmax(1))) > 1, "the model should not answer one class for every image"
+    assert np.abs(p_tflm - p_lite).max() <= 3 * tflm.output.quantization[0] + 1e-6  # a few int8 steps at most
+
+
+def test_minimal_arena_is_exact(int8_file):
+    from edgecnn.runtime.tflm_runner import arena_works, find_arena_size, mcu_figures
+
+    data = int8_file.read_bytes()
+    arena = find_arena_size(data)
+    assert arena_works(data, arena)
+    assert not arena_works(data, arena - 1)
+    assert not arena_works(data, arena - 1024)
+    figures = mcu_figures(data)
+    assert figures["arena_bytes"] == arena
+    assert figures["arena_recommended_bytes"] >= arena + 16 and figures["arena_recommended_bytes"] % 1024 == 0
+    assert figures["flash_bytes"] == len(data) + figures["kernel_bytes_estimate"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(figures["ops"])
+    assert figures["tflm_version"] and "alignas(16)" in figures["rules"]["alignment"]
+
+
+def test_float_files_are_refused_by_name(tmp_path):
+    from tflite_micro import runtime
+
+    fp32 = tmp_path / "model.fp32.tflite"
+    shutil.copy(Path(runtime.__file__).with_name("sine_float.tflite"), fp32)
+    assert [r.name for r in runtimes_for(fp32)] == ["litert"]   # the evaluator never tries it in tflm
+    with pytest.raises(EdgecnnError, match=r"runtime 'tflm' cannot run 'model.fp32.tflite': .*float activations"
+                                           r".*tflite-int8"):
+        load_runner(fp32, runtime="tflm")
+
+
+def test_firmware_folder_is_the_same_model(int8_file, images, tmp_path):
+    from edgecnn.export.tflm_c import tflite_to_tflm_c
+    from edgecnn.runtime.tflm_runner import mcu_figures
+
+    data = int8_file.read_bytes()
+    folder = tflite_to_tflm_c(int8_file, tmp_path / "model.int8.tflm")
+    cc = (folder / "model_data.cc").read_text()
+    h = (folder / "model_data.h").read_text()
+    resolver = (folder / "op_resolver.h").read_text()
+    body = cc[cc.index("{") + 1:cc.index("};")]
+    assert bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", body)) == data
+    assert f"g_model_data_len = {len(data)};" in cc and "alignas(16) const unsigned char g_model_data[]" in cc
+    figures = mcu_figures(data)
+    assert f"kTensorArenaSize = {figures['arena_recommended_bytes']};" in h
+    adds = re.findall(r"resolver\.(Add\w+)\(\)", resolver)
+    assert len(adds) == len(set(adds)) == len(figures["ops"])
+    assert f"kModelOpCount = {len(adds)};" in resolver and "MicroMutableOpResolver<kModelOpCount>" in resolver
+    assert {"AddConv2D", "AddDepthwiseConv2D", "AddFullyConnected", "AddSoftmax"} <= set(adds)
+    if shutil.which("g++"):  # the array and header compile as C++ (the resolver needs TFLM's headers)
+        subprocess.run(["g++", "-std=c++17", "-c", "model_data.cc", "-o", str(tmp_path / "model_data.o")],
+                       cwd=folder, check=True)
+    assert [r.name for r in runtimes_for(folder)] == ["tflm"]
+    x, _ = images
+    assert np.array_equal(load_runner(folder)(x[:8]), load_runner(int8_file, runtime="tflm")(x[:8]))
+
+
+def test_unsupported_op_is_named_with_its_layer(tmp_path):
+    from edgecnn._tf import tf
+    from edgecnn.quantize import tflite_int8
+
+    keras = tf.keras
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    x = keras.layers.Activation("gelu", name="head_gelu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax")(x)
+    cal = np.random.default_rng(0).uniform(0, 255, (10, 16, 16, 3)).astype(np.float32)
+    path = tmp_path / "model.int8.tflite"
+    path.write_bytes(tflite_int8(keras.Model(inp, out), cal))
+    with pytest.raises(EdgecnnError) as e:
+        load_runner(path, runtime="tflm")
+    msg = str(e.value)
+    assert "no GELU kernel" in msg and "layer head_gelu" in msg and "Fix:" in msg and "relu" in msg
+    assert "\n" not in msg
+
+
+def _run_dir(tmp_path: Path, int8_file: Path, images) -> tuple[Path, dict]:
+    """A run directory holding the int8 file, its manifest, and report.json entries written by the
+    evaluate stage's own per-artifact function (in LiteRT, then in TFLM)."""
+    from edgecnn.evaluate.run import _evaluate_one
+    from edgecnn.export.manifest import add_artifact, init_manifest, read_manifest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(int8_file, run / "model.int8.tflite")
+    init_manifest(run, name="mcu", model={"name": "dsconv", "input_size": SIZE, "num_classes": CLASSES},
+                  labels=["r", "g", "b"], preprocessing={"input_range": [0, 255], "resize": [SIZE, SIZE]})
+    add_artifact(run, "model.int8.tflite", format="tflite-int8", precision="int8", runtime="litert", stage="export",
+                 parent="model.keras")
+    manifest = read_manifest(run)
+    x, y = images
+    cfg = SimpleNamespace(top_k=1, warmup=1, runs=3)
+    arts = {}
+    for key, runtime in (("model.int8.tflite", "litert"), ("model.int8.tflite@tflm", "tflm")):
+        arts[key], _ = _evaluate_one(run, "model.int8.tflite", manifest, x[:12], y[:12], ["r", "g", "b"], cfg, [1],
+                                     None, lambda *a: None, runtime=runtime, label=key)
+    report = {"artifacts": arts, "reference_accuracy": arts["model.int8.tflite"]["metrics"]["accuracy"],
+              "test_images": 12}
+    (run / "report.json").write_text(json.dumps(report))
+    return run, report
+
+
+def test_arena_budget_10pct_too_small_fails_and_10pct_too_large_passes(tmp_path, int8_file, images):
+    from edgecnn.budget_schema import parse_budget_targets
+    from edgecnn.evaluate.budgets import check_budgets
+    from edgecnn.evaluate.check import check
+
+    run, report = _run_dir(tmp_path, int8_file, images)
+    mcu = report["artifacts"]["model.int8.tflite@tflm"]["mcu"]
+    assert "mcu" not in report["artifacts"]["model.int8.tflite"]       # only the TFLM entry measures it
+    arena_kb, flash_kb = mcu["arena_bytes"] / 1024, mcu["flash_bytes"] / 1024
+    for factor, code in ((0.9, 1), (1.1, 0)):
+        body = (f'  - name: mcu\n    artifacts: "model.int8.tflite"\n'
+                f"    budgets: {{max_arena_kb: {arena_kb * factor:.3f}, max_flash_kb: {flash_kb * 1.1:.3f}}}\n")
+        path = tmp_path / f"budgets-{factor}.yaml"
+        path.write_text("version: 1\ntargets:\n" + body)
+        result = check(run, path)
+        assert result.exit_code == code, (factor, result.to_json())
+        arena = [r for r in result.results if r.budget == "max_arena_kb"]
+        assert arena and all(abs(r.measured - arena_kb) < 1e-9 for r in arena)
+        # the evaluate stage judges the same figures from report.json the same way
+        targets = parse_budget_targets([{"name": "mcu", "artifacts": "model.int8.tflite",
+                                         "budgets": {"max_arena_kb": arena_kb * factor}}])
+        _, broken = check_budgets(report, targets)
+        assert bool(broken) == (code == 1)
