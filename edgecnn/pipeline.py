@@ -116,15 +116,19 @@ class Run:
         if not force and rec.get("imported") and self._done("train", fp, list(rec.get("outputs", {}))):
             log.info("import: up to date, skipped")
             return False
-        from edgecnn.data.loader import calibration_arrays
         from edgecnn.export.manifest import add_artifact, init_manifest
         from edgecnn.runtime import load_runner
 
         ds = self.dataset()
+
+        def calibration(size: int):  # TensorFlow (the loader) only when an int8 artifact is made
+            from edgecnn.data.loader import calibration_arrays
+
+            return calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
+
         result = import_source(src, self.dir, classes=ds.classes, input_size=imp.input_size,
                                preprocess=imp.preprocess, bgr=imp.bgr, trust_code=imp.trust_code,
-                               calibration=lambda size: calibration_arrays(ds, size, e.calibration_images,
-                                                                           seed=self.recipe.train.seed),
+                               calibration=calibration,
                                opset=e.opset, onnx_calibration=e.onnx_calibration,
                                onnx_per_channel=e.onnx_per_channel)
         for note in result.notes:
