@@ -207,7 +207,8 @@ def test_check_on_imported_onnx_run(onnx_run, tmp_path):
     ok, broken = tmp_path / "ok.yaml", tmp_path / "broken.yaml"
     ok.write_text("version: 1\n" + QUICK + "targets:\n  - {name: s, artifacts: model.onnx, budgets: "
                   "{max_size_kb: 5000, p50_ms: 1000, min_agreement: 0.5}}\n")
-    broken.write_text("version: 1\n" + QUICK + "targets:\n  - {name: s, artifacts: model.onnx, budgets: {max_size_kb: 0.1}}\n")
+    broken.write_text("version: 1\n" + QUICK + "targets:\n  - {name: s, artifacts: model.onnx, "
+                      "budgets: {max_size_kb: 0.1}}\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     codes = [subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run), "-b", str(b)], env=env,
                             capture_output=True, text=True).returncode for b in (ok, broken)]
