@@ -272,11 +272,14 @@ def weights_fetch(name: str = typer.Argument("mobilenet_v2"),
 @app.command()
 def predict(model: str = typer.Argument(..., help="'imagenet', a run directory, or an artifact file"),
             images: list[Path] = typer.Argument(..., help="image files"),
-            top: int = typer.Option(5, help="how many classes to print")):
-    """Classify images with a run directory, an artifact (.keras/.tflite/.onnx) or `imagenet`."""
+            top: int = typer.Option(5, help="how many classes to print"),
+            imagenet_model: Optional[str] = typer.Option(
+                None, "--model", help="with 'imagenet': a backbone with offline weights (default mobilenet_v2; "
+                                      "see the ImageNet column of `edgecnn models`)")):
+    """Classify images with a run directory, an artifact (.keras/.tflite/.onnx) or `imagenet [--model NAME]`."""
     from edgecnn.predict import predict_files
 
-    for path, preds in predict_files(model, [str(p) for p in images], top=top):
+    for path, preds in predict_files(model, [str(p) for p in images], top=top, imagenet_model=imagenet_model):
         out.print(f"{path}:")
         for label, p in preds:
             out.print(f"  {p:7.4f}  {label}")

@@ -1,7 +1,8 @@
 """`edgecnn predict`: labels and probabilities for image files, from any model edgecnn can run.
 
-The model may be ``imagenet`` (MobileNetV2 with the offline ImageNet weights and the 1000 class
-names shipped in the package), a run directory (its model.keras and labels.txt), or an artifact
+The model may be ``imagenet`` (a backbone with offline ImageNet weights -- MobileNetV2 by default,
+EfficientNet-Lite0/1/2 -- and the 1000 class names shipped in the package), a run directory (its
+model.keras and labels.txt), or an artifact
 (.keras / .tflite / .onnx) whose folder holds manifest.json or labels.txt. Images go through
 :func:`edgecnn.data.preprocess.load_image`, the preprocessing of training, evaluation and the service.
 """
@@ -17,6 +18,7 @@ from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 
 IMAGENET = "imagenet"
+DEFAULT_IMAGENET_MODEL = "mobilenet_v2"
 
 
 def _labels_near(folder: Path) -> list[str]:
@@ -44,11 +46,13 @@ class Predictor:
         return self.runner.input_size
 
     @classmethod
-    def open(cls, model: str | os.PathLike, threads: int | None = None) -> Predictor:
+    def open(cls, model: str | os.PathLike, threads: int | None = None, *,
+             imagenet_model: str = DEFAULT_IMAGENET_MODEL) -> Predictor:
+        """``model``: 'imagenet' (then ``imagenet_model`` names the backbone), a run directory or an artifact."""
         from edgecnn.runtime import load_runner
 
         if str(model) == IMAGENET:
-            return cls(_ImagenetRunner(), _imagenet_labels())
+            return cls(_ImagenetRunner(imagenet_model), _imagenet_labels())
         path = Path(model)
         if path.is_dir():
             artifact = path / "model.keras"
@@ -72,32 +76,60 @@ def _imagenet_labels() -> list[str]:
     return imagenet_class_names()
 
 
+def imagenet_models() -> list[str]:
+    """Backbones ``predict imagenet --model`` accepts: those with offline ImageNet weights."""
+    from edgecnn.arch.weights import CHECKPOINTS
+
+    return sorted(CHECKPOINTS)
+
+
 class _ImagenetRunner:
-    """The ImageNet MobileNetV2 in memory (no artifact file needed)."""
+    """A backbone with its offline ImageNet weights and classifier, in memory (no artifact file needed)."""
 
     backend = "keras"
 
-    def __init__(self):
-        from edgecnn.arch import create_model
+    def __init__(self, name: str = DEFAULT_IMAGENET_MODEL):
+        from edgecnn.arch import create_model, get_model_entry
+        from edgecnn.errors import did_you_mean
         from edgecnn.runtime.base import TensorSpec
 
-        self.model = create_model("mobilenet_v2", include_top=True, weights=IMAGENET, dropout=0.0)
-        self.input = TensorSpec("image", (None, 224, 224, 3), "float32")
+        allowed = imagenet_models()
+        if name not in allowed:
+            raise EdgecnnError(
+                f"--model {name!r} has no offline ImageNet weights.{did_you_mean(name, allowed)} "
+                f"Allowed: {', '.join(allowed)} (see the ImageNet column of `edgecnn models`)."
+            )
+        self.input_size = get_model_entry(name).default_input_size
+        self.model = create_model(name, include_top=True, weights=IMAGENET, dropout=0.0)
+        self.input = TensorSpec("image", (None, self.input_size, self.input_size, 3), "float32")
         self.output = TensorSpec("probs", (None, 1000), "float32")
-        self.input_size = 224
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.model(np.asarray(images, np.float32), training=False).numpy()
 
 
-def predict_files(model: str, images: list[str], top: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+def predict_files(model: str, images: list[str], top: int = 5, *, imagenet_model: str | None = None,
+                  ) -> list[tuple[str, list[tuple[str, float]]]]:
     """Top-k (label, probability) for each image file.
 
     Each file is read by :func:`edgecnn.data.preprocess.load_image` at the model's input size,
     so the model sees the pixels evaluation and the service give it.
+
+    Args:
+        model: 'imagenet', a run directory, or an artifact file.
+        images: image files.
+        top: how many classes per image.
+        imagenet_model: with model='imagenet', the backbone (one of :func:`imagenet_models`; default
+            ``mobilenet_v2``); an error with any other model.
+
+    Raises:
+        EdgecnnError: bad ``top``, unknown model or backbone without offline ImageNet weights, unreadable image.
     """
     if top < 1:
         raise EdgecnnError(f"--top must be >= 1. Received {top}.")
-    predictor = Predictor.open(model)
+    if imagenet_model is not None and str(model) != IMAGENET:
+        raise EdgecnnError(f"--model names an ImageNet backbone and needs MODEL 'imagenet'. Received MODEL {model!r}; "
+                           "drop --model or pass 'imagenet'.")
+    predictor = Predictor.open(model, imagenet_model=imagenet_model or DEFAULT_IMAGENET_MODEL)
     batch = np.stack([load_image(p, predictor.input_size) for p in images])
     return list(zip(images, predictor.top(batch, top)))

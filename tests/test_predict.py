@@ -1,4 +1,4 @@
-"""`edgecnn predict`: ImageNet MobileNetV2 on scikit-image photos, and a trained run's artifacts."""
+"""`edgecnn predict`: ImageNet MobileNetV2 / EfficientNet-Lite0 on scikit-image photos; a trained run's artifacts."""
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +11,7 @@ from PIL import Image
 
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
-from edgecnn.predict import predict_files
+from edgecnn.predict import imagenet_models, predict_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +55,20 @@ def test_load_image_errors(tmp_path):
 def test_unknown_model(tmp_path):
     with pytest.raises(EdgecnnError, match="model not found"):
         predict_files(str(tmp_path / "nothing.onnx"), [])
+
+
+def test_imagenet_predict_with_efficientnet_lite0(photos):
+    """`predict imagenet --model efficientnet_lite0`: the offline Lite0 weights (cached like MobileNetV2's)."""
+    got = dict(predict_files("imagenet", [str(photos["chelsea"]), str(photos["coffee"])], top=5,
+                             imagenet_model="efficientnet_lite0"))
+    assert {"tabby", "tiger cat", "Egyptian cat"} & {label for label, _ in got[str(photos["chelsea"])]}
+    assert got[str(photos["coffee"])][0][0] in {"espresso", "cup", "coffee mug"}
+
+
+def test_imagenet_model_errors(photos):
+    assert {"mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(imagenet_models())
+    with pytest.raises(EdgecnnError, match=r"--model 'efficientnet_lite3' has no offline ImageNet weights.*"
+                                           r"Allowed: .*efficientnet_lite0"):
+        predict_files("imagenet", [str(photos["coffee"])], imagenet_model="efficientnet_lite3")
+    with pytest.raises(EdgecnnError, match="needs MODEL 'imagenet'"):
+        predict_files(str(photos["coffee"]), [str(photos["coffee"])], imagenet_model="efficientnet_lite0")

@@ -83,6 +83,8 @@ def offline(monkeypatch, tmp_path):
 
 def photo(name: str, size: int = 224) -> np.ndarray:
     image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    if image.ndim == 2:  # camera: grayscale
+        image = np.stack([image] * 3, axis=-1)
     return skimage.transform.resize(image, (size, size), preserve_range=True, anti_aliasing=True).astype(np.float32)
 
 
@@ -388,6 +390,12 @@ def lite0(tmp_path_factory) -> tuple[keras.Model, Path, Path]:
     return _port(tmp_path_factory, "efficientnet_lite0")
 
 
+@pytest.fixture(scope="session")
+def lite_models(tmp_path_factory, lite0) -> dict[str, tuple[keras.Model, Path, Path]]:
+    """Lite0/1/2 ported once per session (Lite0 shared with the fixture above)."""
+    return {"efficientnet_lite0": lite0, **{n: _port(tmp_path_factory, n) for n in LITE[1:]}}
+
+
 def _same_pad(x, k, stride):  # TF "SAME": out = ceil(n / s); the odd pixel of padding goes after
     n = x.shape[1]
     total = max((-(-n // stride) - 1) * stride + k - n, 0)
@@ -454,7 +462,46 @@ def test_lite0_port_matches_numpy_reference(lite0, monkeypatch):
 
 def test_lite_without_checkpoint_is_one_readable_error(offline):
     with pytest.raises(EdgecnnError) as info:
-        create_model("efficientnet_lite1", num_classes=3, weights="imagenet")
+        create_model("efficientnet_lite1", num_classes=3, input_size=32, weights="imagenet")
     msg = str(info.value)
     ckpt = weights.CHECKPOINTS["efficientnet_lite1"]
     assert "\n" not in msg and ckpt.filename in msg and ckpt.package in msg and ckpt.env_var in msg
+
+
+# scikit-image photo -> its ImageNet classes. 'astronaut' is left out: a person is no ImageNet class.
+PHOTO_CLASSES = {
+    "chelsea": {"tabby", "tiger cat", "Egyptian cat"},
+    "coffee": {"espresso", "cup", "coffee mug"},
+    "rocket": {"missile", "projectile", "space shuttle"},
+    "motorcycle": {"moped", "motor scooter"},
+    "camera": {"tripod", "reflex camera"},  # the cameraman's camera on its tripod
+    "clock": {"wall clock", "analog clock"},
+}
+
+
+def top5(model, size: int) -> dict[str, list[str]]:
+    names = weights.imagenet_class_names()
+    probs = model.predict(np.stack([photo(p, size) for p in PHOTO_CLASSES]), verbose=0)
+    return {p: [names[i] for i in np.argsort(-row)[:5]] for p, row in zip(PHOTO_CLASSES, probs)}
+
+
+def test_lite_top5_is_right_wherever_mobilenet_v2_is(ported, lite_models):
+    """Each ported Lite model's top-5 holds a right class on every photo where MobileNetV2's does."""
+    reference = top5(ported.model, 224)
+    hits = {p for p, labels in reference.items() if PHOTO_CLASSES[p] & set(labels)}
+    assert hits >= {"chelsea", "coffee", "motorcycle", "camera"}, reference
+    for name, (model, _, _) in lite_models.items():
+        got = top5(model, LITE_SIZE[name])
+        missed = {p: got[p] for p in hits if not PHOTO_CLASSES[p] & set(got[p])}
+        assert not missed, f"{name} misses where mobilenet_v2 is right: {missed}"
+
+# Lite1/Lite2 against the numpy reference at 240/260 px: benchmarks/imagenet_weights_check.py (JSON), to keep
+# this suite's time down; their photo test above runs here.
+
+
+def test_models_table_marks_offline_weights():
+    from edgecnn.arch.inspect import model_summary, render_models_table
+
+    rows = [model_summary("efficientnet_lite0", 32, use_cache=False), model_summary("lenet5", use_cache=False)]
+    assert [r["imagenet"] for r in rows] == ["offline", ""]
+    assert "ImageNet" in [c.header for c in render_models_table(rows).columns]

@@ -144,14 +144,14 @@ def _register(name: str, v: LiteVariant) -> None:
             raise no_imagenet(name, ", ".join(IMAGENET_VARIANTS) + " (offline), efficientnet_b0..b3 (Keras)")
         if include_top and num_classes != 1000:
             raise EdgecnnError(f"{name}: include_top needs num_classes=1000. Received num_classes={num_classes}.")
+        if weights == "imagenet":  # fetched (or refused) before seconds go into building the graph
+            from edgecnn.arch.weights import imagenet_weights_path
+
+            weights = imagenet_weights_path(name)
         inputs = keras.Input((input_size, input_size, 3), name="image")
         x = efficientnet_lite_backbone(normalize(inputs, MEAN, STD), v.width, v.depth)
         model = keras.Model(inputs, classifier_head(x, num_classes, dropout), name=name)
-        if weights == "imagenet":
-            from edgecnn.arch.weights import imagenet_weights_path
-
-            load_weights_file(model, imagenet_weights_path(name))
-        elif weights is not None:
+        if weights is not None:
             load_weights_file(model, weights)
         return model
 

