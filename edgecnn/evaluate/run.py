@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecnn._io import artifact_bytes, artifact_files, sha256_file
+from edgecnn.errors import EdgecnnError
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest, verify_artifact
@@ -36,7 +37,9 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
     runtime its manifest names, and one entry keyed ``"<file>@<runtime>"`` per further registered
     runtime that runs the file (``evaluate.runtimes``; None = all), e.g. ``"model.int8.onnx@openvino"``.
     Every entry carries ``"file"`` and ``"runtime"``. A further runtime that cannot run on this machine
-    gives an entry with ``"skipped": "<reason>"`` and no metrics, instead of failing the run.
+    gives an entry with ``"skipped": "<reason>"`` and no metrics, instead of failing the run; so does one
+    that refuses this file when opening it (an ``EdgecnnError``: TFLite Micro lacking an op, say). A
+    runner's ``extra_figures()`` (TFLite Micro: ``{"mcu": {...}}``) is merged into its entry.
     Every exported artifact's sha256 is checked against manifest.json before it is run.
     """
     from edgecnn.runtime import get_runtime, list_runtimes, runtimes_for
@@ -74,8 +77,18 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
                                             "precision": entry.get("precision"), "skipped": why}
                 log.warning("skipped %s in %s: %s", name, runtime, why)
                 continue
-            art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
-                                       reference, step, runtime=runtime, label=key)
+            try:
+                art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
+                                           reference, step, runtime=runtime, label=key)
+            except EdgecnnError as e:
+                if key == name:
+                    raise
+                # a further runtime that cannot run this file (TFLite Micro lacking an op): its reason, not a crash
+                entry = manifest["artifacts"].get(name, {})
+                report["artifacts"][key] = {"file": name, "runtime": runtime, "format": entry.get("format"),
+                                            "precision": entry.get("precision"), "skipped": str(e)}
+                log.warning("skipped %s in %s: %s", name, runtime, e)
+                continue
             report["artifacts"][key] = art
             if key == REFERENCE:
                 reference = probs

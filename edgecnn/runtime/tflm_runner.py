@@ -34,8 +34,12 @@ Memory rules (:func:`mcu_figures`):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -213,9 +217,74 @@ def _try(data: bytes, arena: int):
     return ok, ("" if ok is not None else log[0])
 
 
+def recorded_arena(interp) -> int | None:
+    """The arena the RecordingMicroAllocator says an allocated interpreter uses (``Arena allocation total``)."""
+    with _captured_stderr() as log:
+        interp.print_allocations()
+    m = re.search(r"Arena allocation total (\d+) bytes", log[0])
+    return int(m.group(1)) if m else None
+
+
+class ArenaProbe:
+    """Tries arena sizes for one model in a child process (``edgecnn.runtime._tflm_probe``).
+
+    TFLM can end the process on a failed try (a segfault after "Failed to allocate", an assertion in
+    a kernel's prepare), so no try that may fail runs in the caller's process. A child that dies
+    counts as a failed try, with the signal in its log, and the next try starts a new child.
+    """
+
+    def __init__(self, data: bytes):
+        self._dir = tempfile.TemporaryDirectory(prefix="edgecnn-tflm-")
+        self._model = Path(self._dir.name) / "model.tflite"
+        self._model.write_bytes(data)
+        self._proc: subprocess.Popen | None = None
+        self.tries = 0
+
+    def attempt(self, arena: int) -> tuple[bool, str, int | None]:
+        """``(works, TFLM's log, the recording allocator's total or None)`` for one arena size."""
+        self.tries += 1
+        if self._proc is None or self._proc.poll() is not None:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            self._proc = subprocess.Popen([sys.executable, "-m", "edgecnn.runtime._tflm_probe", str(self._model)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True, env=env)
+        try:
+            self._proc.stdin.write(json.dumps({"arena": int(arena)}) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            code = self._proc.wait()
+            self._proc = None
+            sig = -code if code < 0 else None
+            name = signal.Signals(sig).name if sig else f"exit {code}"
+            return False, f"the TFLM interpreter ended its process ({name})", None
+        answer = json.loads(line)
+        return bool(answer["ok"]), answer["log"], answer.get("recorded")
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        self._dir.cleanup()
+
+    def __enter__(self) -> ArenaProbe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def arena_works(data: bytes, arena: int) -> bool:
-    """Whether the TFLM interpreter allocates and invokes the model in ``arena`` bytes (one real try)."""
-    return _try(data, arena)[0] is not None
+    """Whether the TFLM interpreter allocates and invokes the model in ``arena`` bytes (one try, in a child)."""
+    with ArenaProbe(data) as probe:
+        return probe.attempt(arena)[0]
 
 
 def _missing_op_error(data: bytes, log: str, name: str) -> EdgecnnError | None:
@@ -253,23 +322,32 @@ def _failure(data: bytes, log: str, name: str, arena: int) -> EdgecnnError:
     return EdgecnnError(f"{name}: TFLite Micro could not run the model with a {arena}-byte arena: {last}.")
 
 
-def _working_arena(data: bytes, name: str) -> tuple[object, int]:
-    """An interpreter with an arena that works, doubling from 10x the model (TFLM's own default)."""
+def _working_arena(data: bytes, name: str, probe: ArenaProbe) -> tuple[int, int | None]:
+    """An arena that works and the recording allocator's total, doubling from 10x the model (TFLM's default)."""
     arena = max(64 * 1024, 10 * len(data))
     while True:
-        interp, log = _try(data, arena)
-        if interp is not None:
-            return interp, arena
+        ok, log, recorded = probe.attempt(arena)
+        if ok:
+            return arena, recorded
         err = _missing_op_error(data, log, name)
         if err is not None:
             raise err
+        if "ended its process" in log:
+            raise EdgecnnError(
+                f"{name}: {log} while preparing the model with a {arena}-byte arena: a kernel's prepare failed an "
+                "assertion (TFLM aborts instead of returning an error), e.g. a softmax whose input scale is out of "
+                "the int8 kernel's range, as an untrained model's near-constant logits give. Fix: train the model "
+                "(or recalibrate it on real images) before quantising it for a microcontroller.")
         if arena >= _MAX_ARENA:
             raise _failure(data, log, name, arena)
         arena = min(arena * 2, _MAX_ARENA)
 
 
 def find_arena_size(data: bytes, name: str = "model") -> int:
-    """The smallest tensor arena (bytes) with which TFLM allocates and invokes the model, by bisection.
+    """The smallest tensor arena (bytes) with which TFLM allocates and invokes the model.
+
+    The recording allocator's total is tried first (N works, N - 1 fails: done in two tries);
+    otherwise a bisection between 0 and a working arena, every try in a child process (ArenaProbe).
 
     Args:
         data: the ``.tflite`` flatbuffer.
@@ -279,18 +357,27 @@ def find_arena_size(data: bytes, name: str = "model") -> int:
         The size N such that N bytes work and N - 1 do not (the interpreter's buffer is 16-byte aligned).
 
     Raises:
-        EdgecnnError: an op TFLM lacks (naming the op, the layer and the fix), or a model that does not
-            run even in a 512 MiB arena.
+        EdgecnnError: an op TFLM lacks (naming the op, the layer and the fix), a model TFLM aborts on,
+            or one that does not run even in a 512 MiB arena.
     """
-    _, hi = _working_arena(data, name)
-    lo = 0                      # lo fails (or is 0), hi works
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if arena_works(data, mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    with ArenaProbe(data) as probe:
+        hi, recorded = _working_arena(data, name, probe)
+        lo = 0                      # lo fails (or is 0), hi works
+        if recorded and recorded < hi:
+            if probe.attempt(recorded)[0]:
+                hi = recorded
+                if not probe.attempt(recorded - 1)[0]:
+                    return recorded
+                lo = 0
+            else:
+                lo = recorded
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if probe.attempt(mid)[0]:
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
 
 def kernel_bytes_estimate(ops: list[str]) -> int:
@@ -380,7 +467,11 @@ class TFLMRunner(Runner):
         why = refusal_of_bytes(self.data, p.name)
         if why:
             raise EdgecnnError(why)
-        self.interpreter, self.arena_size = _working_arena(self.data, p.name)
+        with ArenaProbe(self.data) as probe:   # a failing try may end the process: find a working arena in a child
+            self.arena_size, _ = _working_arena(self.data, p.name, probe)
+        self.interpreter, log = _try(self.data, self.arena_size)
+        if self.interpreter is None:
+            raise _failure(self.data, log, p.name, self.arena_size)
         uses = model_ops(self.data)
         model = _parse(self.data)
         sg = model.subgraphs[0]
