@@ -253,6 +253,11 @@ class Run:
         fp = self.compress_fingerprint()
         if fp is None:
             return False
+        imported = self.import_record()
+        if imported and imported["route"] != "keras":
+            raise EdgecnnError(f"{str(self.dir)!r} imports a {imported['source_format']} model without a tf_keras "
+                               "graph, so it is post-training only: set compress.enabled to false in its "
+                               "recipe.yaml; its int8 artifacts are post-training quantised.")
         if not (self.dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
         picks = self.compress_picks()
@@ -546,6 +551,11 @@ def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: s
         write_text(tmp / "recipe.yaml", dump_recipe(r_cfg))
         r.dataset()
         r.import_source()
+        if r.import_record()["route"] != "keras" and r.recipe.compress.enabled:
+            log.warning("compress: this %s import is post-training only (no model.keras); compress.enabled "
+                        "ignored, the int8 artifacts are post-training quantised", r_cfg.import_.source_format)
+            r.recipe.compress.enabled = False
+            write_text(tmp / "recipe.yaml", dump_recipe(r.recipe))
         result = RunResult(tmp)
         if evaluate:
             r.compress()

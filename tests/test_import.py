@@ -299,3 +299,24 @@ def test_labels_order_and_mismatch(tiny_defects, tmp_path):
     labels.write_text("spot\ngood\ncrack\nscratch\n")
     res = import_model(src, data=tiny_defects, output=tmp_path / "b", labels=labels, recipe=BASE, evaluate=False)
     assert (res.run_dir / "labels.txt").read_text().split() == ["spot", "good", "crack", "scratch"]
+
+
+@pytest.mark.slow
+def test_keras3_not_rebuildable_exports_through_keras3(tiny_defects, tmp_path):
+    """RMSNormalization has no tf_keras twin: Keras 3's own export path, post-training only."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255.0)(inp))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.RMSNormalization()(h))
+    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(h))
+    model.save(tmp_path / "rms.keras")
+    res = _import(tmp_path / "rms.keras", tiny_defects, tmp_path / "run")
+    imp = json.loads((res.run_dir / "manifest.json").read_text())["import"]
+    assert imp["route"] == "keras3-ptq" and imp["post_training_only"] and "RMSNormalization" in imp["notes"][0]
+    assert res.report["reference"] == "model.onnx" and not (res.run_dir / "model.keras").exists()
+    assert {"model.fp32.tflite", "model.int8.tflite", "model.onnx", "model.int8.onnx"} <= set(res.report["artifacts"])
+    x = _arrays(tiny_defects, "test")[0]
+    for name in ("model.onnx", "model.fp32.tflite"):
+        assert _max_dprob(res.run_dir, name, np.asarray(model(x)), tiny_defects) < 1e-4

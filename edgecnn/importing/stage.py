@@ -96,7 +96,8 @@ def import_source(path: str | Path, run_dir: Path, *, classes: list[str], input_
     pre = get_preprocess(preprocess, bgr)
     source = f"{path.name} ({fmt})"
     if fmt in ("tf_keras", "savedmodel", "keras3"):
-        return _import_keras(path, fmt, run_dir, source, classes, input_size, pre, trust_code)
+        return _import_keras(path, fmt, run_dir, source, classes, input_size, pre, trust_code, calibration,
+                             opset=opset, onnx_calibration=onnx_calibration, onnx_per_channel=onnx_per_channel)
     if fmt == "onnx":
         from edgecnn.importing.onnx import inspect_onnx, load_onnx, wrap_onnx
         from edgecnn.quantize import quantize_onnx
@@ -129,10 +130,11 @@ def import_source(path: str | Path, run_dir: Path, *, classes: list[str], input_
 
 
 def _import_keras(path: Path, fmt: str, run_dir: Path, source: str, classes: list[str], input_size: int | None,
-                  pre, trust_code: bool) -> ImportResult:
+                  pre, trust_code: bool, calibration: Callable[[int], np.ndarray], **export_options) -> ImportResult:
     from edgecnn.importing.keras2 import IN_GRAPH_LAYERS, check_io, first_layer_class, load_tf_keras, wrap_tf_keras
 
     notes = []
+    k3 = None
     if fmt == "keras3":
         from edgecnn.importing.keras3 import NotRebuildable, load_keras3, rebuild_in_tf_keras, same_outputs
 
@@ -141,16 +143,16 @@ def _import_keras(path: Path, fmt: str, run_dir: Path, source: str, classes: lis
         try:
             model = rebuild_in_tf_keras(k3)
             diff = same_outputs(k3, model, size)
+            notes.append(f"Keras 3 model rebuilt in tf_keras with the same weights (max |Δ| {diff:.1e} on random "
+                         "inputs): pruning, clustering and QAT apply")
         except NotRebuildable as e:
-            raise EdgecnnError(f"{source}: the Keras 3 model cannot be rebuilt in tf_keras ({e}); edgecnn needs "
-                               "tf_keras layers for its converters. Rebuild it from built-in layers, or export it "
-                               "yourself with model.export('m.onnx', format='onnx') and import the .onnx.") from e
-        notes.append(f"Keras 3 model rebuilt in tf_keras with the same weights (max |Δ| {diff:.1e} on random "
-                     "inputs): pruning, clustering and QAT apply")
+            model = None
+            notes.append(f"Keras 3 model not rebuilt in tf_keras ({e}): exported through Keras 3's own "
+                         "model.export (SavedModel); post-training routes only")
     else:
         model = load_tf_keras(path, trust_code)
         size = check_io(model, source, len(classes), input_size)
-    detected = first_layer_class(model)
+    detected = first_layer_class(model if model is not None else k3)
     if detected in IN_GRAPH_LAYERS:
         from edgecnn.importing._preprocess import PRESETS
 
@@ -159,11 +161,17 @@ def _import_keras(path: Path, fmt: str, run_dir: Path, source: str, classes: lis
                         source, detected, pre.name)
         notes.append(f"preprocessing detected: the model starts with a {detected} layer (inside the graph)")
         pre = PRESETS["raw"]
+    record = pre.to_json(in_graph=True, detected=detected if detected in IN_GRAPH_LAYERS else None)
+    if model is None:
+        from edgecnn.importing.keras3 import export_keras3
+
+        artifacts, diff = export_keras3(k3, size, pre, run_dir, calibration(size), **export_options)
+        notes.append(f"model.onnx vs the Keras 3 model: max |Δprob| {diff:.1e} on calibration images")
+        return ImportResult(fmt, "keras3-ptq", size, record, "model.onnx", artifacts, notes)
     from edgecnn._tf import keras
 
     wrapped = wrap_tf_keras(model, size, pre)
     with atomic_path(run_dir / "model.keras") as tmp:
         wrapped.save(str(tmp))
     keras.backend.clear_session()
-    record = pre.to_json(in_graph=True, detected=detected if detected in IN_GRAPH_LAYERS else None)
     return ImportResult(fmt, "keras", size, record, "model.keras", {}, notes)
