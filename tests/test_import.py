@@ -131,6 +131,9 @@ def _max_dprob(run_dir: Path, name: str, reference: np.ndarray, data: Path) -> f
     from edgecnn.runtime import load_runner
 
     probs = load_runner(run_dir / name, threads=1)(_arrays(data, "test")[0])
+    agreement = float(np.mean(probs.argmax(1) == reference.argmax(1)))
+    print(f"[import] {run_dir.name}/{name}: max dprob {np.max(np.abs(probs - reference)):.2e}, "
+          f"top-1 agreement with the source {agreement:.3f}")  # shown with pytest -s
     return float(np.max(np.abs(probs - reference)))
 
 
@@ -172,6 +175,9 @@ def test_wrong_preprocess_shows_in_accuracy(onnx_run, levels, sources, tiny_defe
     nchw = _import(sources["dir"] / "unit_cnn_nchw.onnx", tiny_defects, tmp_path / "nchw", preprocess="unit")
     assert _max_dprob(nchw.run_dir, "model.onnx", sources["reference"], tiny_defects) < 1e-4  # README: 1e-4
     acc = rep["artifacts"]["model.onnx"]["metrics"]["accuracy"]
+    print(f"[import] accuracy right {acc:.3f}, wrong "
+          f"{wrong.report['artifacts']['model.onnx']['metrics']['accuracy']:.3f}; int8 agreement "
+          f"{rep['artifacts']['model.int8.onnx']['metrics']['agreement']:.3f}")
     assert acc >= 0.8
     assert wrong.report["artifacts"]["model.onnx"]["metrics"]["accuracy"] < acc - 0.15
 
