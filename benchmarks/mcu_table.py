@@ -1,0 +1,142 @@
+"""Microcontroller table: small nets at 96 px, int8, run in the real TFLite Micro interpreter.
+
+    python benchmarks/mcu_table.py             # benchmarks/results/mcu_table.json + docs/microcontrollers.md's table
+    python benchmarks/mcu_table.py --epochs 3  # quicker, lower accuracy
+
+For each net: train from scratch on the bundled defect set at 96 px (``--epochs``, Adam 3e-3), full-int8
+with ``edgecnn.quantize.tflite_int8`` (min/max calibration on 64 training images), then on the test
+split: top-1 of the Keras float model, LiteRT int8 and TFLM int8, the TFLM/LiteRT agreement, and the
+MCU figures of ``edgecnn.runtime.tflm_runner.mcu_figures`` (minimal arena by bisection with the
+interpreter, flash = model + estimated kernels). MACs from ``edgecnn.arch.inspect.count_macs``.
+
+The MLPerf Tiny visual-wake-words reference (MobileNetV1 0.25, 96x96, int8, 2 classes) is measured the
+same way: the same architecture with a 2-class head trained on good-vs-defect.
+Only the text between ``<!-- BEGIN mcu -->`` and ``<!-- END mcu -->`` in the doc is replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 96
+NETS = [  # (row label, model name, builder args, binary head)
+    ("dsconv 0.25 (recipe mcu-dsconv-96)", "dsconv", {"alpha": 0.25}, False),
+    ("mobilenet_v1 0.25", "mobilenet_v1", {"alpha": 0.25}, False),
+    ("ds_cnn (S)", "ds_cnn", {"size": "s"}, False),
+    ("mobilenet_v2 0.35", "mobilenet_v2", {"alpha": 0.35, "weights": None}, False),
+    ("MLPerf Tiny VWW shape: mobilenet_v1 0.25, 2 classes", "mobilenet_v1", {"alpha": 0.25}, True),
+]
+
+
+def _row(label, name, args, binary, data, epochs):
+    import numpy as np
+
+    from edgecnn._tf import keras, tf
+    from edgecnn.arch import create_model
+    from edgecnn.arch.inspect import count_macs
+    from edgecnn.quantize import tflite_int8
+    from edgecnn.runtime import load_runner
+    from edgecnn.runtime.tflm_runner import mcu_figures
+
+    (xtr, ytr), (xte, yte), good = data
+    if binary:  # good (class index of "good") vs any defect
+        ytr, yte = (ytr != good).astype("int64"), (yte != good).astype("int64")
+    classes = 2 if binary else int(ytr.max()) + 1
+    tf.keras.utils.set_random_seed(0)
+    model = create_model(name, num_classes=classes, input_size=SIZE, **args)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    t0 = time.perf_counter()
+    model.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    train_s = time.perf_counter() - t0
+    float_acc = float(np.mean(model.predict(xte, verbose=0).argmax(1) == yte))
+    cal = xtr[np.random.default_rng(0).permutation(len(xtr))[:64]]
+    data_int8 = tflite_int8(model, cal)
+    path = ROOT / "benchmarks" / "results" / f".mcu_{name}_{classes}.int8.tflite"
+    path.write_bytes(data_int8)
+    lite = load_runner(path, threads=1, runtime="litert")(xte).argmax(1)
+    tflm_runner = load_runner(path, runtime="tflm")
+    t0 = time.perf_counter()
+    tflm = tflm_runner(xte).argmax(1)
+    tflm_ms = (time.perf_counter() - t0) / len(xte) * 1e3
+    mcu = mcu_figures(data_int8, path.name)
+    path.unlink()
+    row = {"label": label, "model": name, "args": args, "classes": classes, "input": SIZE,
+           "params": int(model.count_params()), "macs": int(count_macs(model)), "epochs": epochs,
+           "train_s": round(train_s, 1), "float_top1": float_acc, "litert_int8_top1": float(np.mean(lite == yte)),
+           "tflm_int8_top1": float(np.mean(tflm == yte)), "tflm_litert_agreement": float(np.mean(tflm == lite)),
+           "tflm_x86_ms_per_image": round(tflm_ms, 2), "test_images": int(len(yte)), "mcu": mcu}
+    keras.backend.clear_session()
+    gc.collect()
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("| net (96×96 int8) | classes | MACs | params | arena (min) | arena (recommended) | model | flash (est.) "
+            "| float top-1 | LiteRT int8 top-1 | TFLM int8 top-1 | TFLM = LiteRT |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        m = r["mcu"]
+        lines.append(f"| {r['label']} | {r['classes']} | {r['macs'] / 1e6:.1f} M | {r['params']:,} | "
+                     f"{m['arena_bytes'] / 1024:.1f} KiB | {m['arena_recommended_bytes'] // 1024} KiB | "
+                     f"{m['model_bytes'] / 1024:.1f} KiB | {m['flash_bytes'] / 1024:.1f} KiB | {r['float_top1']:.3f} | "
+                     f"{r['litert_int8_top1']:.3f} | {r['tflm_int8_top1']:.3f} | {r['tflm_litert_agreement']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--per-class", type=int, default=150, help="images per class of the generated defect set")
+    p.add_argument("--only", nargs="*", help="row labels' model names to run (default: all)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mcu_table.json")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "microcontrollers.md")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edgecnn._io import write_json, write_text
+    from edgecnn.data.defects import make_defects
+    from edgecnn.data.folders import discover
+    from edgecnn.data.loader import load_arrays
+    from edgecnn.runtime.tflm_runner import tflm_version
+
+    root = ROOT / "benchmarks" / "results" / f".defects-{SIZE}-{args.per_class}"
+    make_defects(root, seed=0, per_class=args.per_class, size=SIZE)
+    ds = discover(root)
+    train, test = load_arrays(ds, "train", SIZE), load_arrays(ds, "test", SIZE)
+    good = ds.classes.index("good")
+    rows = []
+    for label, name, bargs, binary in NETS:
+        if args.only and name not in args.only:
+            continue
+        rows.append(_row(label, name, bargs, binary, (train, test, good), args.epochs))
+        r = rows[-1]
+        print(f"{label:52s} arena {r['mcu']['arena_bytes']:>8} B  flash {r['mcu']['flash_bytes']:>8} B  "
+              f"tflm {r['tflm_int8_top1']:.3f} litert {r['litert_int8_top1']:.3f} agree "
+              f"{r['tflm_litert_agreement']:.3f}", flush=True)
+    out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                       "cpus": os.cpu_count()},
+           "tflm_version": tflm_version(), "dataset": {"name": "bundled defects", "per_class": args.per_class,
+                                                       "size": SIZE, "classes": ds.classes,
+                                                       "train": int(len(train[1])), "test": int(len(test[1]))},
+           "rows": rows}
+    write_json(args.json, out)
+    if args.doc.is_file():
+        text = args.doc.read_text()
+        new = re.sub(r"(<!-- BEGIN mcu -->\n).*?(\n<!-- END mcu -->)", lambda m: m.group(1) + _table(rows) + m.group(2),
+                     text, flags=re.S)
+        write_text(args.doc, new)
+    print(json.dumps({"json": str(args.json), "rows": len(rows)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
