@@ -58,6 +58,9 @@ class FinetuneConfig(_Strict):
     lr_factor: float = Field(0.1, gt=0, le=1, description="phase-2 lr = head lr x lr_factor")
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     train_batchnorm: bool = False
+    lr_decay: float = Field(1.0, gt=0, le=1, description=(
+        "layer-wise decay: the k-th unfrozen block from the top trains at phase-2 lr x lr_decay^k "
+        "(smaller steps closer to the input); 1.0 = one rate for all"))
 
 
 class TrainConfig(_Strict):

@@ -2,8 +2,13 @@
 
 Phase 1 trains only the new head on a frozen backbone (BatchNorm in inference mode): a linear
 model on pretrained features. Phase 2 unfreezes the top N backbone blocks and trains them with a
-smaller learning rate (cosine or step decay). Early stopping on validation loss restores the best
-weights. Each phase checkpoints every epoch (Keras BackupAndRestore), so a killed run resumes.
+smaller learning rate (cosine or step decay), smaller still the closer a block is to the input with
+``finetune.lr_decay`` < 1 (layer-wise decay: the head keeps the phase-2 rate, the top unfrozen block
+gets rate x decay, the next rate x decay^2, ...). Blocks are the prefixes of the layer names before
+the first '_' (MobileNetV2: ``stem``, ``block1`` ... ``block17``, ``head``; EfficientNet-Lite:
+``stem``, ``block1a`` ... ``block7a``, ``top`` -- one per MBConv block). Early stopping on
+validation loss restores the best weights. Each phase checkpoints every epoch (Keras
+BackupAndRestore), so a killed run resumes.
 """
 from __future__ import annotations
 
@@ -71,12 +76,52 @@ def set_trainable(model, blocks: set[str] | None, train_batchnorm: bool = False)
             layer.trainable = trainable
 
 
-def _optimizer(name: str, lr, momentum: float):
+def layerwise_lr_scales(blocks: list[str], top: set[str], decay: float) -> dict[str, float]:
+    """Learning-rate factor per unfrozen block: ``decay ** k`` for the k-th unfrozen block from the top (k >= 1).
+
+    Example:
+        >>> layerwise_lr_scales(["stem", "block1", "block2", "top"], {"block2", "top"}, 0.5)
+        {'top': 0.5, 'block2': 0.25}
+    """
+    ordered = [b for b in reversed(blocks) if b in top]
+    return {b: decay ** (k + 1) for k, b in enumerate(ordered)}
+
+
+class _LayerwiseLr:
+    """Optimizer mixin: each variable's step is multiplied by its block's factor (``lr_scales``: name -> factor).
+
+    The optimizer's own update runs unchanged, then the variable moves only ``factor`` of the way: for
+    SGD (with momentum), Adam and RMSprop that is exactly the update with learning rate x factor.
+    """
+
+    lr_scales: dict[str, float] = {}
+
+    def update_step(self, gradient, variable):
+        scale = self.lr_scales.get(variable.name, 1.0)
+        if scale == 1.0:
+            return super().update_step(gradient, variable)
+        before = tf.identity(variable)
+        super().update_step(gradient, variable)
+        return variable.assign(before + scale * (variable - before))
+
+
+_OPTIMIZERS = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
+_LAYERWISE = {k: type(f"Layerwise{c.__name__}", (_LayerwiseLr, c), {}) for k, c in _OPTIMIZERS.items()}
+
+
+def _optimizer(name: str, lr, momentum: float, lr_scales: dict[str, float] | None = None):
+    """The recipe's optimizer; with ``lr_scales`` (variable name -> factor) a layer-wise-lr variant of it."""
+    table = _LAYERWISE if lr_scales else _OPTIMIZERS
+    cls = table.get(name, table["adam"])
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=True)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(lr, momentum=momentum if momentum < 0.5 else 0.0)
-    return keras.optimizers.Adam(lr)
+        opt = cls(lr, momentum=momentum, nesterov=True)
+    elif name == "rmsprop":
+        opt = cls(lr, momentum=momentum if momentum < 0.5 else 0.0)
+    else:
+        opt = cls(lr)
+    if lr_scales:
+        opt.lr_scales = dict(lr_scales)
+    return opt
 
 
 def _schedule(kind: str, lr: float, steps: int):
@@ -132,10 +177,17 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
-               ckpt_dir: Path, cw, steps: int) -> tuple[dict, bool]:
-    """Compile and fit one phase with per-epoch backup; returns (history, resumed)."""
+               ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None) -> tuple[dict, bool]:
+    """Compile and fit one phase with per-epoch backup; returns (history, resumed).
+
+    ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
+    """
     t = recipe.train
-    model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum),
+    var_scales = None
+    if lr_scales:
+        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in model.layers
+                      if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
+    model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum, var_scales),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
     backup = ckpt_dir / f"{phase}-backup"
@@ -219,11 +271,13 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResul
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
         lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
+        scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
-                                steps)
+                                steps, scales)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
-                                  "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, **h})
+                                  "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, "lr_decay": ft.lr_decay,
+                                  "block_lr_factors": scales or {}, **h})
 
     set_trainable(model, None)  # saved model is plainly trainable for later compression stages
     clean = keras.models.clone_model(model)  # without optimizer state: a third of the size
