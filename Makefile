@@ -19,14 +19,17 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/edgecnn run $(RECIPE)
 
+# One worker per core (at most 4), whole files per worker so module fixtures are built once.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
+
 test: install lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL)
 
 lint: install
 	$(BIN)/ruff check edgecnn tests benchmarks
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 bench: install
 	$(BIN)/python benchmarks/latency_table.py export/defects-mobilenetv2

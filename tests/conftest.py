@@ -25,6 +25,25 @@ def tiny_defects(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    """`edgecnn run tests/recipes/tiny.yaml` once per session (train, export, evaluate, report).
+
+    Shared by the pipeline, report and CI-gate tests; a test that changes the run directory beyond
+    adding its own files works on a copy (``shutil.copytree``).
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, "-m", "edgecnn.cli", "run", str(TINY_RECIPE), "--data", str(tiny_defects),
+                        "--output", str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    assert "report:" in p.stdout
+    return out
+
+
 @pytest.fixture
 def class_folders(tmp_path, tiny_defects) -> Path:
     """A flat ROOT/<class>/*.png copy of the tiny set (no split folders)."""

@@ -25,15 +25,6 @@ def edgecnn(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env, cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_defects) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    p = edgecnn("run", str(TINY), "--data", str(tiny_defects), "--output", str(out))
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "report:" in p.stdout
-    return out
-
-
 def test_run_directory_complete(tiny_run):
     names = {"recipe.yaml", "model.keras", "labels.txt", "manifest.json", "report.json", "report.md",
              "history.json", "model.fp32.tflite", "model.fp16.tflite", "model.dynamic.tflite",
@@ -159,7 +150,10 @@ def test_evaluate_through_the_service(tiny_run):
         server.wait(timeout=60)
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v3_small", "efficientnet_lite0", "ds_cnn", "lenet5"])
+# Two families besides the tiny recipe's dsconv: the pipeline is model-agnostic, and every model's
+# export round trip is tests/test_zoo.py's job (MobileNetV3 and EfficientNet-Lite also go through QAT
+# in tests/test_compress.py), so the two slowest end-to-end runs of the zoo were dropped from here.
+@pytest.mark.parametrize("model", ["ds_cnn", "lenet5"])
 def test_run_with_zoo_models(model, tmp_path, tiny_defects):
     """`edgecnn run` trains and exports any registered model on the bundled data (issue: the model zoo)."""
     import yaml

@@ -9,7 +9,6 @@ whose dataset is gone still renders (with a note) instead of crashing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -64,16 +63,6 @@ def assert_png(path: Path) -> None:
         im.verify()
     with Image.open(path) as im:
         assert im.width > 10 and im.height > 10
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_defects) -> Path:
-    out = tmp_path_factory.mktemp("report-runs") / "tiny"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run([sys.executable, "-m", "edgecnn.cli", "run", str(TINY), "--data", str(tiny_defects),
-                        "--output", str(out)], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert p.returncode in (0, 1), p.stdout + p.stderr  # 1 = a budget broke; the report must show it either way
-    return out
 
 
 @pytest.fixture(scope="module")
