@@ -545,7 +545,11 @@ def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: s
                     r_cfg.import_.source_format)
         r_cfg.compress.enabled = False
     output.parent.mkdir(parents=True, exist_ok=True)
+    # The import stage (where bad input is found) runs in a hidden folder renamed to `output` when it
+    # succeeds; the later stages run in `output` itself (they record its path), and if one fails the
+    # whole folder goes too: an import leaves a complete run directory or none.
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.importing-", dir=output.parent))
+    made = tmp
     try:
         r = Run(r_cfg, tmp)
         write_text(tmp / "recipe.yaml", dump_recipe(r_cfg))
@@ -556,16 +560,17 @@ def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: s
                         "ignored, the int8 artifacts are post-training quantised", r_cfg.import_.source_format)
             r.recipe.compress.enabled = False
             write_text(tmp / "recipe.yaml", dump_recipe(r.recipe))
-        result = RunResult(tmp)
+        os.replace(tmp, output)
+        made = output
+        r = Run.open(output)
+        result = RunResult(output)
         if evaluate:
             r.compress()
             r.export()
             result = r.evaluate()
-        os.replace(tmp, output)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
         raise
-    result.run_dir = output
     return result
 
 

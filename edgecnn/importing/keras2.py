@@ -135,7 +135,16 @@ def wrap_tf_keras(model, size: int, pre: Preprocess):
     if pre.mean != (0.0, 0.0, 0.0) or pre.std != (1.0, 1.0, 1.0):
         x = keras.layers.Normalization(mean=list(pre.mean), variance=[s * s for s in pre.std], name="normalize")(x)
     out = model(x)
-    return keras.Model(inp, out, name=f"imported_{model.name}")
+    wrapped = keras.Model(inp, out, name=f"imported_{model.name}")
+    from edgecnn.compress import flatten  # one flat graph: Grad-CAM, the layer table and tfmot see every layer
+
+    try:
+        return flatten(wrapped)
+    except EdgecnnError as e:  # e.g. a shared sub-model: the nested graph still exports and evaluates
+        import logging
+
+        logging.getLogger("edgecnn.importing").warning("imported model kept nested (%s)", e)
+        return wrapped
 
 
 def describe(path: Path) -> dict:
