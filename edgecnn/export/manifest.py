@@ -49,7 +49,7 @@ def library_versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("edgecnn", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
-                "onnxruntime", "ai-edge-litert", "openvino", "numpy"):
+                "onnxruntime", "ai-edge-litert", "openvino", "tflite-micro", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
