@@ -123,8 +123,11 @@ def test_firmware_folder_is_the_same_model(int8_file, images, tmp_path):
     assert np.array_equal(load_runner(folder)(x[:8]), load_runner(int8_file, runtime="tflm")(x[:8]))
 
 
-def test_unsupported_op_is_named_with_its_layer(tmp_path):
+def test_unsupported_op_is_named_with_its_layer_and_skipped_by_the_evaluator(tmp_path):
     from edgecnn._tf import tf
+    from edgecnn.config import load_recipe
+    from edgecnn.evaluate.run import evaluate_artifacts
+    from edgecnn.export.manifest import add_artifact, init_manifest
     from edgecnn.quantize import tflite_int8
 
     keras = tf.keras
@@ -133,15 +136,23 @@ def test_unsupported_op_is_named_with_its_layer(tmp_path):
     x = keras.layers.Conv2D(4, 3, name="conv")(x)
     x = keras.layers.Activation("gelu", name="head_gelu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
     cal = np.random.default_rng(0).uniform(0, 255, (10, 16, 16, 3)).astype(np.float32)
     path = tmp_path / "model.int8.tflite"
-    path.write_bytes(tflite_int8(keras.Model(inp, out), cal))
+    path.write_bytes(tflite_int8(model, cal))
     with pytest.raises(EdgecnnError) as e:
         load_runner(path, runtime="tflm")
     msg = str(e.value)
     assert "no GELU kernel" in msg and "layer head_gelu" in msg and "Fix:" in msg and "relu" in msg
     assert "\n" not in msg
+    # in a run, the further runtime that cannot run the file is reported with the reason, not a failed run
+    model.save(str(tmp_path / "model.keras"))
+    init_manifest(tmp_path, name="gelu", labels=["a", "b"])
+    add_artifact(tmp_path, "model.int8.tflite", format="tflite-int8", precision="int8", runtime="litert")
+    recipe = load_recipe(Path(__file__).parent / "recipes" / "tiny.yaml", **{"evaluate.runs": 10, "evaluate.warmup": 1})
+    report = evaluate_artifacts(recipe, tmp_path, cal[:4], np.array([0, 1, 0, 1]), ["a", "b"])
+    assert "no GELU kernel" in report["artifacts"]["model.int8.tflite@tflm"]["skipped"]
+    assert "metrics" in report["artifacts"]["model.int8.tflite"]
 
 
 def _run_dir(tmp_path: Path, int8_file: Path, images) -> tuple[Path, dict]:
