@@ -64,33 +64,62 @@ def _row(label, name, args, binary, data, epochs):
     data_int8 = tflite_int8(model, cal)
     path = ROOT / "benchmarks" / "results" / f".mcu_{name}_{classes}.int8.tflite"
     path.write_bytes(data_int8)
-    lite = load_runner(path, threads=1, runtime="litert")(xte).argmax(1)
+    p_lite = load_runner(path, threads=1, runtime="litert")(xte)
+    lite = p_lite.argmax(1)
     tflm_runner = load_runner(path, runtime="tflm")
     t0 = time.perf_counter()
-    tflm = tflm_runner(xte).argmax(1)
+    p_tflm = tflm_runner(xte)
+    tflm = p_tflm.argmax(1)
     tflm_ms = (time.perf_counter() - t0) / len(xte) * 1e3
     mcu = mcu_figures(data_int8, path.name)
+    ref = _litert_reference_kernels(path, xte, tflm_runner)
+    step = tflm_runner.output.quantization[0]
+    top2 = np.sort(p_lite, 1)[:, -2:]
     path.unlink()
     row = {"label": label, "model": name, "args": args, "classes": classes, "input": SIZE,
            "params": int(model.count_params()), "macs": int(count_macs(model)), "epochs": epochs,
            "train_s": round(train_s, 1), "float_top1": float_acc, "litert_int8_top1": float(np.mean(lite == yte)),
            "tflm_int8_top1": float(np.mean(tflm == yte)), "tflm_litert_agreement": float(np.mean(tflm == lite)),
+           "tflm_litert_ref_agreement": float(np.mean(tflm == ref.argmax(1))),
+           "tflm_litert_max_diff_steps": float(np.abs(p_tflm - p_lite).max() / step),
+           "tflm_litert_ref_max_diff_steps": float(np.abs(p_tflm - ref).max() / step),
+           "median_top2_margin": float(np.median(top2[:, 1] - top2[:, 0])),
            "tflm_x86_ms_per_image": round(tflm_ms, 2), "test_images": int(len(yte)), "mcu": mcu}
     keras.backend.clear_session()
     gc.collect()
     return row
 
 
+def _litert_reference_kernels(path, x, like):
+    """Probabilities from LiteRT's reference kernels (BUILTIN_REF, no XNNPACK): the kernels TFLM's are ported from."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgecnn.runtime.base import dequantize, quantize
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0], interp.get_output_details()[0]
+    out = []
+    for img in x:
+        interp.set_tensor(i["index"], quantize(img[None], like.input))
+        interp.invoke()
+        out.append(dequantize(interp.get_tensor(o["index"]), like.output)[0])
+    return np.stack(out)
+
+
 def _table(rows: list[dict]) -> str:
     head = ("| net (96×96 int8) | classes | MACs | params | arena (min) | arena (recommended) | model | flash (est.) "
-            "| float top-1 | LiteRT int8 top-1 | TFLM int8 top-1 | TFLM = LiteRT |")
+            "| float top-1 | LiteRT int8 top-1 | TFLM int8 top-1 | TFLM = LiteRT (XNNPACK) "
+            "| TFLM = LiteRT (reference kernels) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m = r["mcu"]
         lines.append(f"| {r['label']} | {r['classes']} | {r['macs'] / 1e6:.1f} M | {r['params']:,} | "
                      f"{m['arena_bytes'] / 1024:.1f} KiB | {m['arena_recommended_bytes'] // 1024} KiB | "
                      f"{m['model_bytes'] / 1024:.1f} KiB | {m['flash_bytes'] / 1024:.1f} KiB | {r['float_top1']:.3f} | "
-                     f"{r['litert_int8_top1']:.3f} | {r['tflm_int8_top1']:.3f} | {r['tflm_litert_agreement']:.3f} |")
+                     f"{r['litert_int8_top1']:.3f} | {r['tflm_int8_top1']:.3f} | {r['tflm_litert_agreement']:.3f} | "
+                     f"{r['tflm_litert_ref_agreement']:.3f} |")
     return "\n".join(lines)
 
 
@@ -123,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"{label:52s} arena {r['mcu']['arena_bytes']:>8} B  flash {r['mcu']['flash_bytes']:>8} B  "
               f"tflm {r['tflm_int8_top1']:.3f} litert {r['litert_int8_top1']:.3f} agree "
-              f"{r['tflm_litert_agreement']:.3f}", flush=True)
+              f"{r['tflm_litert_agreement']:.3f} (ref kernels {r['tflm_litert_ref_agreement']:.3f}, max diff "
+              f"{r['tflm_litert_max_diff_steps']:.0f}/{r['tflm_litert_ref_max_diff_steps']:.0f} steps)", flush=True)
     out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "cpus": os.cpu_count()},
            "tflm_version": tflm_version(), "dataset": {"name": "bundled defects", "per_class": args.per_class,
