@@ -8,7 +8,7 @@ answers "does it give the same answers" (accuracy, agreement with LiteRT's XNNPA
     runner = load_runner("export/run/model.int8.tflite", runtime="tflm")  # LiteRT stays the .tflite default
     runner(images)                    # float32 RGB 0-255 NHWC in, probabilities out (batch 1, looped)
     runner.extra_figures()["mcu"]     # {"arena_bytes", "flash_bytes", "ops", "tflm_version", ...}
-    find_arena_size(data)             # the smallest arena that works, by bisection with the interpreter
+    find_arena_size(data)             # the smallest arena that works, found with the interpreter
 
 The runtime runs only files whose activations are quantised (int8/int16): a float, float16 or
 dynamic-range file is refused by name (:func:`tflm_refusal`), so the evaluator never measures an
@@ -17,8 +17,10 @@ fp32 file in it. It also opens ``model.int8.tflm/`` (the firmware folder written
 the one that is flashed.
 
 Memory rules (:func:`mcu_figures`):
-- ``arena_bytes``: the smallest ``arena_size`` with which the interpreter allocates and invokes,
-  found by bisection to the byte (each try is one real ``AllocateTensors`` + ``Invoke``). The Python
+- ``arena_bytes``: the smallest ``arena_size`` with which the interpreter allocates and invokes: the
+  RecordingMicroAllocator's total, confirmed by real tries (N works, N - 1 fails), else a bisection to
+  the byte. Each try is one ``AllocateTensors`` + ``Invoke`` in a child process (:class:`ArenaProbe`),
+  because TFLM can end its process on a failure. The Python
   interpreter is a 64-bit build: its per-tensor and per-node structs are larger than on a 32-bit
   MCU, so the figure is an upper bound for Cortex-M / ESP32 (reference kernels).
 - alignment: TFLM aligns the arena's start to 16 bytes and loses up to 15 bytes otherwise; declare
@@ -439,7 +441,7 @@ def read_firmware_array(folder: str | os.PathLike) -> bytes:
 
 
 def _smoke() -> None:
-    """Run a tiny int8-free check that the interpreter loads: its own bundled sine model."""
+    """Load and run the interpreter's own bundled sine model (float, 16 KiB arena) once."""
     from tflite_micro import runtime
 
     sample = Path(runtime.__file__).with_name("sine_float.tflite")
