@@ -21,6 +21,7 @@ from edgecnn.compress.chooser import ChooseOptions, list_routes
 from edgecnn.data.config import DataConfig
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.export import list_formats
+from edgecnn.importing import PRESETS, SOURCE_FORMATS
 from edgecnn.quantize import (
     MIN_CALIBRATION,
     ONNX_CALIBRATION_METHODS,
@@ -203,8 +204,8 @@ class ImportConfig(_Strict):
     """The ``import:`` section: where an imported run's model came from (``edgecnn import``), as provenance."""
 
     source: str = Field(..., description="the model file or SavedModel folder that was imported")
-    source_format: Literal["tf_keras", "keras3", "savedmodel", "onnx", "tflite"]
-    preprocess: Literal["raw", "unit", "symmetric", "imagenet", "caffe"] = "raw"
+    source_format: Literal[SOURCE_FORMATS]
+    preprocess: Literal[tuple(PRESETS)] = "raw"
     bgr: bool = False
     trust_code: bool = False
     input_size: int | None = Field(None, ge=16, le=1024, description="the square side, for dynamic-size models")
