@@ -78,6 +78,31 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def copy_artifact(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a file or folder artifact to ``dest`` atomically (a reader never sees half of it)."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    if src.is_dir():
+        with atomic_dir(dest) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    else:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+    return dest
+
+
+def remove_artifact_path(path: str | os.PathLike) -> None:
+    """Delete a file or folder artifact if it exists."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def artifact_files(path: str | os.PathLike) -> list[Path]:
     """The files an artifact is made of: itself, or every file under a folder artifact, sorted."""
     path = Path(path)

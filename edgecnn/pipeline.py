@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecnn._io import atomic_path, sha256_file, write_json, write_text
+from edgecnn._io import copy_artifact, sha256_file, write_json, write_text
 from edgecnn.config import Recipe, dump_recipe, load_recipe
 from edgecnn.errors import EdgecnnError
 
@@ -78,9 +78,9 @@ class Run:
             return False
         for name, digest in rec.get("outputs", {}).items():
             p = self.dir / name
-            if not p.is_file() or (digest and sha256_file(p) != digest):
+            if not p.exists() or (digest and sha256_file(p) != digest):  # a file or a folder artifact
                 return False
-        return all((self.dir / o).is_file() for o in outputs)
+        return all((self.dir / o).exists() for o in outputs)
 
     def _mark(self, stage: str, fp: str, outputs: list[str], hashed: bool = True) -> None:
         self.state[stage] = {"fingerprint": fp,
@@ -354,9 +354,7 @@ class Run:
         if pick is None:
             path = export(spec.name, model, ctx)
         else:
-            path = self.dir / spec.filename
-            with atomic_path(path) as tmp:
-                shutil.copyfile(self.dir / pick["artifact"], tmp)
+            path = copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
             extra = {"route": pick["route"], "chooser_artifact": pick["artifact"], "notes": pick["notes"]}
             log.info("export: %s is the compress stage's pick, %s (%s)", spec.filename, pick["route"],
                      pick["artifact"])

@@ -18,7 +18,7 @@ def _recipe(tmp_path: Path, data: Path, compress: dict) -> Path:
     raw = yaml.safe_load(TINY.read_text())
     raw["name"] = "tiny-compress"
     raw["data"]["path"] = str(data)
-    raw["export"]["formats"] = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8"]
+    raw["export"]["formats"] = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "openvino-int8"]
     raw["compress"] = compress
     path = tmp_path / "tiny-compress.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -31,7 +31,8 @@ def compressed_run(tmp_path_factory, tiny_defects) -> Path:
     # drop 0 + exhaustive: every route runs (QAT included), whatever the tiny model's accuracy
     recipe = _recipe(tmp, tiny_defects, {
         "enabled": True, "max_accuracy_drop": 0.0, "exhaustive": True, "latency_runs": 5,
-        "routes": ["tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile"],
+        "routes": ["tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile",
+                   "openvino-int8-minmax"],
         "qat": {"epochs": 1, "lr": 1e-4}})
     out = tmp / "run"
     p = edgecnn("run", str(recipe), "--output", str(out))
@@ -42,20 +43,23 @@ def compressed_run(tmp_path_factory, tiny_defects) -> Path:
 
 def test_every_route_is_a_measured_candidate(compressed_run):
     comp = json.loads((compressed_run / "compress.json").read_text())
-    assert set(comp["runtimes"]) == {"litert", "onnxruntime"}
+    assert set(comp["runtimes"]) == {"litert", "onnxruntime", "openvino"}  # one pick per runtime
     routes = {c["route"]: c for r in comp["runtimes"].values() for c in r["candidates"]}
-    assert set(routes) == {"tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile"}
+    assert set(routes) == {"tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile",
+                           "openvino-int8-minmax"}
+    assert routes["openvino-int8-minmax"]["runtime"] == "openvino"
     for c in routes.values():
         assert c["error"] is None, c
         assert 0 <= c["accuracy"] <= 1 and c["size_bytes"] > 0 and c["latency_p50_ms"] > 0
     assert routes["tflite-int8-qat"]["notes"]["distilled"] is True
-    assert set(comp["picks"]) == {"tflite-int8", "onnx-int8"}
+    assert set(comp["picks"]) == {"tflite-int8", "onnx-int8", "openvino-int8"}
 
 
 def test_picks_are_the_exported_int8_artifacts(compressed_run):
     comp = json.loads((compressed_run / "compress.json").read_text())
     manifest = json.loads((compressed_run / "manifest.json").read_text())
-    for fmt, filename in (("tflite-int8", "model.int8.tflite"), ("onnx-int8", "model.int8.onnx")):
+    for fmt, filename in (("tflite-int8", "model.int8.tflite"), ("onnx-int8", "model.int8.onnx"),
+                          ("openvino-int8", "model.int8.openvino")):  # a folder artifact, copied whole
         pick = comp["picks"][fmt]
         assert sha256_file(compressed_run / filename) == sha256_file(compressed_run / pick["artifact"])
         entry = manifest["artifacts"][filename]
@@ -78,7 +82,7 @@ def test_rerun_skips_compress_and_a_new_budget_redoes_only_int8(compressed_run, 
     run = tmp_path / "run"
     shutil.copytree(compressed_run, run)
     p = edgecnn("run", str(run / "recipe.yaml"), "--output", str(run))
-    assert "compress: up to date" in p.stderr and "export: all 4 artifacts up to date" in p.stderr, p.stderr
+    assert "compress: up to date" in p.stderr and "export: all 5 artifacts up to date" in p.stderr, p.stderr
     fp32 = (run / "model.fp32.tflite").stat().st_mtime_ns
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["compress"]["routes"] = ["tflite-int8", "onnx-int8-minmax"]
@@ -89,7 +93,9 @@ def test_rerun_skips_compress_and_a_new_budget_redoes_only_int8(compressed_run, 
     assert "tflite-int8: tflite-int8" in p.stdout and "onnx-int8: onnx-int8-minmax" in p.stdout
     p = edgecnn("export", str(run))
     assert p.returncode == 0, p.stderr
-    assert sorted(p.stdout.split("exported: ")[1].split(";")[0].split(", ")) == ["onnx-int8", "tflite-int8"]
+    # openvino-int8 has no pick any more, so it is converted from the new model.int8.onnx
+    assert sorted(p.stdout.split("exported: ")[1].split(";")[0].split(", ")) == ["onnx-int8", "openvino-int8",
+                                                                                "tflite-int8"]
     assert (run / "model.fp32.tflite").stat().st_mtime_ns == fp32
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["artifacts"]["model.int8.onnx"]["route"] == "onnx-int8-minmax"

@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn._io import write_bytes
+from edgecnn._io import artifact_bytes, copy_artifact, remove_artifact_path, write_bytes
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import check_calibration
 
@@ -247,6 +246,35 @@ register_route("onnx-int8-entropy", tier="calibration", runtime="onnxruntime", f
                description="ONNX QDQ int8, entropy (KL) ranges, per-channel")(_onnx_route("entropy", True))
 
 
+def _openvino_route(method: str):
+    """QDQ int8 ONNX (per-channel weights) converted to OpenVINO IR, measured in OpenVINO."""
+
+    def fn(ctx: ChooseContext, path: Path):
+        from edgecnn.export.openvino import onnx_to_openvino_ir
+        from edgecnn.quantize import quantize_onnx
+        from edgecnn.runtime import get_runtime
+
+        ok, why = get_runtime("openvino").available()
+        if not ok:
+            raise _Skip(why)
+        qdq = path.with_name(path.name + ".qdq.onnx")
+        try:
+            quantize_onnx(ctx.onnx_path(), qdq, ctx.calibration, method=method, per_channel=True)
+            onnx_to_openvino_ir(qdq, path)
+        finally:
+            remove_artifact_path(qdq)
+        return {"calibration": method, "weights": "per-channel", "ir": "FakeQuantize from QDQ"}
+
+    return fn
+
+
+register_route("openvino-int8-minmax", tier="ptq", runtime="openvino", filename="model.int8-minmax.openvino",
+               description="OpenVINO IR int8 from QDQ ONNX, MinMax, per-channel")(_openvino_route("minmax"))
+register_route("openvino-int8-percentile", tier="calibration", runtime="openvino",
+               filename="model.int8-percentile.openvino",
+               description="OpenVINO IR int8 from QDQ ONNX, 99.999th-percentile ranges")(_openvino_route("percentile"))
+
+
 @register_route("tflite-int8-qat", tier="qat", runtime="litert", filename="model.qat.int8.tflite",
                 description="quantisation-aware fine-tuning, then TFLite full-int8")
 def _tflite_qat(ctx: ChooseContext, path: Path):
@@ -314,13 +342,13 @@ def _measure(c: Candidate, images: np.ndarray, labels: np.ndarray, ref_pred: np.
     from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
 
-    runner = load_runner(c.artifact, threads=threads)
+    runner = load_runner(c.artifact, threads=threads, runtime=c.runtime)  # the runtime the route is for
     probs = runner(images)
     pred = probs.argmax(1)
     c.accuracy = float((pred == labels).mean())
     c.drop = float(reference_acc - c.accuracy)
     c.agreement = float((pred == ref_pred).mean())
-    c.size_bytes = int(Path(c.artifact).stat().st_size)
+    c.size_bytes = artifact_bytes(c.artifact)
     if runs:
         lat = measure_latency(runner, images[0], warmup=warmup, runs=runs)
         c.latency_p50_ms, c.latency_p95_ms = round(lat["p50_ms"], 4), round(lat["p95_ms"], 4)
@@ -439,8 +467,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
             c.seconds = round(time.perf_counter() - t0, 2)
             if c.error:
                 log.warning("chooser: %s failed: %s", route.name, c.error)
-                if path.exists():
-                    path.unlink()
+                remove_artifact_path(path)
                 c.artifact = None
             else:
                 log.info("chooser: %-22s top-1 %.4f drop %+.4f agree %.4f size %8.1f KB p50 %s ms%s", route.name,
@@ -484,12 +511,7 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
     """Copy the chosen artifact to ``dest`` (atomically); returns the path, or None when nothing was chosen."""
     if result.chosen is None or result.chosen.artifact is None:
         return None
-    from edgecnn._io import atomic_path
-
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(result.chosen.artifact, tmp)
-    return dest
+    return copy_artifact(result.chosen.artifact, dest)
 
 
 __all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "copy_chosen",
