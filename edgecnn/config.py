@@ -188,7 +188,8 @@ class EvaluateConfig(_Strict):
     top_k: int = Field(5, ge=2)
     runtimes: list[str] | None = Field(
         None, description="runtimes to evaluate each artifact in besides the one its manifest names (always "
-                          "measured); None = every registered runtime that runs it, [] = none")
+                          "measured); None = every registered runtime that runs it and is evaluated by default "
+                          "(all but tflm), [] = none")
 
     @field_validator("runtimes")
     @classmethod

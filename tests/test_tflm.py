@@ -149,7 +149,8 @@ def test_unsupported_op_is_named_with_its_layer_and_skipped_by_the_evaluator(tmp
     model.save(str(tmp_path / "model.keras"))
     init_manifest(tmp_path, name="gelu", labels=["a", "b"])
     add_artifact(tmp_path, "model.int8.tflite", format="tflite-int8", precision="int8", runtime="litert")
-    recipe = load_recipe(Path(__file__).parent / "recipes" / "tiny.yaml", **{"evaluate.runs": 10, "evaluate.warmup": 1})
+    recipe = load_recipe(Path(__file__).parent / "recipes" / "tiny.yaml",
+                         **{"evaluate.runs": 10, "evaluate.warmup": 1, "evaluate.runtimes": ["tflm"]})
     report = evaluate_artifacts(recipe, tmp_path, cal[:4], np.array([0, 1, 0, 1]), ["a", "b"])
     assert "no GELU kernel" in report["artifacts"]["model.int8.tflite@tflm"]["skipped"]
     assert "metrics" in report["artifacts"]["model.int8.tflite"]

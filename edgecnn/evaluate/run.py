@@ -62,7 +62,8 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
         own = own if own in candidates else (candidates[0] if candidates else own)
         jobs.append((name, name, own))
         jobs += [(f"{name}@{r}", name, r) for r in candidates
-                 if r != own and (cfg.runtimes is None or r in cfg.runtimes)]
+                 if r != own and (r in cfg.runtimes if cfg.runtimes is not None
+                                  else get_runtime(r).evaluated_by_default)]
     reference = None
     steps = 1 + len(thread_counts)
     with progress("evaluating", len(jobs) * steps) as update:

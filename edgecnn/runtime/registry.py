@@ -50,6 +50,8 @@ class RuntimeSpec:
         smoke: a check run once by :meth:`available` (raises when the runtime cannot run here).
         description: one line for docs and ``--help``.
         install: what to ``pip install`` when the package is missing (default: ``package``).
+        evaluated_by_default: measured by the evaluate stage unless the recipe's ``evaluate.runtimes``
+            says otherwise (False: opt-in, e.g. TFLite Micro's slow reference kernels).
         accepts: a check of one artifact beyond its suffix: None when the runtime runs it, else why not
             (TFLite Micro refuses float ``.tflite`` files); None = every file with a listed suffix.
     """
@@ -67,6 +69,7 @@ class RuntimeSpec:
     smoke: Callable[[], None] | None = None
     description: str = ""
     install: str = ""
+    evaluated_by_default: bool = True
     accepts: Callable[[Path], str | None] | None = None
 
     def runs(self, path: str | os.PathLike) -> bool:
@@ -125,7 +128,8 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
                      default_for: tuple[str, ...] | None = None, options: Mapping[str, Any] | None = None,
                      server_options: Mapping[str, Any] | None = None, platform: str | None = None,
                      thread_safe: bool = True, smoke: Callable[[], None] | None = None, description: str = "",
-                     install: str = "", accepts: Callable[[Path], str | None] | None = None):
+                     install: str = "", accepts: Callable[[Path], str | None] | None = None,
+                     evaluated_by_default: bool = True):
     """Class decorator: register a Runner subclass as the runtime ``name``.
 
     Args:
@@ -136,6 +140,8 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
         default_for: suffixes for which it is the default (default: all of ``suffixes``).
         options, server_options, platform, thread_safe, smoke, description, install, accepts: see
             :class:`RuntimeSpec`.
+        evaluated_by_default: the evaluate stage also measures files in this runtime when the recipe's
+            ``evaluate.runtimes`` is unset (False: only when named there, e.g. a slow reference interpreter).
 
     Raises:
         EdgecnnError: the name is taken, or another runtime is already the default for a suffix.
@@ -157,6 +163,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
             module=module or package, runner=cls, options=MappingProxyType(dict(options or {})),
             server_options=MappingProxyType(dict(server_options or {})), platform=platform,
             thread_safe=thread_safe, smoke=smoke, description=description, install=install, accepts=accepts,
+            evaluated_by_default=evaluated_by_default,
         )
         return cls
 

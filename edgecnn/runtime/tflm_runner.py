@@ -455,7 +455,7 @@ def _smoke() -> None:
 # One interpreter holds one set of tensors: concurrent invoke() calls corrupt each other (thread_safe=False).
 @register_runtime("tflm", suffixes=(".tflite", FIRMWARE_FOLDER_SUFFIX), default_for=(FIRMWARE_FOLDER_SUFFIX,),
                   package="tflite-micro", module="tflite_micro", thread_safe=False, smoke=_smoke,
-                  accepts=tflm_refusal,
+                  accepts=tflm_refusal, evaluated_by_default=False,  # reference kernels: ~40x LiteRT's time
                   description="TensorFlow Lite Micro interpreter (reference kernels): int8 .tflite, exact arena size")
 class TFLMRunner(Runner):
     """A TFLM interpreter at batch 1 (larger batches loop); ``threads`` is ignored (MCUs have one core)."""
