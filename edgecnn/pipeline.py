@@ -6,7 +6,6 @@ recipe is cheap and a killed run resumes where it stopped (training resumes mid-
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -393,11 +392,9 @@ class Run:
             from edgecnn.data.loader import load_arrays
 
             images, labels = load_arrays(self.dataset(), "test", self.input_size)
-            with _reference(reference, manifest):
-                report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes)
-            if reference != "model.keras":  # an imported ONNX/TFLite source is its own float reference
-                report["artifacts"][reference].update({k: manifest["artifacts"][reference][k]
-                                                       for k in ("format", "precision")})
+            # an imported ONNX/TFLite source is its own float reference
+            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes,
+                                        reference=reference)
             if self.import_record():
                 report["import"] = self.import_record()
         report.pop("compress", None)
@@ -460,23 +457,6 @@ def _order_classes(ds, labels_file: str):
     ds.splits = {s: [(p, index[ds.classes[y]]) for p, y in items] for s, items in ds.splits.items()}
     ds.classes = labels
     return ds
-
-
-@contextlib.contextmanager
-def _reference(name: str, manifest: dict):
-    """Evaluate against ``name`` instead of model.keras (an imported ONNX/TFLite source).
-
-    evaluate_artifacts reads its module constant REFERENCE; a ``reference=`` argument there would
-    replace this (asked of edgecnn/evaluate/run.py's owner).
-    """
-    from edgecnn.evaluate import run as evaluate_run
-
-    old = evaluate_run.REFERENCE
-    evaluate_run.REFERENCE = name
-    try:
-        yield
-    finally:
-        evaluate_run.REFERENCE = old
 
 
 def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: str | os.PathLike,

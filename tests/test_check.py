@@ -413,3 +413,29 @@ def test_gate_end_to_end_on_a_tiny_run(tmp_path, tiny_run):
     assert p.returncode == 2 and "does not match manifest.json" in p.stdout, p.stdout
     assert sha256_file(out / "model.int8.tflite") != json.loads((out / "manifest.json").read_text())[
         "artifacts"]["model.int8.tflite"]["sha256"]
+
+
+def test_an_artifact_whose_runtime_is_missing_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    """A serving install has no Keras: a target matching "*" checks the rest and says what it left out."""
+    from edgecnn.runtime import registry
+
+    run = make_run(tmp_path / "run", names=("model.onnx",))
+    (run / "model.keras").write_bytes(b"stands in for the float model")
+    add_artifact(run, "model.keras", format="keras", precision="fp32", runtime="keras", stage="train")
+    monkeypatch.setitem(registry._availability, "keras", (False, "tf-keras is not installed"))
+    b = budgets(tmp_path, """\
+  - name: all
+    artifacts: "*"
+    budgets: {p95_ms: 10000}
+""")
+    result = check(run, b)
+    assert result.exit_code == 0, result.error
+    assert {r.artifact for r in result.results} == {"model.onnx"}
+    assert any("model.keras" in w and "tf-keras is not installed" in w for w in result.warnings)
+    only = budgets(tmp_path, """\
+  - name: keras
+    artifacts: model.keras
+    budgets: {p95_ms: 10000}
+""", name="only.yaml")
+    result = check(run, only)
+    assert result.exit_code == 2 and "whose runtime cannot run on this machine" in result.error

@@ -68,7 +68,7 @@ def _predict_path(files: list[Path], monkeypatch) -> np.ndarray:
             seen["batch"] = batch
             return [[("x", 1.0)]] * len(batch)
 
-    monkeypatch.setattr(predict.Predictor, "open", classmethod(lambda cls, model: Capture()))
+    monkeypatch.setattr(predict.Predictor, "open", classmethod(lambda cls, model, **options: Capture()))
     predict.predict_files("any-model", [str(f) for f in files], top=1)
     return seen["batch"]
 

@@ -195,6 +195,8 @@ def _run(result: CheckResult, cli_baseline, overrides: Mapping[str, Any] | None)
                                "(add max_slowdown_vs to a target).")
     manifest = read_manifest(run_dir)
     plan = _plan(bf, manifest, run_dir, cli_baseline, options)
+    for why in plan.unavailable.values():
+        result.warnings.append(f"not measured, its runtime is not available here: {why}")
     needs_report = sorted({a for t, arts in plan.items for a in arts
                            if any(limit.figure in _FROM_REPORT for limit in t.limits)})
     report = _report(run_dir, manifest, needs_report) if needs_report else None
@@ -202,7 +204,8 @@ def _run(result: CheckResult, cli_baseline, overrides: Mapping[str, Any] | None)
     for m in measured.values():
         result.measurements.extend(x.to_json() | {"role": role} for role, x in m.items())
     artifacts = _figures(plan, manifest, report, measured)
-    result.results = check_targets([t for t, _ in plan.items], artifacts.values())
+    result.results = check_targets([t for t, _ in plan.items],
+                                   [a for n, a in artifacts.items() if n not in plan.unavailable])
     missing = next((r for r in result.results if r.measured is None), None)
     if missing is not None:
         needs = _NEEDS.get(BUDGET_KEYS[missing.budget].figure, "a figure").format(name=missing.artifact)
@@ -240,6 +243,18 @@ class _Plan:
     items: list[tuple[Target, list[str]]]   # every target (max_slowdown_vs baselines resolved) and its artifacts
     options: MeasureOptions
     files: dict[str, tuple[str, str | None]] = field(default_factory=dict)   # artifact -> (file, runtime)
+    unavailable: dict[str, str] = field(default_factory=dict)   # artifact -> why its runtime cannot run here
+
+
+def _runtime_available(runtime: str | None, unavailable: dict[str, str], name: str) -> bool:
+    from edgecnn.runtime import get_runtime, runtime_names
+
+    if runtime is None or runtime not in runtime_names():
+        return True  # the measuring process reports an unknown runtime itself
+    ok, why = get_runtime(runtime).available()
+    if not ok:
+        unavailable[name] = f"{name}: {runtime} — {why}"
+    return ok
 
 
 def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: MeasureOptions) -> _Plan:
@@ -249,6 +264,14 @@ def _plan(bf: BudgetFile, manifest: dict, run_dir: Path, cli_baseline, options: 
     verified: set[str] = set()
     for t in bf.targets:
         names = [n for n in arts if t.matches(*files[n])]
+        # A runtime this install lacks (the Keras reference in a serving install, say) cannot be
+        # measured here: its files leave the target, said in the result's warnings, never passed.
+        runnable = [n for n in names if _runtime_available(files[n][1], plan.unavailable, n)]
+        if names and not runnable:
+            why = "; ".join(plan.unavailable[n] for n in names)
+            raise EdgecnnError(f"{bf.source}:{t.line}: target {t.name!r} matches only artifacts whose runtime cannot "
+                               f"run on this machine ({why}). Install it, or point the target at other files.")
+        names = runnable
         if not names:
             avail = ", ".join(f"{n} ({files[n][1]})" for n in arts) or "none"
             raise EdgecnnError(f"{bf.source}:{t.line}: target {t.name!r} (artifacts {list(t.artifacts)}, runtime "

@@ -29,7 +29,7 @@ def gzip_size(path: Path) -> int:
 
 
 def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
-                       classes: list[str]) -> dict:
+                       classes: list[str], *, reference: str = REFERENCE) -> dict:
     """Accuracy, agreement with the Keras float model, latency at each thread count, and size of every
     artifact in every runtime that runs it.
 
@@ -41,15 +41,17 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
     that refuses this file when opening it (an ``EdgecnnError``: TFLite Micro lacking an op, say). A
     runner's ``extra_figures()`` (TFLite Micro: ``{"mcu": {...}}``) is merged into its entry.
     Every exported artifact's sha256 is checked against manifest.json before it is run.
+    ``reference`` is the float model agreement is measured against: ``model.keras``, or for an
+    imported ONNX/TFLite model that file itself (a manifest artifact).
     """
     from edgecnn.runtime import get_runtime, list_runtimes, runtimes_for
 
     manifest = read_manifest(run_dir)
-    names = [REFERENCE] + [n for n in manifest["artifacts"] if n != REFERENCE]
+    names = [reference] + [n for n in manifest["artifacts"] if n != reference]
     cfg = recipe.evaluate
     thread_counts = sorted({resolve_threads(t) for t in cfg.threads})
     report: dict = {"name": recipe.name, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "classes": classes, "test_images": int(len(labels)), "reference": REFERENCE,
+                    "classes": classes, "test_images": int(len(labels)), "reference": reference,
                     "machine": machine_info(), "latency_protocol": {"batch": 1, "warmup": cfg.warmup,
                                                                      "runs": cfg.runs, "threads": thread_counts},
                     "runtimes": {r.name: {"version": r.version(), "available": r.available()[0],
@@ -58,13 +60,13 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
     jobs: list[tuple[str, str, str]] = []     # (report key, file, runtime); each file's own runtime first
     for name in names:
         candidates = [r.name for r in runtimes_for(run_dir / name)]
-        own = "keras" if name == REFERENCE else manifest["artifacts"][name].get("runtime")
+        own = manifest["artifacts"][name].get("runtime") if name in manifest["artifacts"] else "keras"
         own = own if own in candidates else (candidates[0] if candidates else own)
         jobs.append((name, name, own))
         jobs += [(f"{name}@{r}", name, r) for r in candidates
                  if r != own and (r in cfg.runtimes if cfg.runtimes is not None
                                   else get_runtime(r).evaluated_by_default)]
-    reference = None
+    reference_probs = None
     steps = 1 + len(thread_counts)
     with progress("evaluating", len(jobs) * steps) as update:
         for i, (key, name, runtime) in enumerate(jobs):
@@ -80,7 +82,7 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
                 continue
             try:
                 art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
-                                           reference, step, runtime=runtime, label=key)
+                                           reference_probs, step, runtime=runtime, label=key)
             except EdgecnnError as e:
                 if key == name:
                     raise
@@ -91,10 +93,10 @@ def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels
                 log.warning("skipped %s in %s: %s", name, runtime, e)
                 continue
             report["artifacts"][key] = art
-            if key == REFERENCE:
-                reference = probs
+            if key == reference:
+                reference_probs = probs
         update(len(jobs) * steps)
-    report["reference_accuracy"] = report["artifacts"][REFERENCE]["metrics"]["accuracy"]
+    report["reference_accuracy"] = report["artifacts"][reference]["metrics"]["accuracy"]
     return report
 
 
@@ -107,8 +109,8 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
 
     label = label or name
     path = run_dir / name
-    entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}
-    if name != REFERENCE:
+    entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}  # model.keras is not in the manifest
+    if name in manifest["artifacts"]:
         entry = verify_artifact(run_dir, name, manifest)
     step(0, f"{label} accuracy")
     runner = load_runner(path, threads=max(thread_counts), runtime=runtime)
