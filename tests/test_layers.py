@@ -1,7 +1,7 @@
 """The package's layering: no import cycle between subpackages, and TensorFlow-free entry points.
 
-Every ``import`` counts, at module level or inside a function, except those under
-``if TYPE_CHECKING:`` (annotations only). A node is a subpackage (``edgecnn/export/``) or a
+Every ``import`` counts: at module level, inside a function, or under ``if TYPE_CHECKING:``.
+A node is a subpackage (``edgecnn/export/``) or a
 top-level module (``edgecnn/config.py``); ``errors``, ``_io`` and ``_tf`` are the floor.
 """
 from __future__ import annotations
@@ -22,15 +22,6 @@ def _node(module: str) -> str:
     return parts[1] if len(parts) > 1 else "edgecnn"
 
 
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for n in ast.walk(tree):
-        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-            for child in n.body:
-                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return lines
-
-
 def import_graph() -> dict[str, dict[str, list[str]]]:
     """``{node: {imported node: [where, ...]}}`` over every edgecnn module."""
     graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -39,10 +30,7 @@ def import_graph() -> dict[str, dict[str, list[str]]]:
         module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         package = module if rel.name == "__init__" else module.rpartition(".")[0]
         tree = ast.parse(path.read_text())
-        skip = _type_checking_lines(tree)
         for n in ast.walk(tree):
-            if getattr(n, "lineno", None) in skip:
-                continue
             targets: list[str] = []
             if isinstance(n, ast.ImportFrom):
                 if n.level:

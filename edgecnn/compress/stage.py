@@ -17,13 +17,10 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgecnn._io import atomic_path, write_json
 from edgecnn.errors import EdgecnnError
-
-if TYPE_CHECKING:  # the recipe is read by the pipeline and handed down
-    from edgecnn.config import Recipe
 
 log = logging.getLogger("edgecnn.compress")
 
@@ -66,7 +63,7 @@ def _pick(result, min_agreement: float | None) -> tuple[Any, bool]:
     return min(measured, key=lambda c: (excess(c), c.drop, c.latency_p50_ms or math.inf)), False
 
 
-def run_compress(recipe: Recipe, dataset, run_dir: str | Path, input_size: int) -> dict:
+def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> dict:  # recipe: edgecnn.config.Recipe
     """Compress ``run_dir/model.keras`` as ``recipe.compress`` says; writes ``compress.json`` and returns it.
 
     Raises:

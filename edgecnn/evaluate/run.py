@@ -5,7 +5,7 @@ import gzip
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +16,6 @@ from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest, verify_artifact
 from edgecnn.progress import progress
 
-if TYPE_CHECKING:  # the recipe is read by the pipeline and handed down
-    from edgecnn.config import Recipe
-
 log = logging.getLogger("edgecnn.evaluate")
 REFERENCE = "model.keras"
 
@@ -28,7 +25,7 @@ def gzip_size(path: Path) -> int:
     return sum(len(gzip.compress(p.read_bytes(), compresslevel=9)) for p in artifact_files(path))
 
 
-def evaluate_artifacts(recipe: Recipe, run_dir: Path, images: np.ndarray, labels: np.ndarray,
+def evaluate_artifacts(recipe: Any, run_dir: Path, images: np.ndarray, labels: np.ndarray,
                        classes: list[str], *, reference: str = REFERENCE) -> dict:
     """Accuracy, agreement with the Keras float model, latency at each thread count, and size of every
     artifact in every runtime that runs it.
