@@ -56,6 +56,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def swap_in_dir(tmp_dir: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Replace folder ``final`` by ``tmp_dir`` with two renames, so a reader sees the old or the new folder."""
+    import shutil
+
+    tmp_dir, final = Path(tmp_dir), Path(final)
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp_dir, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -67,15 +80,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+        swap_in_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def copy_artifact(src: str | os.PathLike, dest: str | os.PathLike) -> Path:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn._io import sha256_file, write_json
+from edgecnn._io import sha256_file, swap_in_dir, write_json
 from edgecnn.errors import EdgecnnError
 from edgecnn.report.run_files import FINDINGS_DIR, FINDINGS_JSON, read_json_or_none
 
@@ -102,7 +102,7 @@ def write_findings(run_dir: str | os.PathLike, dataset: Any = None, *, force: bo
         else:
             _model_findings(run_dir, ds, tmp, findings)
         write_json(tmp / Path(FINDINGS_JSON).name, findings)
-        _swap_in(tmp, run_dir / FINDINGS_DIR)
+        swap_in_dir(tmp, run_dir / FINDINGS_DIR)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("findings: %s", run_dir / FINDINGS_JSON)
@@ -113,16 +113,6 @@ def _files_present(run_dir: Path, findings: dict) -> bool:
     srcs = [m["src"] for m in (findings.get("misclassified") or {}).get("images", [])]
     srcs += [g["src"] for g in [findings.get("gradcam") or {}] if g.get("src")]
     return all((run_dir / s).is_file() for s in srcs)
-
-
-def _swap_in(tmp_dir: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp_dir`` with two renames, so a reader sees the old or the new folder."""
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp_dir, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _model_findings(run_dir: Path, ds, out: Path, findings: dict) -> None:

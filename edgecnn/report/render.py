@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from edgecnn._io import atomic_path, write_text
+from edgecnn._io import atomic_path, swap_in_dir, write_text
 from edgecnn.errors import EdgecnnError
 from edgecnn.report import plots
 from edgecnn.report import sections as _builtin_sections  # noqa: F401  (registers the built-in sections)
@@ -53,16 +53,6 @@ def _header(run: RunFiles, nav: list[tuple[str, str]]) -> str:
         "<nav>" + "".join(f'<a href="#{escape(a)}">{escape(t)}</a>' for a, t in nav) + "</nav>"])
 
 
-def _swap_in(tmp_dir: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp_dir`` with two renames, so a reader sees the old or the new folder."""
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp_dir, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def render_report(run_dir: str | os.PathLike, *, model_card: bool = True) -> Path:
     """Write ``RUN_DIR/report.html`` and its figures in ``RUN_DIR/plots/`` (and MODEL_CARD.md).
 
@@ -88,7 +78,7 @@ def render_report(run_dir: str | os.PathLike, *, model_card: bool = True) -> Pat
     try:
         ctx = ReportContext(run, tmp, notes=list((run.findings or {}).get("notes", [])))
         rendered = render_sections(ctx)
-        _swap_in(tmp, run.dir / PLOTS_DIR)
+        swap_in_dir(tmp, run.dir / PLOTS_DIR)
         if model_card:
             from edgecnn.report.model_card import write_model_card
 
