@@ -19,6 +19,9 @@ budgets every selected artifact must hold::
         max_slowdown_vs: {baseline: ../baseline_run, max_ratio: 1.10, metric: p50}
         max_arena_kb: 256           # smallest TFLite Micro tensor arena, KiB (int8 .tflite, report.json)
         max_flash_kb: 1024          # model bytes + estimated TFLM kernel code, KiB (report.json)
+    - name: board
+      artifacts: model.int8.tflite
+      profile: cortex-m4-256k       # a microcontroller (MCU_PROFILES): sets max_arena_kb and max_flash_kb
 
 The keys, units and ranges are data (:data:`BUDGET_KEYS`); one parser checks them wherever they
 come from, so a budget copied from a recipe into a budgets.yaml (``edgecnn.evaluate.budget_file``)
@@ -43,8 +46,9 @@ from pydantic_core import PydanticCustomError
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 
-__all__ = ["BUDGET_KEYS", "BudgetError", "BudgetKey", "BudgetsConfig", "Limit", "NumberSpec", "Target",
-           "TargetParser", "parse_budget_targets", "runtime_names", "runtime_of", "targets_to_json"]
+__all__ = ["BUDGET_KEYS", "MCU_PROFILES", "BudgetError", "BudgetKey", "BudgetsConfig", "Limit", "McuProfile",
+           "NumberSpec", "Target", "TargetParser", "parse_budget_targets", "runtime_names", "runtime_of",
+           "targets_to_json"]
 
 log = logging.getLogger("edgecnn.budgets")
 
@@ -147,7 +151,47 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("max_flash_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "flash_kb", "KiB"),
 )}
 _SLOWDOWN_KEYS = {"baseline": "path", "max_ratio": _RATIO, "metric": ("p50", "p95", "p99")}
-_TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "budgets")
+_TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "profile", "budgets")
+
+
+# ----------------------------------------------------------------------------------------------
+# Microcontroller profiles: a target's `profile:` sets max_arena_kb and max_flash_kb
+MCU_RESERVE = 0.25   # of SRAM and of flash, left to everything that is not the model (the headroom rule)
+
+
+@dataclass(frozen=True)
+class McuProfile:
+    """A microcontroller board class: its SRAM and flash, and the budgets they leave the model.
+
+    The headroom rule: the tensor arena may use SRAM minus :data:`MCU_RESERVE` (a quarter kept for the
+    stack, the RTOS or SDK, the camera frame and the application's buffers), and the model with its
+    kernels flash minus the same share (bootloader, application, SDK; on an ESP32 the Wi-Fi stack).
+    """
+
+    name: str
+    sram_kb: int
+    flash_kb: int
+    example: str
+
+    @property
+    def max_arena_kb(self) -> float:
+        return self.sram_kb * (1 - MCU_RESERVE)
+
+    @property
+    def max_flash_kb(self) -> float:
+        return self.flash_kb * (1 - MCU_RESERVE)
+
+    def limits(self) -> dict[str, float]:
+        """The budgets this profile sets (budget key -> KiB)."""
+        return {"max_arena_kb": self.max_arena_kb, "max_flash_kb": self.max_flash_kb}
+
+
+MCU_PROFILES: dict[str, McuProfile] = {p.name: p for p in (
+    McuProfile("cortex-m4-256k", 256, 1024, "STM32F411, nRF52840 (Arduino Nano 33 BLE Sense)"),
+    McuProfile("cortex-m7-1m", 1024, 2048, "STM32H743, i.MX RT1062 (Teensy 4.x)"),
+    McuProfile("esp32-s3", 512, 8192, "ESP32-S3-WROOM-1-N8 (internal SRAM, no PSRAM)"),
+    McuProfile("cortex-m33-512k", 512, 2048, "STM32U575, nRF5340 application core"),
+)}
 TIME_UNITS = _TIME  # for other sections' seconds/milliseconds hints (a budgets.yaml's measurement:)
 
 
@@ -190,6 +234,7 @@ class Target:
     batch: int = 1
     limits: tuple[Limit, ...] = ()
     line: int | None = None
+    profile: str | None = None        # the MCU_PROFILES entry that set max_arena_kb / max_flash_kb
 
     def matches(self, file: str, runtime: str | None) -> bool:
         """True when the artifact file ``file``, run in ``runtime``, is one of this target's."""
@@ -383,9 +428,14 @@ class TargetParser:
         if runtime is None or threads is None or batch is None:
             ok = False
         limits: list[Limit] = []
+        profile = None
+        if "profile" in m:
+            profile = self.choice("profile", m["profile"][1], tuple(MCU_PROFILES))
+            ok = ok and profile is not None
         if "budgets" not in m:
-            self.error(node, f"{where} has no 'budgets'; add at least one, e.g. budgets: {{p95_ms: 20}}")
-            ok = False
+            if "profile" not in m:
+                self.error(node, f"{where} has no 'budgets'; add at least one, e.g. budgets: {{p95_ms: 20}}")
+                ok = False
         else:
             b = self.mapping(m["budgets"][1], f"budgets of {where}", tuple(BUDGET_KEYS))
             if b is None:
@@ -404,9 +454,13 @@ class TargetParser:
                         ok = False
                     else:
                         limits.append(lim)
+        if profile is not None:   # a key the target's budgets give explicitly wins over the profile's
+            given = {lim.key for lim in limits}
+            line_of = _line(m["profile"][0])
+            limits += [Limit(k, v, line_of) for k, v in MCU_PROFILES[profile].limits().items() if k not in given]
         if not ok:
             return None
-        return Target(name, globs, runtime, int(threads), int(batch), tuple(limits), line)
+        return Target(name, globs, runtime, int(threads), int(batch), tuple(limits), line, profile)
 
     def slowdown(self, key_node, node) -> Limit | None:
         m = self.mapping(node, "max_slowdown_vs", tuple(_SLOWDOWN_KEYS))
@@ -489,7 +543,8 @@ def targets_to_json(targets: tuple[Target, ...]) -> list[dict]:
             else:
                 budgets[lim.key] = lim.value
         out.append({"name": t.name, "artifacts": t.artifacts[0] if len(t.artifacts) == 1 else list(t.artifacts),
-                    "runtime": t.runtime, "threads": t.threads, "batch": t.batch, "budgets": budgets})
+                    "runtime": t.runtime, "threads": t.threads, "batch": t.batch,
+                    **({"profile": t.profile} if t.profile else {}), "budgets": budgets})
     return out
 
 
