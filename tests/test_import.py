@@ -47,6 +47,7 @@ def sources(tiny_defects, tmp_path_factory):
     net.save(out / "unit_cnn.h5")
     _nchw_onnx(net, out / "unit_cnn_nchw.onnx")
     net.save(out / "unit_cnn_savedmodel", save_format="tf")
+    _plain_tf_module(net, out / "unit_cnn_plain_tf")
     # TFLite files must take 0-255 themselves: a Rescaling layer in front.
     px = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0), net])
     conv = tf.lite.TFLiteConverter.from_keras_model(px)
@@ -71,6 +72,26 @@ def _nchw_onnx(net, path: Path) -> None:
     spec = [tf.TensorSpec((None, 3, SIZE, SIZE), tf.float32, name="input")]
     proto, _ = tf2onnx.convert.from_keras(nchw, input_signature=spec, opset=17)
     path.write_bytes(proto.SerializeToString())
+
+
+def _plain_tf_module(net, path: Path, signature: str = "serving_default") -> None:
+    """``net``'s trained weights in a plain ``tf.Module`` (tf.nn.conv2d on variables, no Keras), saved with
+    tf.saved_model.save: the SavedModel a TensorFlow-only project ships."""
+    from edgecnn._tf import tf
+
+    (k1, b1), (k2, b2), (w, b) = ([tf.Variable(a) for a in layer.get_weights()]
+                                  for layer in net.layers if layer.get_weights())
+
+    class PlainCnn(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="pixels")])
+        def predict(self, x):
+            h = tf.nn.relu(tf.nn.conv2d(x, self.k1, 2, "VALID") + self.b1)
+            h = tf.nn.relu(tf.nn.conv2d(h, self.k2, 2, "VALID") + self.b2)
+            return {"scores": tf.nn.softmax(tf.reduce_mean(h, [1, 2]) @ self.w + self.b)}
+
+    module = PlainCnn()
+    module.k1, module.b1, module.k2, module.b2, module.w, module.b = k1, b1, k2, b2, w, b
+    tf.saved_model.save(module, str(path), signatures={signature: module.predict})
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +175,48 @@ def test_tf_keras_h5_and_savedmodel(sources, tiny_defects, tmp_path):
         for name in ("model.keras", "model.fp32.tflite", "model.onnx"):   # README table: 1e-4
             assert _max_dprob(run, name, sources["reference"], tiny_defects) < 1e-4, name
     assert not list(tmp_path.glob(".*importing*"))
+
+
+@pytest.mark.slow
+def test_plain_tf_savedmodel(sources, tiny_defects, tmp_path):
+    """A tf.Module SavedModel (no Keras): wrapped, converted from its serving_default signature; model.onnx,
+    the reference, and model.fp32.tflite agree with the source; int8 TFLite and ONNX are evaluated too."""
+    res = _import(sources["dir"] / "unit_cnn_plain_tf", tiny_defects, tmp_path / "plain", preprocess="unit")
+    imp = json.loads((res.run_dir / "manifest.json").read_text())["import"]
+    assert imp["source_format"] == "savedmodel" and imp["route"] == "savedmodel-ptq" and imp["post_training_only"]
+    assert res.report["reference"] == "model.onnx" and not (res.run_dir / "model.keras").exists()
+    arts = res.report["artifacts"]
+    assert {"model.fp32.tflite", "model.int8.tflite", "model.onnx", "model.int8.onnx"} <= set(arts)
+    for name in ("model.onnx", "model.fp32.tflite"):   # README table: 1e-4
+        assert _max_dprob(res.run_dir, name, sources["reference"], tiny_defects) < 1e-4, name
+    for name in ("model.int8.tflite", "model.int8.onnx"):
+        assert arts[name]["precision"] == "int8" and arts[name]["metrics"]["agreement"] >= 0.8, name
+
+
+def test_bad_plain_savedmodels(tiny_defects, tmp_path):
+    """No serving_default, two inputs, a non-image input: one readable error each, no run directory."""
+    from edgecnn._tf import tf
+    from edgecnn.pipeline import import_model
+
+    class Two(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="a"),
+                                      tf.TensorSpec((None, 4), tf.float32, name="b")])
+        def f(self, a, b):
+            return {"p": tf.reduce_mean(a, [1, 2, 3])[:, None] + b}
+
+    class Vec(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 12), tf.float32, name="v")])
+        def f(self, v):
+            return {"p": v[:, :4]}
+
+    for name, module, signature in (("two", Two(), "serving_default"), ("vec", Vec(), "serving_default"),
+                                    ("nosig", Vec(), "embed")):
+        tf.saved_model.save(module, str(tmp_path / name), signatures={signature: module.f})
+    for name, match in (("nosig", "no 'serving_default' signature.*received signatures \\['embed'\\]"),
+                        ("two", "2 inputs"), ("vec", "float32 image batch.*\\[None, 12\\]")):
+        with pytest.raises(EdgecnnError, match=match):
+            import_model(tmp_path / name, data=tiny_defects, output=tmp_path / f"run-{name}")
+        assert not (tmp_path / f"run-{name}").exists()
 
 
 @pytest.fixture(scope="module")

@@ -110,22 +110,20 @@ def same_outputs(k3_model, k2_model, size: int, tol: float = 1e-4) -> float:
     return diff
 
 
-def export_keras3(model, size: int, pre, run_dir: Path, calibration: np.ndarray, *, opset: int = 17,
-                  onnx_calibration: str = "minmax", onnx_per_channel: bool = True) -> tuple[dict[str, dict], float]:
+def export_keras3(model, size: int, pre, run_dir: Path, calibration: np.ndarray,
+                  **options) -> tuple[dict[str, dict], float]:
     """Post-training-only artifacts of a Keras 3 model tf_keras cannot rebuild, through Keras 3's own
-    ``model.export`` (SavedModel): model.fp32.tflite, model.int8.tflite, model.onnx, model.int8.onnx.
+    ``model.export`` (SavedModel): model.fp32.tflite, model.int8.tflite, model.onnx, model.int8.onnx
+    (:func:`edgecnn.importing.savedmodel.ptq_artifacts`, the plain SavedModel route's too).
 
     Returns ``({file: manifest fields}, max |model.onnx - Keras 3| on the calibration images)``.
     """
     import tempfile
 
     import keras
-    import onnx
-    import tf2onnx
 
-    from edgecnn._io import atomic_path, write_bytes
-    from edgecnn._tf import tf
-    from edgecnn.quantize import ONNX_INPUT_NAME, quantize_onnx, representative_dataset
+    from edgecnn.importing.savedmodel import ptq_artifacts
+    from edgecnn.quantize import ONNX_INPUT_NAME
 
     inp = keras.Input((size, size, 3), name=ONNX_INPUT_NAME)
     x = inp
@@ -137,33 +135,7 @@ def export_keras3(model, size: int, pre, run_dir: Path, calibration: np.ndarray,
         x = keras.layers.Normalization(mean=list(pre.mean), variance=[s * s for s in pre.std], name="normalize")(x)
     wrapped = keras.Model(inp, model(x))
     with tempfile.TemporaryDirectory() as tmp:
-        saved = str(Path(tmp) / "saved_model")
-        wrapped.export(saved, format="tf_saved_model", verbose=False)
-        write_bytes(run_dir / "model.fp32.tflite", tf.lite.TFLiteConverter.from_saved_model(saved).convert())
-        conv = tf.lite.TFLiteConverter.from_saved_model(saved)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative_dataset(calibration)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
-        write_bytes(run_dir / "model.int8.tflite", conv.convert())
-        loaded = tf.saved_model.load(saved)
-        spec = [tf.TensorSpec((None, size, size, 3), tf.float32, name=ONNX_INPUT_NAME)]
-        serve = tf.function(lambda image: loaded.serve(image), input_signature=spec)  # the explicit signature
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    onnx.checker.check_model(proto)
-    with atomic_path(run_dir / "model.onnx") as tmp_path:
-        onnx.save(proto, str(tmp_path))
-    quantize_onnx(run_dir / "model.onnx", run_dir / "model.int8.onnx", calibration, method=onnx_calibration,
-                  per_channel=onnx_per_channel)
-    import onnxruntime as ort
-
-    probe = calibration[:8].astype("float32")
-    got = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {ONNX_INPUT_NAME: probe})[0]
-    diff = float(np.max(np.abs(got - np.asarray(wrapped(probe)))))
-    src = "keras3 SavedModel"
-    return ({"model.fp32.tflite": {"format": "tflite-fp32", "precision": "fp32", "runtime": "litert", "parent": src},
-             "model.int8.tflite": {"format": "tflite-int8", "precision": "int8", "runtime": "litert", "parent": src},
-             "model.onnx": {"format": "onnx", "precision": "fp32", "runtime": "onnxruntime", "parent": src},
-             "model.int8.onnx": {"format": "onnx-int8", "precision": "int8", "runtime": "onnxruntime",
-                                 "parent": "model.onnx"}}, diff)
+        saved = Path(tmp) / "saved_model"
+        wrapped.export(str(saved), format="tf_saved_model", verbose=False)
+        return ptq_artifacts(saved, run_dir, calibration, lambda images: np.asarray(wrapped(images)),
+                             "keras3 SavedModel", **options)

@@ -3,6 +3,8 @@
 tf_keras sources (and Keras 3 ones rebuilt in tf_keras) become ``model.keras`` and go through the
 normal compress/export path; ONNX and TFLite sources become their artifacts directly, and the
 source (wrapped, if its preprocessing needed it) is the float reference the others are compared to.
+Plain TensorFlow SavedModels and Keras 3 models tf_keras cannot rebuild get post-training artifacts
+from a SavedModel (:mod:`edgecnn.importing.savedmodel`), ``model.onnx`` their reference.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from edgecnn._io import atomic_path
 from edgecnn.errors import EdgecnnError
 from edgecnn.importing._preprocess import get_preprocess
+from edgecnn.importing.savedmodel import is_keras_saved_model
 
 log = logging.getLogger("edgecnn.importing")
 SOURCE_FORMATS = ("tf_keras", "keras3", "savedmodel", "onnx", "tflite")
@@ -28,7 +31,7 @@ class ImportResult:
     """What the import stage wrote and how: ``route`` says which path the rest of the pipeline takes."""
 
     source_format: str
-    route: str                # "keras" (model.keras, every stage) | "onnx" | "tflite" | "keras3-ptq"
+    route: str                # "keras" (model.keras, every stage) | "onnx" | "tflite" | "keras3-ptq" | "savedmodel-ptq"
     input_size: int
     preprocessing: dict
     reference: str            # the float model every artifact's agreement is measured against
@@ -95,9 +98,18 @@ def import_source(path: str | Path, run_dir: Path, *, classes: list[str], input_
     fmt = detect_source(path)
     pre = get_preprocess(preprocess, bgr)
     source = f"{path.name} ({fmt})"
+    options = {"opset": opset, "onnx_calibration": onnx_calibration, "onnx_per_channel": onnx_per_channel}
+    if fmt == "savedmodel" and not is_keras_saved_model(path):
+        from edgecnn.importing.savedmodel import export_saved_model
+
+        size, artifacts, diff = export_saved_model(path, source, run_dir, len(classes), input_size, pre, calibration,
+                                                   **options)
+        notes = ["plain TensorFlow SavedModel (no Keras metadata): its serving_default signature wrapped in a "
+                 "SavedModel taking RGB 0-255, then the TFLite converter and tf2onnx; post-training routes only",
+                 f"model.onnx vs the SavedModel run in TensorFlow: max |Δprob| {diff:.1e} on calibration images"]
+        return ImportResult(fmt, "savedmodel-ptq", size, pre.to_json(in_graph=True), "model.onnx", artifacts, notes)
     if fmt in ("tf_keras", "savedmodel", "keras3"):
-        return _import_keras(path, fmt, run_dir, source, classes, input_size, pre, trust_code, calibration,
-                             opset=opset, onnx_calibration=onnx_calibration, onnx_per_channel=onnx_per_channel)
+        return _import_keras(path, fmt, run_dir, source, classes, input_size, pre, trust_code, calibration, **options)
     if fmt == "onnx":
         from edgecnn.importing.onnx import inspect_onnx, load_onnx, wrap_onnx
         from edgecnn.quantize import quantize_onnx

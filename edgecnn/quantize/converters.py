@@ -9,6 +9,8 @@ without importing the layers above it.
     with quantize_scope():
         data = conv.convert()
     keras_to_onnx(model, "model.onnx", opset=17)
+    conv = tflite_converter("saved_model_dir")      # a SavedModel folder (Keras 3 export, plain TF)
+    saved_model_to_onnx("saved_model_dir", "model.onnx", input_size=96)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn._io import atomic_path
+from edgecnn.errors import EdgecnnError
 
 ONNX_INPUT_NAME = "image"
 _QUANTIZE_CONFIGS: dict[str, type] = {}
@@ -47,10 +50,13 @@ def quantize_scope(extra: Mapping[str, type] | None = None) -> contextlib.Abstra
 
 
 def tflite_converter(model) -> Any:
-    """A ``tf.lite.TFLiteConverter`` for a float, pruned or QAT ``tf_keras`` model; call ``convert()`` in
-    :func:`quantize_scope` when the model may be a QAT one."""
+    """A ``tf.lite.TFLiteConverter`` for a float, pruned or QAT ``tf_keras`` model, or for a SavedModel folder
+    (a path: its ``serving_default`` signature); call ``convert()`` in :func:`quantize_scope` when the model may
+    be a QAT one."""
     from edgecnn._tf import tf
 
+    if isinstance(model, (str, os.PathLike)):  # so tflite_int8 (minmax, percentile) takes SavedModels too
+        return tf.lite.TFLiteConverter.from_saved_model(str(model))
     with quantize_scope():
         return tf.lite.TFLiteConverter.from_keras_model(model)
 
@@ -81,4 +87,52 @@ def keras_to_onnx(model, path: str | os.PathLike, *, opset: int = 17) -> Path:
     return path
 
 
-__all__ = ["ONNX_INPUT_NAME", "keras_to_onnx", "quantize_scope", "register_quantize_config", "tflite_converter"]
+def saved_model_signature(saved_dir: str | os.PathLike, signature: str = "serving_default"):
+    """``(loaded, function, {input name: TensorSpec}, [output names])`` of one SavedModel signature.
+
+    Raises:
+        KeyError: the SavedModel has no such signature (the caller words the error for its context).
+    """
+    from edgecnn._tf import tf
+
+    loaded = tf.saved_model.load(str(saved_dir))
+    fn = loaded.signatures[signature]
+    inputs = dict(fn.structured_input_signature[1])
+    return loaded, fn, inputs, sorted(fn.structured_outputs)
+
+
+def saved_model_to_onnx(saved_dir: str | os.PathLike, path: str | os.PathLike, *, input_size: int | None = None,
+                        opset: int = 17, signature: str = "serving_default") -> Path:
+    """Float32 ONNX of a single-input, single-output SavedModel signature, input ``"image"`` with the explicit
+    shape ``(N, H, W, C)`` (``input_size`` fills a free H/W), checked by ``onnx.checker``; atomic write.
+
+    tf2onnx's SavedModel loader freezes the signature's variables (``from_function`` on a restored
+    signature leaves them as graph inputs); it works where ``from_keras`` does not (Keras 3, plain TF).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    import onnx
+    import tf2onnx
+    from tf2onnx import tf_loader
+
+    path = Path(path)
+    _, _, inputs, outputs = saved_model_signature(saved_dir, signature)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise EdgecnnError(f"{str(saved_dir)!r}: signature {signature!r} must have one input and one output to "
+                           f"convert to ONNX; received inputs {sorted(inputs)} and outputs {outputs}.")
+    graph_def, names_in, names_out, renames = tf_loader.from_saved_model(
+        str(saved_dir), None, None, tag="serve", signatures=[signature], return_tensors_to_rename=True)
+    renames[names_in[0]] = ONNX_INPUT_NAME
+    spec = next(iter(inputs.values()))
+    shape = [None] + [input_size if d is None else d for d in spec.shape[1:]]
+    proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=names_in, output_names=names_out, opset=opset,
+                                              shape_override={names_in[0]: shape}, tensors_to_rename=renames)
+    onnx.checker.check_model(proto, full_check=True)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return path
+
+
+__all__ = ["ONNX_INPUT_NAME", "keras_to_onnx", "quantize_scope", "register_quantize_config", "saved_model_signature",
+           "saved_model_to_onnx", "tflite_converter"]
