@@ -134,7 +134,12 @@ class Run:
             log.info("import: %s", note)
         self.recipe.model.input_size = result.input_size
         write_text(self.dir / "recipe.yaml", dump_recipe(self.recipe))
-        record = {**result.to_json(), "source": str(src), "preprocessing": result.preprocessing}
+        from edgecnn.importing.labels import choose_labels
+
+        labels_from = choose_labels(src, imp.labels)[1]
+        log.info("import: labels from %s", labels_from)
+        record = {**result.to_json(), "source": str(src), "preprocessing": result.preprocessing,
+                  "labels_from": labels_from}
         init_manifest(self.dir, name=self.recipe.name, labels=ds.classes,
                       model={"name": src.name, "input_size": result.input_size, "num_classes": len(ds.classes),
                              "family": f"imported ({result.source_format})"},
@@ -179,8 +184,12 @@ class Run:
             self._dataset = discover(path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                                      seed=d.split_seed, min_images_per_class=d.min_images_per_class,
                                      skip_bad_images=d.skip_bad_images)
-            if self.recipe.import_ is not None and self.recipe.import_.labels:
-                self._dataset = _order_classes(self._dataset, self.recipe.import_.labels)
+            if self.recipe.import_ is not None:  # the model's output order: --labels, else its metadata
+                from edgecnn.importing.labels import choose_labels, order_classes
+
+                labels, origin = choose_labels(self.recipe.import_.source, self.recipe.import_.labels)
+                if labels is not None:
+                    self._dataset = order_classes(self._dataset, labels, origin)
             ds = self._dataset
             for p, why in ds.skipped:
                 log.warning("skipped unreadable image %s (%s)", p, why)
@@ -445,18 +454,6 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
     r.compress(force=force)
     r.export(force=force)
     return r.evaluate(force=force)
-
-
-def _order_classes(ds, labels_file: str):
-    """Put the dataset's class indices in the model's output order, read from ``labels_file``."""
-    labels = [line.strip() for line in Path(labels_file).read_text().splitlines() if line.strip()]
-    if sorted(labels) != sorted(ds.classes):
-        raise EdgecnnError(f"{labels_file}: the labels {labels} are not the data's class folders {ds.classes}; "
-                           "name one class folder per model output, with the same names as labels.txt.")
-    index = {c: labels.index(c) for c in ds.classes}
-    ds.splits = {s: [(p, index[ds.classes[y]]) for p, y in items] for s, items in ds.splits.items()}
-    ds.classes = labels
-    return ds
 
 
 def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: str | os.PathLike,

@@ -389,3 +389,65 @@ def test_keras3_not_rebuildable_exports_through_keras3(tiny_defects, tmp_path):
     x = _arrays(tiny_defects, "test")[0]
     for name in ("model.onnx", "model.fp32.tflite"):
         assert _max_dprob(res.run_dir, name, np.asarray(model(x)), tiny_defects) < 1e-4
+
+
+def test_parse_labels_never_evaluates_code():
+    from edgecnn.importing.labels import parse_labels
+
+    assert parse_labels('["b", "a"]') == parse_labels("b\na\n") == parse_labels("b, a") == ["b", "a"]
+    assert parse_labels("{1: 'a', 0: 'b'}") == ["b", "a"]          # Ultralytics' names: a dict literal
+    for bad in ("{0: __import__('os').getcwd()}", "['a', 'a']", "", "{'x': 'a'}"):
+        with pytest.raises(ValueError):
+            parse_labels(bad)
+
+
+def _labelled(tmp_path: Path, name: str, **props) -> Path:
+    import onnx
+
+    src = _onnx_with(tmp_path, name, [("x", ["N", 3, 32, 32])])
+    model = onnx.load(str(src))
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(src))
+    return src
+
+
+def test_labels_from_model_metadata(tiny_defects, tmp_path):
+    """Output order from ONNX metadata (Ultralytics ``names``, ``labels``), a TFLite file's appended label file
+    and an edgecnn run's manifest; --labels wins; metadata naming other classes is one error."""
+    import io
+    import zipfile
+
+    from edgecnn._tf import tf
+    from edgecnn.pipeline import import_model
+
+    order = ["spot", "good", "crack", "scratch"]
+
+    def imported(src, out, **kw) -> tuple[list[str], str]:
+        run = import_model(src, data=tiny_defects, output=tmp_path / out, recipe=BASE, evaluate=False, **kw).run_dir
+        return (run / "labels.txt").read_text().split(), json.loads((run / "manifest.json").read_text())["import"][
+            "labels_from"]
+
+    names = _labelled(tmp_path, "yolo.onnx", names=repr(dict(enumerate(order))))
+    assert imported(names, "a") == (order, "ONNX metadata_props 'names'")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(reversed(order)))
+    assert imported(names, "b", labels=labels) == (order[::-1], "--labels labels.txt")
+    other = _labelled(tmp_path, "other.onnx", labels=json.dumps(["cat", "dog", "fox", "owl"]))
+    with pytest.raises(EdgecnnError, match="labels from ONNX metadata_props 'labels'.*not the data's class folders"):
+        imported(other, "c")
+    assert not (tmp_path / "c").exists()
+
+    f = tf.function(lambda x: tf.nn.softmax(tf.reduce_mean(x, [1, 2]) @ tf.ones((3, 4))),
+                    input_signature=[tf.TensorSpec((1, 32, 32, 3), tf.float32)])
+    flat = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as z:   # what TFLite metadata writers append: a zip of associated files
+        z.writestr("labels_defects.txt", "\n".join(order) + "\n")
+    (tmp_path / "meta.tflite").write_bytes(flat + packed.getvalue())
+    assert imported(tmp_path / "meta.tflite", "d") == (order, "TFLite metadata file 'labels_defects.txt'")
+
+    run = tmp_path / "edgecnn-run"
+    run.mkdir()
+    (run / "model.onnx").write_bytes(_onnx_with(tmp_path, "plain.onnx", [("x", ["N", 3, 32, 32])]).read_bytes())
+    (run / "manifest.json").write_text(json.dumps({"labels": order, "artifacts": {"model.onnx": {}}}))
+    assert imported(run / "model.onnx", "e")[0] == order
