@@ -66,18 +66,71 @@ def _print_result(result) -> None:
         err.print(f"{len(result.violations)} budget(s) broken; exit code {EXIT_BUDGET}")
 
 
+def _apply_sets(recipe, assignments: list[str]):
+    """The recipe with ``--set a.b.c=VALUE`` overrides (VALUE read as YAML), validated like a recipe file."""
+    import yaml
+
+    from edgecnn.config import recipe_from_dict
+
+    raw = recipe.model_dump(mode="json")
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        *sections, leaf = key.strip().split(".")
+        if not sep or not leaf or not all(sections):
+            raise EdgecnnError(f"--set {item!r}: expected KEY=VALUE with a dotted recipe key, "
+                               "e.g. --set train.head.epochs=1 or --set data.augment.flip=horizontal.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise EdgecnnError(f"--set {item!r}: the value is not valid YAML ({e}); quote it.") from None
+        node = raw
+        for i, part in enumerate(sections):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise EdgecnnError(f"--set {item!r}: {'.'.join(sections[:i + 1])} is a value, not a section; "
+                                   "see README 'Recipe reference' for the keys.")
+        node[leaf] = value
+    return recipe_from_dict(raw, source="--set")
+
+
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="recipe YAML, e.g. models/defects-mobilenetv2.yaml"),
+def run(recipe: Optional[Path] = typer.Argument(
+            None, help="recipe YAML, e.g. models/defects-mobilenetv2.yaml; without one, --data is required and "
+                       "a recipe is chosen from the folder (see models/classify.yaml)"),
         data: Optional[Path] = typer.Option(None, help="dataset folder (overrides data.path)"),
         output: Optional[Path] = typer.Option(None, help="run directory (default export/<recipe name>)"),
+        sets: Optional[list[str]] = typer.Option(
+            None, "--set", help="override a recipe key, VALUE read as YAML (repeatable), "
+                                "e.g. --set data.augment.flip=horizontal --set train.finetune.epochs=5"),
         skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="skip unreadable images"),
         force: bool = typer.Option(False, help="redo every stage"),
         verbose: bool = typer.Option(False, "-v", "--verbose")):
     """Run the whole pipeline: data, train, export, evaluate, budgets."""
     _setup_logging(verbose)
+    from edgecnn.config import load_recipe
     from edgecnn.pipeline import run as run_pipeline
 
-    result = run_pipeline(recipe, data=str(data) if data else None, output=output,
+    if recipe is not None:
+        chosen = load_recipe(recipe)
+    elif data is None:
+        raise EdgecnnError("edgecnn run needs a recipe or --data FOLDER; received neither. Run "
+                           "`edgecnn run --data /my/images` to have one chosen from the folder, or "
+                           "`edgecnn run models/defects-mobilenetv2.yaml`.")
+    else:
+        from edgecnn.auto_recipe import recipe_for_folder
+
+        auto = recipe_for_folder(data)
+        chosen = auto.recipe
+        out.print(f"no recipe given; chosen from {data} (saved as the run's recipe.yaml):", highlight=False,
+                  markup=False, soft_wrap=True)
+        for key, why in auto.reasons.items():
+            out.print(f"  {key} = {why}", highlight=False, markup=False, soft_wrap=True)
+    if sets:
+        chosen = _apply_sets(chosen, sets)
+        out.print("  overridden: " + ", ".join(sets), highlight=False, markup=False, soft_wrap=True)
+    result = run_pipeline(chosen, data=str(data) if data else None, output=output,
                           skip_bad_images=skip_bad_images or None, force=force)
     _print_result(result)
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
