@@ -59,11 +59,12 @@ class Candidate:
     seconds: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    float_heavy_ops: int | None = None  # Conv/MatMul/Gemm onnxruntime still runs in float (ONNX artifacts)
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("route", "tier", "runtime", "accuracy", "drop", "agreement", "size_bytes",
                                             "latency_p50_ms", "latency_p95_ms", "within_budget",
-                                            "seconds", "notes", "error")}
+                                            "seconds", "float_heavy_ops", "notes", "error")}
         d["artifact"] = str(self.artifact) if self.artifact else None
         return d
 
@@ -146,7 +147,11 @@ class ChooseOptions:
 
 @dataclass
 class ChooseContext:
-    """What a route function may use; routes cache shared work (the float ONNX, QAT model) in ``cache``."""
+    """What a route function may use; routes cache shared work (the float ONNX, QAT model) in ``cache``.
+
+    ``model`` is None when only a float ONNX is given (:func:`choose_onnx`); ``ref_pred`` and ``reference``
+    are the float model's val predictions and the top-1 drops are measured from.
+    """
 
     model: Any
     calibration: np.ndarray
@@ -158,6 +163,24 @@ class ChooseContext:
     opset: int = 17
     cache: dict[str, Any] = field(default_factory=dict)
     done: list[Candidate] = field(default_factory=list)
+    ref_pred: np.ndarray | None = None
+    reference: float = 0.0
+
+    def fits(self, path: Path, runtime: str = "onnxruntime") -> tuple[float, float, bool]:
+        """(drop, agreement, within budget) of an artifact on the val split, without timing it."""
+        from edgecnn.runtime import load_runner
+
+        images, labels = self.val
+        runner = load_runner(path, threads=0, runtime=runtime)
+        try:
+            pred = runner(images).argmax(1)
+        finally:
+            runner.close()
+        drop = float(self.reference - (pred == labels).mean())
+        agree = float((pred == self.ref_pred).mean())
+        o = self.options
+        return drop, agree, drop <= o.max_accuracy_drop + 1e-9 and (
+            o.min_agreement is None or agree >= o.min_agreement - 1e-9)
 
     def onnx_path(self) -> Path:
         """The float ONNX (exported once into the workdir unless one was given)."""
@@ -180,13 +203,19 @@ class Route:
     filename: str
     fn: Callable[[ChooseContext, Path], dict | None]
     description: str = ""
+    needs_model: bool = True  # False: runs from a float ONNX alone (choose_onnx)
 
 
 _ROUTES: dict[str, Route] = {}
 
 
-def register_route(name: str, *, tier: str, runtime: str, filename: str, description: str = ""):
-    """Register ``fn(ctx, path) -> notes | None`` that writes one candidate artifact at ``path``."""
+def register_route(name: str, *, tier: str, runtime: str, filename: str, description: str = "",
+                   needs_model: bool = True):
+    """Register ``fn(ctx, path) -> notes | None`` that writes one candidate artifact at ``path``.
+
+    ``needs_model=False`` marks a route that needs only ``ctx.onnx_path()`` (no Keras model), so
+    :func:`choose_onnx` can run it on an imported ONNX file.
+    """
     from edgecnn.runtime import runtime_names
 
     if tier not in TIERS:
@@ -195,7 +224,7 @@ def register_route(name: str, *, tier: str, runtime: str, filename: str, descrip
         raise ValueError(f"runtime must be one of {runtime_names()}; received {runtime!r}")
 
     def wrap(fn):
-        _ROUTES[name] = Route(name, tier, runtime, filename, fn, description)
+        _ROUTES[name] = Route(name, tier, runtime, filename, fn, description, needs_model)
         return fn
 
     return wrap
@@ -235,15 +264,111 @@ def _onnx_route(method: str, per_channel: bool):
     return fn
 
 
-register_route("onnx-int8-minmax", tier="ptq", runtime="onnxruntime", filename="model.int8-minmax.onnx",
-               description="ONNX QDQ int8, MinMax, per-tensor weights")(_onnx_route("minmax", False))
-register_route("onnx-int8-minmax-pc", tier="calibration", runtime="onnxruntime", filename="model.int8-minmax-pc.onnx",
-               description="ONNX QDQ int8, MinMax, per-channel weights")(_onnx_route("minmax", True))
-register_route("onnx-int8-percentile", tier="calibration", runtime="onnxruntime",
-               filename="model.int8-percentile.onnx",
-               description="ONNX QDQ int8, 99.999th-percentile ranges, per-channel")(_onnx_route("percentile", True))
-register_route("onnx-int8-entropy", tier="calibration", runtime="onnxruntime", filename="model.int8-entropy.onnx",
-               description="ONNX QDQ int8, entropy (KL) ranges, per-channel")(_onnx_route("entropy", True))
+def _onnx(name: str, tier: str, filename: str, description: str, needs_model: bool = False):
+    return register_route(name, tier=tier, runtime="onnxruntime", filename=filename, description=description,
+                          needs_model=needs_model)
+
+
+_onnx("onnx-int8-minmax", "ptq", "model.int8-minmax.onnx",
+      "ONNX QDQ int8, MinMax, per-tensor weights")(_onnx_route("minmax", False))
+_onnx("onnx-int8-minmax-pc", "calibration", "model.int8-minmax-pc.onnx",
+      "ONNX QDQ int8, MinMax, per-channel weights")(_onnx_route("minmax", True))
+_onnx("onnx-int8-percentile", "calibration", "model.int8-percentile.onnx",
+      "ONNX QDQ int8, 99.999th-percentile ranges, per-channel")(_onnx_route("percentile", True))
+_onnx("onnx-int8-entropy", "calibration", "model.int8-entropy.onnx",
+      "ONNX QDQ int8, entropy (KL) ranges, per-channel")(_onnx_route("entropy", True))
+
+
+def _best_onnx_calibration(ctx: ChooseContext) -> tuple[str, bool, Path | None]:
+    """(method, per_channel, artifact) of the ONNX PTQ candidate with the smallest drop so far (else per-channel
+    min/max and no artifact)."""
+    tried = [c for c in ctx.done if c.runtime == "onnxruntime" and c.drop is not None and c.artifact is not None
+             and c.notes.get("calibration") and not c.notes.get("float_nodes") and c.tier in ("ptq", "calibration")]
+    if not tried:
+        return "minmax", True, None
+    best = min(tried, key=lambda c: (c.drop, -c.agreement))
+    return best.notes["calibration"], best.notes["weights"] == "per-channel", best.artifact
+
+
+@_onnx("onnx-int8-ends-float", "calibration", "model.int8-ends-float.onnx",
+       "ONNX QDQ int8 (best calibration so far) with the first and last Conv/MatMul float")
+def _onnx_ends_float(ctx: ChooseContext, path: Path):
+    from edgecnn.quantize import quantize_onnx
+    from edgecnn.quantize.onnx_graph import onnx_end_nodes
+    from edgecnn.quantize.onnx_qdq import preprocessed
+
+    method, per_channel, _ = _best_onnx_calibration(ctx)
+    with preprocessed(ctx.onnx_path()) as prep:  # node names as quantize_onnx sees them
+        nodes = onnx_end_nodes(prep)
+    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes)
+    return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
+
+
+def _qat_model(ctx: ChooseContext):
+    """The QAT-fine-tuned model, trained once per compress stage (shared by the LiteRT and ONNX QAT routes)."""
+    if "qat_model" in ctx.cache:
+        return ctx.cache["qat_model"], ctx.cache["qat_notes"]
+    from edgecnn.compress.qat import fine_tune_qat, quantize_aware, unsupported_layers
+
+    if ctx.train is None:
+        raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
+    float_layers = unsupported_layers(ctx.model)
+    o = ctx.options
+    qat = quantize_aware(ctx.model, scheme=o.qat_scheme)
+    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
+                            teacher=ctx.model if o.qat_distill else None)
+    notes = {"scheme": o.qat_scheme, "epochs": o.qat_epochs, "lr": o.qat_lr, "distilled": o.qat_distill,
+             "float_in_qat": [n for n, _, _ in float_layers],
+             "final": {k: round(v[-1], 4) for k, v in history.items()}}
+    ctx.cache["qat_model"], ctx.cache["qat_notes"] = qat, notes
+    return qat, notes
+
+
+@_onnx("onnx-int8-qat", "qat", "model.qat.int8.onnx", needs_model=True,
+       description="the QAT model (trained once, shared with tflite-int8-qat) as fully fused QDQ ONNX, "
+                   "its learned activation ranges kept")
+def _onnx_qat(ctx: ChooseContext, path: Path):
+    from edgecnn.quantize.onnx_qat import qat_to_onnx_int8
+
+    qat, notes = _qat_model(ctx)
+    method, _, _ = _best_onnx_calibration(ctx)
+    return {**notes, **qat_to_onnx_int8(qat, path, ctx.calibration, method=method, opset=ctx.opset),
+            "calibration": method, "weights": "per-channel"}
+
+
+@_onnx("onnx-int8-nncf", "mixed", "model.int8-nncf.onnx",
+       "NNCF quantize_with_accuracy_control: int8, layers reverted to float until the val top-1 drop fits")
+def _onnx_nncf(ctx: ChooseContext, path: Path):
+    from edgecnn.quantize.onnx_nncf import quantize_onnx_accuracy_control
+
+    images, labels = ctx.val
+    return quantize_onnx_accuracy_control(ctx.onnx_path(), path, ctx.calibration, images, labels,
+                                          max_drop=ctx.options.max_accuracy_drop)
+
+
+@_onnx("onnx-int8-mixed", "mixed", "model.int8-mixed.onnx",
+       "ONNX QDQ int8 (best calibration so far); the layers qdq_loss_debug ranks worst kept float, "
+       "doubling their number until the val budget holds")
+def _onnx_mixed(ctx: ChooseContext, path: Path):
+    from edgecnn.quantize import onnx_node_sensitivity, quantize_onnx
+
+    method, per_channel, base = _best_onnx_calibration(ctx)
+    if base is None:
+        base = path.with_name("model.int8-base.onnx")
+        quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
+    rows = [r for r in onnx_node_sensitivity(ctx.onnx_path(), base, ctx.calibration) if r["loss_db"] > 0]
+    k, rounds, nodes = ctx.options.sensitive_top_k, [], []
+    while True:  # greedy: the worst k layers float, then 2k, 4k, ... until the budget holds or all are float
+        nodes = [name for r in rows[:k] for name in r["nodes"]]
+        quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel,
+                      exclude_nodes=nodes)
+        drop, agree, ok = ctx.fits(path)
+        rounds.append({"layers_float": min(k, len(rows)), "drop": round(drop, 4), "agreement": round(agree, 4)})
+        if ok or k >= len(rows) or len(rounds) >= 4:
+            break
+        k *= 2
+    return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes,
+            "rounds": rounds}
 
 
 def _openvino_route(method: str):
@@ -269,34 +394,22 @@ def _openvino_route(method: str):
 
 
 register_route("openvino-int8-minmax", tier="ptq", runtime="openvino", filename="model.int8-minmax.openvino",
-               description="OpenVINO IR int8 from QDQ ONNX, MinMax, per-channel")(_openvino_route("minmax"))
+               description="OpenVINO IR int8 from QDQ ONNX, MinMax, per-channel",
+               needs_model=False)(_openvino_route("minmax"))
 register_route("openvino-int8-percentile", tier="calibration", runtime="openvino",
                filename="model.int8-percentile.openvino",
-               description="OpenVINO IR int8 from QDQ ONNX, 99.999th-percentile ranges")(_openvino_route("percentile"))
+               description="OpenVINO IR int8 from QDQ ONNX, 99.999th-percentile ranges",
+               needs_model=False)(_openvino_route("percentile"))
 
 
 @register_route("tflite-int8-qat", tier="qat", runtime="litert", filename="model.qat.int8.tflite",
                 description="quantisation-aware fine-tuning, then TFLite full-int8")
 def _tflite_qat(ctx: ChooseContext, path: Path):
-    from edgecnn.compress.qat import (
-        fine_tune_qat,
-        quantize_aware,
-        to_tflite_int8,
-        unsupported_layers,
-    )
+    from edgecnn.compress.qat import to_tflite_int8
 
-    if ctx.train is None:
-        raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
-    float_layers = unsupported_layers(ctx.model)
-    o = ctx.options
-    qat = quantize_aware(ctx.model, scheme=o.qat_scheme)
-    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
-                            teacher=ctx.model if o.qat_distill else None)
+    qat, notes = _qat_model(ctx)
     write_bytes(path, to_tflite_int8(qat, ctx.calibration))
-    ctx.cache["qat_model"] = qat
-    return {"scheme": o.qat_scheme, "epochs": o.qat_epochs, "lr": o.qat_lr, "distilled": o.qat_distill,
-            "float_in_qat": [n for n, _, _ in float_layers],
-            "final": {k: round(v[-1], 4) for k, v in history.items()}}
+    return dict(notes)
 
 
 @register_route("tflite-int8-mixed", tier="mixed", runtime="litert", filename="model.int8-mixed.tflite",
@@ -309,24 +422,6 @@ def _tflite_mixed(ctx: ChooseContext, path: Path):
     return {"float_nodes": nodes}
 
 
-@register_route("onnx-int8-mixed", tier="mixed", runtime="onnxruntime", filename="model.int8-mixed.onnx",
-                description="ONNX QDQ int8 (best calibration so far) with the most sensitive nodes float")
-def _onnx_mixed(ctx: ChooseContext, path: Path):
-    from edgecnn.quantize import onnx_sensitive_nodes, quantize_onnx
-
-    tried = [c for c in ctx.done if c.runtime == "onnxruntime" and c.drop is not None and c.artifact is not None
-             and c.notes.get("calibration")]
-    if tried:
-        best = min(tried, key=lambda c: c.drop)
-        method, per_channel, base = best.notes["calibration"], best.notes["weights"] == "per-channel", best.artifact
-    else:
-        method, per_channel, base = "minmax", True, path.with_name("model.int8-base.onnx")
-        quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
-    nodes = onnx_sensitive_nodes(ctx.onnx_path(), base, ctx.calibration, top_k=ctx.options.sensitive_top_k)
-    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes)
-    return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
-
-
 class _Skip(Exception):
     """A route that does not apply (no training data, ...): reported under ``skipped``, not as an error."""
 
@@ -335,6 +430,16 @@ class _Skip(Exception):
 def _predict_keras(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([np.asarray(model(images[i:i + batch], training=False))
                            for i in range(0, len(images), batch)])
+
+
+def _predict_onnx(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
+    from edgecnn.runtime import load_runner
+
+    runner = load_runner(Path(path), threads=0, runtime="onnxruntime")
+    try:
+        return runner(images)
+    finally:
+        runner.close()
 
 
 def _measure(c: Candidate, images: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
@@ -381,11 +486,13 @@ def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None
 
 def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike,
            options: ChooseOptions | None = None, *, train: Any = None, reference_accuracy: float | None = None,
-           float_onnx: str | os.PathLike | None = None, **changes: Any) -> ChooseResult:
+           float_onnx: str | os.PathLike | None = None, cache: dict[str, Any] | None = None,
+           **changes: Any) -> ChooseResult:
     """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
 
     Args:
-        model: the float ``tf_keras`` model (or a stripped pruned / clustered one), RGB 0-255 input.
+        model: the float ``tf_keras`` model (or a stripped pruned / clustered one), RGB 0-255 input; None with
+            ``float_onnx`` runs only the routes that need no Keras model (see :func:`choose_onnx`).
         val_images: (N, H, W, 3) float32 0-255 validation images (never the test split).
         val_labels: (N,) integer labels.
         calibration: (M, H, W, 3) training images for calibration, M >= 10.
@@ -395,6 +502,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         reference_accuracy: the top-1 the drop is measured from (default: ``model``'s own on val; pass
             the unpruned float model's accuracy when ``model`` is pruned/clustered).
         float_onnx: an existing float ONNX of ``model`` to quantise (default: exported into ``workdir``).
+        cache: work shared between calls (the compress stage passes one dict to every runtime's call, so the
+            QAT model is trained once for the LiteRT and the ONNX QAT routes).
         **changes: :class:`ChooseOptions` fields to override, e.g. ``max_accuracy_drop=0.01, runs=0``.
 
     Returns:
@@ -427,8 +536,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
-    ref_probs = _predict_keras(model, images)
-    ref_pred = ref_probs.argmax(1)
+    if model is None and float_onnx is None:
+        raise EdgecnnError("choose needs a Keras model or a float ONNX (float_onnx=...); received neither.")
+    ref_pred = (_predict_keras(model, images) if model is not None else _predict_onnx(float_onnx, images)).argmax(1)
     float_acc = float((ref_pred == labels).mean())
     reference = float_acc if reference_accuracy is None else float(reference_accuracy)
     log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
@@ -438,7 +548,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     "told apart by one or two images, which is noise; use a larger validation split or budget",
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
     ctx = ChooseContext(model, cal, workdir, o, train=train, val=(images, labels),
-                        float_onnx=Path(float_onnx) if float_onnx else None)
+                        float_onnx=Path(float_onnx) if float_onnx else None,
+                        cache=cache if cache is not None else {}, ref_pred=ref_pred, reference=reference)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:
@@ -448,9 +559,16 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
             path = workdir / route.filename
             t0 = time.perf_counter()
             try:
+                if route.needs_model and model is None:
+                    raise _Skip("needs the Keras model; only a float ONNX was given")
                 notes = route.fn(ctx, path)
                 c.notes = dict(notes or {})
                 c.artifact = path
+                if path.suffix == ".onnx":  # does the QDQ graph really run int8 in onnxruntime?
+                    from edgecnn.quantize.onnx_graph import onnx_float_ops
+
+                    ops = onnx_float_ops(path)
+                    c.float_heavy_ops, c.notes["ops"] = ops["heavy_float"], ops
                 _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs)
                 c.within_budget = c.drop <= max_accuracy_drop + eps and (
                     min_agreement is None or c.agreement >= min_agreement - eps)
@@ -507,6 +625,31 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                         val_images=len(labels))
 
 
+def choose_onnx(float_onnx: str | os.PathLike, val_images, val_labels, calibration, workdir: str | os.PathLike,
+                options: ChooseOptions | None = None, **changes: Any) -> ChooseResult:
+    """The chooser on a float ONNX file alone (an imported model, no Keras): the routes that need no Keras model.
+
+    Top-1 drop and agreement are measured against the float ONNX's own predictions in onnxruntime.
+    ``options.routes`` may name only such routes (``needs_model=False``); None means all of them.
+
+    Example:
+        >>> r = choose_onnx("run/model.onnx", vx, vy, calib, "work", runtimes=["onnxruntime"])  # doctest: +SKIP
+    """
+    o = options or ChooseOptions()
+    onnx_only = [r.name for r in list_routes() if not r.needs_model]
+    routes = changes.pop("routes", o.routes)
+    if routes is not None:
+        bad = [r for r in routes if r not in onnx_only]
+        if bad:
+            raise EdgecnnError(f"choose_onnx: route(s) {bad} need the Keras model; routes that run on an ONNX file "
+                               f"alone: {onnx_only}.")
+    path = Path(float_onnx)
+    if not path.is_file():
+        raise EdgecnnError(f"float ONNX model not found: {str(path)!r}; choose_onnx needs the fp32 .onnx file.")
+    return choose(None, val_images, val_labels, calibration, workdir, o, float_onnx=path,
+                  routes=tuple(routes) if routes is not None else tuple(onnx_only), **changes)
+
+
 def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
     """Copy the chosen artifact to ``dest`` (atomically); returns the path, or None when nothing was chosen."""
     if result.chosen is None or result.chosen.artifact is None:
@@ -514,5 +657,6 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
     return copy_artifact(result.chosen.artifact, dest)
 
 
-__all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "copy_chosen",
+__all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "choose_onnx",
+           "copy_chosen",
            "list_routes", "register_route", "TIERS"]

@@ -101,13 +101,14 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
 
     runtime_of = {r.name: r.runtime for r in list_routes()}
     out["runtimes"], out["picks"] = {}, {}
+    shared: dict[str, Any] = {}  # the QAT model, trained once for every runtime's QAT route
     for runtime in cfg.runtimes:
         routes = [r for r in cfg.routes if runtime_of[r] == runtime]
         if not routes:
             continue
         log.info("compress: choosing the %s int8 artifact among %s", runtime, ", ".join(routes))
         result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes), train=train,
-                        reference_accuracy=float_acc)
+                        reference_accuracy=float_acc, cache=shared)
         out["runtimes"][runtime] = result.to_json()
         pick, fits = _pick(result, cfg.min_agreement)
         if pick is None:

@@ -7,10 +7,11 @@ Activation type and ``reduce_range`` follow :func:`edgecnn.quantize.cpu.cpu_feat
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from edgecnn._io import atomic_path
@@ -39,10 +40,23 @@ def onnx_node_names(path: str | os.PathLike) -> list[str]:
     return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
 
 
+@contextlib.contextmanager
+def preprocessed(src: str | os.PathLike, dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A temporary ``quant_pre_process``-ed copy of ``src`` (shape inference + optimisation, as onnxruntime
+    advises before quantising): the graph whose node names ``exclude_nodes`` refers to."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=dir, prefix=".quantize-onnx-") as tmpdir:
+        prep = Path(tmpdir) / "prep.onnx"
+        quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
+        yield prep
+
+
 def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_images, *, method: str = "minmax",
                   per_channel: bool = True, reduce_range: bool | None = None, activation_type: str | None = None,
                   exclude_nodes: Iterable[str] = (), percentile: float = 99.999,
-                  symmetric_activations: bool = False) -> Path:
+                  symmetric_activations: bool = False,
+                  tensor_ranges: dict[str, tuple[float, float]] | None = None) -> Path:
     """Static QDQ int8 ONNX (int8 weights; uint8 or int8 activations) from a float ONNX, calibrated on images.
 
     ``quant_pre_process`` (shape inference + graph optimisation) runs first, as onnxruntime advises.
@@ -59,6 +73,8 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
         exclude_nodes: node names to keep float (see :func:`~edgecnn.quantize.onnx_sensitive_nodes`).
         percentile: the percentile for ``method='percentile'``.
         symmetric_activations: symmetric activation ranges (some NPUs want them).
+        tensor_ranges: ``{tensor: (rmin, rmax)}`` fixed real ranges instead of calibrated ones (e.g. learned
+            by QAT, see :mod:`edgecnn.quantize.onnx_qat`); names absent after pre-processing are ignored.
 
     Returns:
         ``dst`` as a Path.
@@ -70,7 +86,6 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
         >>> quantize_onnx("run/model.onnx", "run/model.int8.onnx", calib, method="percentile")  # doctest: +SKIP
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in ONNX_CALIBRATION_METHODS:
         raise EdgecnnError(f"method must be one of {list(ONNX_CALIBRATION_METHODS)}; received method={method!r}."
@@ -93,15 +108,15 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
                     "percentile": CalibrationMethod.Percentile}[method]
     extra = {"CalibTensorRangeSymmetric": bool(symmetric_activations), "CalibPercentile": float(percentile)}
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-onnx-") as tmpdir:
-        prep = Path(tmpdir) / "prep.onnx"
-        quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
+    with preprocessed(src, dst.parent) as prep:
         if exclude:
             names = set(onnx_node_names(prep))
             unknown = sorted(set(exclude) - names)
             if unknown:
                 raise EdgecnnError(f"exclude_nodes: {unknown} are not nodes of {src.name} (after pre-processing)."
                                    f"{did_you_mean(unknown[0], names)}")
+        if tensor_ranges:
+            extra["TensorQuantOverrides"] = _range_overrides(prep, tensor_ranges)
         with atomic_path(dst) as tmp:
             quantize_static(str(prep), str(tmp), CalibrationReader(cal, onnx_input_name(prep)),
                             quant_format=QuantFormat.QDQ, activation_type=qtype[act],
@@ -112,4 +127,17 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
     return dst
 
 
-__all__ = ["ONNX_CALIBRATION_METHODS", "ONNX_INT8_TYPES", "onnx_input_name", "onnx_node_names", "quantize_onnx"]
+def _range_overrides(prep: Path, ranges: dict[str, tuple[float, float]]) -> dict:
+    """onnxruntime's ``TensorQuantOverrides`` (rmin/rmax) for the ``ranges`` whose tensor the graph still has."""
+    import numpy as np
+    import onnx
+
+    g = onnx.load(str(prep), load_external_data=False).graph
+    names = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    out = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items() if t in names}
+    log.info("fixed ranges for %d of %d tensor(s)", len(out), len(ranges))
+    return out
+
+
+__all__ = ["ONNX_CALIBRATION_METHODS", "ONNX_INT8_TYPES", "onnx_input_name", "onnx_node_names", "preprocessed",
+           "quantize_onnx"]

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from edgecnn.errors import EdgecnnError
 from edgecnn.quantize.calibration import CalibrationReader, check_calibration
-from edgecnn.quantize.onnx_qdq import onnx_input_name
+from edgecnn.quantize.onnx_qdq import onnx_input_name, preprocessed
 
 
 def _sqnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,13 +47,10 @@ def onnx_node_sensitivity(float_onnx: str | os.PathLike, qdq_onnx: str | os.Path
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     cal = check_calibration(images, minimum=1, what="sensitivity analysis")[:max_images]
-    with tempfile.TemporaryDirectory(prefix="edgecnn-sens-") as tmpdir:
-        tmp = Path(tmpdir)
-        prep = tmp / "prep.onnx"
-        quant_pre_process(str(float_onnx), str(prep), skip_symbolic_shape=True)
+    with preprocessed(float_onnx) as prep:
+        tmp = prep.parent
         graph = onnx.load(str(prep)).graph
         f_aug, q_aug = tmp / "f.onnx", tmp / "q.onnx"
         modify_model_output_intermediate_tensors(str(prep), str(f_aug))

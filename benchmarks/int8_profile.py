@@ -1,0 +1,175 @@
+"""Where int8 loses: per-op profiles, fp32 beside int8, in onnxruntime and OpenVINO, grouped by export stage.
+
+    python benchmarks/int8_profile.py [--sizes 128 224] [--runs 100] [--threads 1] [--out FILE]
+
+For MobileNetV2-1.0 with ImageNet weights at each size (128 px is the default recipe's input; the
+head is ImageNet's 1000 classes, which only the head's cost depends on), built as edgecnn exports
+it (NHWC RGB 0-255 input, the normalisation in the graph): the float ONNX, its QDQ int8
+(``quantize_onnx``, this CPU's types) and both as OpenVINO IR. Each runs ``--runs`` batch-1
+inferences with the runtime's profiler on:
+
+* onnxruntime ``SessionOptions.enable_profiling`` (per-node kernel time from the JSON trace);
+* OpenVINO ``PERF_COUNT`` + ``InferRequest.get_profiling_info()`` (per-layer real time);
+* LiteRT: the Python ``Interpreter`` exposes no per-op profiler (the op profiler is in the C++
+  ``benchmark_model`` tool, ``--enable_op_profiling``, not in the pip wheel), so LiteRT is not
+  profiled here; its totals are in ``mobilenetv2_224.py``.
+
+Per-op time is grouped into: ``input_transpose`` (the NHWC -> NCHW Transpose), ``normalisation``
+(elementwise ops before the first convolution), ``quantize_input`` (the Q/DQ before the first
+convolution), ``conv_int8`` / ``conv_float``, ``qdq`` (the other QuantizeLinear/DequantizeLinear),
+``head`` (everything after the last convolution) and ``other``; each group's share of the total.
+Also written: how many Conv/MatMul run in float after onnxruntime's optimisation. Loaded machine:
+compare shares and ratios, not milliseconds. Writes benchmarks/results/int8_profile.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CONV = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NchwcConv", "Convolution", "GroupConvolution"}
+HEAVY_HEAD = {"Gemm", "MatMul", "QGemm", "QLinearMatMul", "FullyConnected", "MatMulInteger"}
+QDQ = {"QuantizeLinear", "DequantizeLinear", "FakeQuantize", "DynamicQuantizeLinear"}
+
+
+def group_ops(events: list[tuple[str, str, float]]) -> dict[str, float]:
+    """Sum (name, op type, microseconds) events, in execution order, into the groups of the module docstring."""
+    convs = [i for i, (_, op, _) in enumerate(events) if op in CONV or "onv" in op]
+    first, last = (convs[0], convs[-1]) if convs else (len(events), -1)
+    out: dict[str, float] = defaultdict(float)
+    for i, (name, op, us) in enumerate(events):
+        if i > last:
+            g = "head"
+        elif op == "Transpose" or ("Reorder" in op and i < first):
+            g = "input_transpose" if i < first else "other"
+        elif i < first and op in QDQ:
+            g = "quantize_input"
+        elif i < first:
+            g = "normalisation"
+        elif op in QDQ:
+            g = "qdq"
+        elif i in convs:
+            g = "conv_int8" if op.startswith("QLinear") or "Integer" in op or "I8" in name or "u8" in name else \
+                "conv_float"
+        else:
+            g = "other"
+        out[g] += us
+    return dict(out)
+
+
+def ort_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[tuple[str, str, float]]:
+    """Per-node (name, op, mean us) from onnxruntime's profiler, in the order of the first run."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.enable_profiling = True
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for _ in range(runs):
+            sess.run(None, {name: image})
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    total: dict[str, float] = defaultdict(float)
+    order: dict[str, str] = {}
+    for e in trace:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            node = e["name"][: -len("_kernel_time")]
+            total[node] += e["dur"]
+            order.setdefault(node, e["args"].get("op_name", "?"))
+    return [(n, op, total[n] / runs) for n, op in order.items()]
+
+
+def ov_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[tuple[str, str, float]]:
+    """Per-layer (name, exec type, mean us) from OpenVINO's PERF_COUNT, in execution order."""
+    import openvino as ov
+
+    core = ov.Core()
+    xml = next(Path(path).glob("*.xml")) if Path(path).is_dir() else path
+    compiled = core.compile_model(str(xml), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,
+                                                    "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    total: dict[str, float] = defaultdict(float)
+    order: dict[str, str] = {}
+    for _ in range(runs):
+        req.infer({0: image})
+        for p in req.get_profiling_info():
+            if p.status.name == "EXECUTED":
+                total[p.node_name] += p.real_time.total_seconds() * 1e6
+                order.setdefault(p.node_name, f"{p.node_type}:{p.exec_type}")
+    return [(n, t.split(":")[0], total[n] / runs) for n, t in order.items()]
+
+
+def summarise(events: list[tuple[str, str, float]]) -> dict:
+    groups = group_ops(events)
+    total = sum(groups.values())
+    return {"total_us": round(total, 1), "groups_us": {k: round(v, 1) for k, v in groups.items()},
+            "groups_share": {k: round(v / total, 4) for k, v in groups.items()} if total else {},
+            "top_ops": [{"name": n, "op": op, "us": round(us, 1)} for n, op, us in
+                        sorted(events, key=lambda e: -e[2])[:8]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--calibration", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/int8_profile.json")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from edgecnn._io import write_json
+    from edgecnn.arch import create_model
+    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.export.openvino import onnx_to_openvino_ir
+    from edgecnn.quantize import cpu_features, keras_to_onnx, quantize_onnx
+    from edgecnn.quantize.onnx_graph import onnx_float_ops
+    from mobilenetv2_224 import real_images
+
+    results = {}
+    for size in args.sizes:
+        model = create_model("mobilenet_v2", include_top=True, weights="imagenet", dropout=0.0, input_size=size)
+        calib = real_images(args.calibration, seed=1)
+        if size != calib.shape[1]:
+            from edgecnn._tf import tf
+
+            calib = tf.image.resize(calib, (size, size)).numpy()
+        image = calib[:1]
+        with tempfile.TemporaryDirectory(prefix="int8-profile-") as tmp:
+            work = Path(tmp)
+            keras_to_onnx(model, work / "fp32.onnx")
+            quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calib, method="minmax", per_channel=True)
+            row: dict = {"float_ops_after_quantisation": onnx_float_ops(work / "int8.onnx")}
+            for prec in ("fp32", "int8"):
+                onnx_path = work / f"{prec}.onnx"
+                row[f"onnxruntime-{prec}"] = summarise(ort_profile(onnx_path, image, args.runs, args.threads))
+                try:
+                    ir = onnx_to_openvino_ir(onnx_path, work / f"{prec}.openvino")
+                    row[f"openvino-{prec}"] = summarise(ov_profile(ir, image, args.runs, args.threads))
+                except Exception as e:  # OpenVINO missing: onnxruntime's profile still stands
+                    row[f"openvino-{prec}"] = {"error": f"{type(e).__name__}: {e}"}
+            for rt in ("onnxruntime", "openvino"):
+                f, q = row.get(f"{rt}-fp32", {}), row.get(f"{rt}-int8", {})
+                if f.get("total_us") and q.get("total_us"):
+                    row[f"{rt}_int8_over_fp32"] = round(q["total_us"] / f["total_us"], 4)
+            results[f"mobilenet_v2_{size}"] = row
+            print(f"{size}px: " + ", ".join(f"{k} {v}" for k, v in row.items() if k.endswith("_over_fp32")),
+                  file=sys.stderr)
+    write_json(args.out, {"model": "mobilenet_v2 1.0 ImageNet, NHWC RGB 0-255 input, in-graph normalisation",
+                          "threads": args.threads, "runs": args.runs, "cpu": sorted(cpu_features().flags),
+                          "litert": "not profiled: the Python Interpreter has no per-op profiler",
+                          "machine": machine_info(), "results": results})
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
