@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/edgecnn run $(RECIPE)
 
-# One worker per core (at most 4), whole files per worker so module fixtures are built once.
-PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
+# One worker per core (at most 4). Work units are whole files (module fixtures are built once) or the
+# groups a test names (tests/conftest.py: the zoo's models), slow units first, in the order collected.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
 
 test: install lint
 	$(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL)

@@ -244,8 +244,10 @@ def test_pqat_keeps_sparsity(trained, data):
         assert (k == 0).mean() >= 0.49, name
 
 
-# dsconv is covered (with training) by test_qat_dsconv_converts_to_int8_and_agrees.
-ZOO = [m for m in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0") if m in list_models()]
+# dsconv is covered (with training) by test_qat_dsconv_converts_to_int8_and_agrees. Each family is its
+# own pytest-xdist work unit (they use no module fixture), so the slow QAT conversions spread over workers.
+ZOO = [pytest.param(m, marks=pytest.mark.xdist_group(f"compress-{m}"))
+       for m in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0") if m in list_models()]
 
 
 def _small_zoo_model(name: str):

@@ -87,6 +87,7 @@ def test_unknown_model_in_recipe(tmp_path, tiny_defects):
     assert p.returncode == 2 and "unknown model 'dsconvv'" in p.stderr and "Did you mean 'dsconv'" in p.stderr
 
 
+@pytest.mark.xdist_group("pipeline-resume")   # needs no module fixture: its own work unit
 def test_interrupted_training_resumes(tmp_path, tiny_defects):
     recipe = tmp_path / "long.yaml"
     recipe.write_text(TINY.read_text().replace("head: {epochs: 2, lr: 0.003}", "head: {epochs: 40, lr: 0.003}")
@@ -153,7 +154,8 @@ def test_evaluate_through_the_service(tiny_run):
 # Two families besides the tiny recipe's dsconv: the pipeline is model-agnostic, and every model's
 # export round trip is tests/test_zoo.py's job (MobileNetV3 and EfficientNet-Lite also go through QAT
 # in tests/test_compress.py), so the two slowest end-to-end runs of the zoo were dropped from here.
-@pytest.mark.parametrize("model", ["ds_cnn", "lenet5"])
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.xdist_group(f"pipeline-{m}"))
+                                   for m in ("ds_cnn", "lenet5")])
 def test_run_with_zoo_models(model, tmp_path, tiny_defects):
     """`edgecnn run` trains and exports any registered model on the bundled data (issue: the model zoo)."""
     import yaml

@@ -7,7 +7,9 @@ not vanish as they do with BN's identity initialisation) and its classifier is s
 the comparisons below mean something. Then the TFLite fp32 and ONNX exports, made through the
 format registry and run through the project's runners, must agree with Keras to
 ``atol = 1e-4`` on the probabilities (the fp32 tolerance of tests/test_export.py and the README).
-No model is skipped. Converting a model costs time in proportion to its layer count (TFLite's
+No model is skipped: every one builds, runs and groups into blocks, and every builder's layers go
+through both converters (a width/depth-scaled twin leaves its round trip to the first of the family).
+Converting a model costs time in proportion to its layer count (TFLite's
 converter: ~5 s for 90 layers, ~15 s for 240 on an idle 2-core machine), so models with more than
 ~170 layers or 10 M parameters at test size are marked slow; they still run in ``make test``/CI.
 """
@@ -35,8 +37,21 @@ SLOW = {"densenet121", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", 
 NUM_CLASSES = 5
 
 
+# A model that is another one scaled (width, depth, resolution) by the same builder has the same kinds
+# of layers in the same pattern, so the converters meet nothing new in it: its export round trip runs
+# for the first of the pair only (test_scaled_twin_has_the_same_layers checks that claim).
+SCALED_TWIN_OF = {
+    **{f"efficientnet_b{i}": "efficientnet_b0" for i in (1, 2, 3)},
+    **{f"efficientnet_lite{i}": "efficientnet_lite0" for i in (1, 2, 3, 4)},
+    "efficientnetv2_b1": "efficientnetv2_b0", "mobilenet_v3_large": "mobilenet_v3_small",
+    "mobilenet_v3_large_minimalistic": "mobilenet_v3_small_minimalistic", "resnet34": "resnet18", "vgg16": "vgg11",
+}
+
+
 def zoo_params(names=None):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in (names or list_models())]
+    """One param per model; each model is its own pytest-xdist work unit, so workers share the zoo."""
+    return [pytest.param(n, marks=[pytest.mark.xdist_group(f"zoo-{n}"), *([pytest.mark.slow] if n in SLOW else [])])
+            for n in (names or list_models())]
 
 
 def test_the_zoo_is_complete():
@@ -57,7 +72,7 @@ def build_small(name: str):
     return create_model(name, **kwargs), kwargs["input_size"]
 
 
-@pytest.fixture(scope="module", params=zoo_params())
+@pytest.fixture(scope="module")
 def zoo(request):
     """(name, model, images, Keras probabilities): each model built and calibrated once for all tests below."""
     name = request.param
@@ -70,6 +85,7 @@ def zoo(request):
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("zoo", zoo_params(), indirect=True)
 def test_forward(zoo):
     name, model, images, ref = zoo
     assert ref.shape == (8, NUM_CLASSES)
@@ -89,6 +105,7 @@ def keras_noise_floor(model, images: np.ndarray, ref: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("fmt", ["tflite-fp32", "onnx"])
+@pytest.mark.parametrize("zoo", zoo_params([n for n in list_models() if n not in SCALED_TWIN_OF]), indirect=True)
 def test_export_roundtrip(zoo, fmt, tmp_path):
     name, model, images, ref = zoo
     path = export(fmt, model, ExportContext(tmp_path))
@@ -99,6 +116,21 @@ def test_export_roundtrip(zoo, fmt, tmp_path):
     assert got.shape == ref.shape and err <= tol, f"{name} {fmt}: max |dprob| {err:.2e} > {tol:.2e}"
 
 
+def layer_kinds(model) -> set[tuple[str, str]]:
+    """The kinds of layers a converter meets: class and activation."""
+    return {(type(layer).__name__, str(getattr(getattr(layer, "activation", None), "__name__", "")))
+            for layer in model.layers}
+
+
+@pytest.mark.parametrize("zoo", zoo_params(list(SCALED_TWIN_OF)), indirect=True)
+def test_scaled_twin_has_the_same_layers(zoo):
+    """A model whose export round trip is left to its twin is made of exactly the twin's kinds of layers."""
+    name, model, _, _ = zoo
+    twin, _ = build_small(SCALED_TWIN_OF[name])
+    assert layer_kinds(model) == layer_kinds(twin), f"{name} is not a scaled {SCALED_TWIN_OF[name]}"
+
+
+@pytest.mark.parametrize("zoo", zoo_params(), indirect=True)
 def test_layer_names_group_into_blocks(zoo):
     """train.block_of (the part before the first '_') must give a sensible, ordered list of blocks."""
     name, model, _, _ = zoo
@@ -127,14 +159,13 @@ def test_entry_documents_its_defaults(name):
     assert entry.defaults["weights"] is None  # nothing downloads unless asked
 
 
-# One per code path runs fast (MobileNet: keras builder + rename; ResNet-50: keras builder + RGB flip;
-# VGG16: weights copied from a separate keras model); the others are slow.
-KERAS_BACKED = ["mobilenet_v1", "resnet50", "vgg16", "mobilenet_v3_small", "efficientnet_b0", "efficientnetv2_b0",
-                "xception", "densenet121"]
+# One per code path of the keras.applications loader: MobileNet (keras builder + rename), ResNet-50
+# (keras builder + RGB flip), VGG16 (weights copied from a separate keras model). The other
+# keras-backed families take the first path, so they are not built again here.
+KERAS_BACKED = ["mobilenet_v1", "resnet50", "vgg16"]
 
 
-@pytest.mark.parametrize("name", [n if i < 3 else pytest.param(n, marks=pytest.mark.slow)
-                                  for i, n in enumerate(KERAS_BACKED)])
+@pytest.mark.parametrize("name", KERAS_BACKED)
 def test_imagenet_download_failure_is_one_clear_error(name, monkeypatch, tmp_path):
     """Offline, weights='imagenet' on a keras.applications family names the file and where to put it."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no cached ~/.keras/models
