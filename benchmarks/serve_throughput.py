@@ -210,6 +210,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(target: Path, log_path: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """``python -m edgecnn.serve TARGET FLAGS`` on a free loopback port, once it answers ready; (process, url).
+    Its output goes to ``log_path`` (a file: a pipe could fill and stall it)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edgecnn.serve", str(target), "--port", str(port), *flags],
+                                stdout=log, stderr=subprocess.STDOUT)
+    client = InferenceClient(url)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if client.request("GET", "/v2/health/ready")[0] == 200:
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"server did not start:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("target", type=Path, help="run directory or .onnx file")
@@ -240,25 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
         base = [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
                 for spin in (True, False)]
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(Path(tmp) / "server.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "edgecnn.serve", str(serve_target), "--port", str(port),
-                                 "--threads", str(args.threads), "--workers", str(args.workers),
-                                 "--max-concurrency", str(4 * args.concurrency)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc, url = start_server(serve_target, Path(tmp) / "server.log", "--threads", str(args.threads),
+                                 "--workers", str(args.workers), "--max-concurrency", str(4 * args.concurrency))
         try:
             client = InferenceClient(url)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.request("GET", "/v2/health/ready")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start:\n{(Path(tmp) / 'server.log').read_text()[-2000:]}")
-                time.sleep(0.2)
             model = client.models()[0]["name"]
             input_name = client.model_metadata(model)["inputs"][0]["name"]
             runs = {}
@@ -271,7 +278,6 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-            log.close()
         base += [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
                  for spin in (True, False)]
 

@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from edgecnn.export.manifest import add_artifact, init_manifest
@@ -78,6 +79,24 @@ def build_run(root: Path) -> Path:
     return run
 
 
+_RUNS: dict[str, Path] = {}
+
+
+def shared_run(tmp_path_factory) -> Path:
+    """``build_run`` once per test process, for every serve test module (converting costs seconds)."""
+    if "tiny" not in _RUNS:
+        _RUNS["tiny"] = build_run(tmp_path_factory.mktemp("serve"))
+    return _RUNS["tiny"]
+
+
+@pytest.fixture(scope="module", name="http")
+def http_fixture(server):
+    """An httpx client of the importing module's ``server`` fixture (one per module: building an SSL
+    context per test costs ~0.2 s)."""
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        yield client
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,25 +106,26 @@ def free_port() -> int:
 class Server:
     """``python -m edgecnn.serve`` in a subprocess, logs in a file (never a pipe that could fill)."""
 
-    def __init__(self, target: Path, *args: str, log_dir: Path):
+    def __init__(self, target: Path, *args: str, log_dir: Path, env: dict[str, str] | None = None,
+                 scheme: str = "http"):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"server-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgecnn.serve", str(target), "--host", "127.0.0.1", "--port", str(self.port),
              "--threads", "1", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> "Server":
+    def wait_ready(self, timeout: float = 60.0, verify: bool | str = True) -> "Server":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0, verify=verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -130,6 +150,17 @@ class Server:
         code = self.stop()
         assert code in (0, -signal.SIGTERM), f"exit {code}:\n{self.log_text()[-3000:]}"
         assert any(e.get("event") == "stopped" for e in self.log_events()), self.log_text()[-3000:]
+
+    def memory_kib(self, field: str = "VmRSS") -> int:
+        """The server process's ``/proc/PID/status`` field (VmRSS: now, VmHWM: peak since reset_peak)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
+
+    def reset_peak(self) -> None:
+        """Reset VmHWM to the current RSS (Linux: ``echo 5 > /proc/PID/clear_refs``)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def log_text(self) -> str:
         if not self._log.closed:

@@ -25,7 +25,16 @@ from PIL import Image
 
 from edgecnn.errors import EdgecnnError
 from edgecnn.serve import InferenceClient, create_app, evaluate_via_http
-from serve_fixtures import LABELS, Server, build_run, free_port, png_bytes, png_header_only, record_onnx
+from serve_fixtures import (
+    LABELS,
+    Server,
+    free_port,
+    http_fixture,  # noqa: F401  (the `http` fixture: a client of `server`)
+    png_bytes,
+    png_header_only,
+    record_onnx,
+    shared_run,
+)
 
 BODY_LIMIT = 64 * 1024
 PIXEL_LIMIT = 1_000_000
@@ -38,7 +47,7 @@ GOOD_PIXELS = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype(n
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> Path:
     """The run directory ``tiny/``; ``alt.onnx`` (other weights) lies beside it."""
-    return build_run(tmp_path_factory.mktemp("serve"))
+    return shared_run(tmp_path_factory)
 
 
 @pytest.fixture
@@ -61,12 +70,6 @@ def server(artifacts, tmp_path_factory):
                  "--max-concurrency", "32", log_dir=tmp_path_factory.mktemp("logs")).wait_ready()
     yield srv
     srv.stop_cleanly()
-
-
-@pytest.fixture
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=30.0) as client:
-        yield client
 
 
 def infer_body(images=GOOD_PIXELS, name="image", **extra) -> dict:
@@ -271,7 +274,7 @@ BAD_INFER = {
                                          "data": [1]}]}),
                        JSON, 400, "shape"),
     "batch too big": (_json({"inputs": [{"name": "image", "shape": [65, 32, 32, 3], "datatype": "FP32", "data": [1]}]}),
-                      JSON, 400, "batch of 1 to 64"),
+                      JSON, 400, "batch of 1 to 5"),   # max_batch 64, but 64 KiB fit 5 FP32 images
     "count mismatch": (_json({"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32",
                                          "data": [1, 2]}]}),
                        JSON, 400, "holds 3072 values"),

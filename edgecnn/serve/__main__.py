@@ -32,6 +32,20 @@ def main(
     graceful_timeout: Annotated[float, typer.Option(
         help="Seconds accepted requests may take to finish after SIGTERM.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a request's headers may take; then 408.")] = ServeOptions.header_timeout,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a request's body may take to arrive; then 408.")] = ServeOptions.body_timeout,
+    max_connections: Annotated[int, typer.Option(
+        help="Open connections; more get 503.")] = ServeOptions.max_connections,
+    max_buffered_bytes: Annotated[int, typer.Option(
+        help="Request-body bytes held at once over all requests; more get 503.")] = ServeOptions.max_buffered_bytes,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        help="File of API keys, one per line (also: EDGECNN_API_KEY). With a key, repository calls need it.")] = None,
+    protect: Annotated[str, typer.Option(
+        help="Areas that need the key: repository, plus inference and/or metrics (comma-separated).")] = "repository",
+    ssl_certfile: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="PEM private key for --ssl-certfile.")] = None,
 ) -> None:
     """Serve an edgecnn run over the KServe v2 REST protocol."""
     from edgecnn.serve import serve
@@ -40,7 +54,10 @@ def main(
         serve([str(t) for t in target], host=host, port=port, threads=threads, workers=workers,
               max_body_bytes=max_body_bytes, max_concurrency=max_concurrency, max_batch=max_batch,
               max_image_pixels=max_image_pixels, default_version=default_version,
-              graceful_timeout=graceful_timeout, log_level=log_level)
+              graceful_timeout=graceful_timeout, log_level=log_level, header_timeout=header_timeout,
+              body_timeout=body_timeout, max_connections=max_connections, max_buffered_bytes=max_buffered_bytes,
+              api_key_file=api_key_file, protect=[a.strip() for a in protect.split(",") if a.strip()],
+              ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     except (EdgecnnError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

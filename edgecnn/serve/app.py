@@ -2,9 +2,11 @@
 
 Layers, outermost first::
 
-    ObserveMiddleware   request id, access log (JSON line), Prometheus counters, in-flight gauge
-    LimitMiddleware     inference concurrency gate (503 at once, no queue) and the body-size limit
-                        (413 from Content-Length or from counting streamed bytes, before any parsing)
+    transport           connection cap, header timeout, JSON 400s (edgecnn.serve.transport)
+    ObserveMiddleware   request id, access log, metrics; drain-timeout cancellations end as JSON 503
+    AuthMiddleware      API key on the protected areas (401/403) before any body is read
+    LimitMiddleware     body size (413), body time (408), buffered bytes (503), then admission
+                        against max_concurrency (503 at once, no queue)  (edgecnn.serve.middleware)
     routes              parse and validate in a worker thread, run the session, encode
 
 Decoding and inference run in worker threads (onnxruntime releases the GIL), so health checks and
@@ -13,15 +15,13 @@ Decoding and inference run in worker threads (onnxruntime releases the GIL), so 
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,12 +33,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 import edgecnn
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 from edgecnn.serve.metrics import Metrics, log_event
+from edgecnn.serve.middleware import AREAS, AuthMiddleware, LimitMiddleware, ObserveMiddleware
 from edgecnn.serve.protocol import (
     HEADER_LENGTH,
     INPUT_DATATYPES,
@@ -63,8 +63,6 @@ from edgecnn.serve.protocol import (
 from edgecnn.serve.repository import LoadedVersion, ModelState, Repository
 
 CONFIG_ENV = "EDGECNN_SERVE_CONFIG"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|classify)$")
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 _OTHER_IMAGES = {b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WEBP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
@@ -72,20 +70,27 @@ _OTHER_IMAGES = {b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WEBP", b"II*\x00": "TIF
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How the service runs and what it accepts.
+    """How the service runs and what it accepts (docs/serving.md, "Limits", states the memory bound).
 
     Args:
         threads: intra-op threads per session (None = the runtime's default, all cores).
         max_body_bytes: largest request body; larger ones get 413 before parsing.
-        max_concurrency: inference requests (infer + classify) handled at once; more get 503
-            with ``Retry-After: 1`` immediately instead of queueing into a timeout.
-        max_batch: largest batch N in one infer request.
+        max_concurrency: inference requests (infer + classify) handled at once, counted from
+            admission (the body has arrived); more get 503 with ``Retry-After: 1`` at once.
+        max_batch: largest batch N in one infer request; a version whose FP32 batch of N would
+            not fit ``max_body_bytes`` as binary tensor data accepts the largest N that does.
         max_image_pixels: largest width x height an uploaded image may declare (checked from the
-            header, before decoding). Decoding and resizing take about 8 bytes per pixel, so the
-            worst case for uploads is roughly ``max_concurrency * max_image_pixels * 8`` bytes.
+            header, before decoding). Decoding and resizing take about 8 bytes per pixel.
         default_version: artifact file name used when a request names no version.
         warmup_runs: inferences on a zero image before a version is served.
         allow_reload: enable ``POST /v2/repository/models/{name}/load`` (off with several workers).
+        header_timeout: seconds a request's headers may take (from its first byte); then 408.
+        body_timeout: seconds a request's body may take to arrive; then 408.
+        max_connections: open connections; more are answered 503 and closed.
+        max_buffered_bytes: request-body bytes held at once over all requests; more get 503.
+        api_keys: keys for the protected areas (none = open); compared in constant time.
+        protect: areas that need a key when keys are set: ``repository`` (always), ``inference``,
+            ``metrics``.
     """
 
     threads: int | None = None
@@ -96,158 +101,47 @@ class ServeOptions:
     default_version: str | None = None
     warmup_runs: int = 2
     allow_reload: bool = True
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 256
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    protect: tuple[str, ...] = ("repository",)
 
     def __post_init__(self) -> None:
-        for key in ("max_body_bytes", "max_concurrency", "max_batch", "max_image_pixels"):
+        for key in ("max_body_bytes", "max_concurrency", "max_batch", "max_image_pixels", "max_connections",
+                    "max_buffered_bytes"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ServeOptions.{key} must be a positive integer. Received {key}={value!r}.")
+        for key in ("header_timeout", "body_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"ServeOptions.{key} must be a positive number of seconds. Received {key}={value!r}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError("ServeOptions.threads must be None or a positive integer. "
                              f"Received threads={self.threads!r}.")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(f"ServeOptions.max_buffered_bytes ({self.max_buffered_bytes}) must be at least "
+                             f"max_body_bytes ({self.max_body_bytes}), or no body of the largest size could arrive.")
+        unknown = sorted(set(self.protect) - set(AREAS))
+        if unknown:
+            raise ValueError(f"ServeOptions.protect takes areas from {list(AREAS)}. Received {list(self.protect)}.")
+        if "repository" not in self.protect:
+            object.__setattr__(self, "protect", ("repository", *self.protect))
+        object.__setattr__(self, "api_keys", tuple(self.api_keys))
+        object.__setattr__(self, "protect", tuple(self.protect))
+        short = [k for k in self.api_keys if not isinstance(k, str) or len(k) < 16 or k != k.strip()]
+        if short:
+            raise ValueError(f"ServeOptions.api_keys: {len(short)} key(s) shorter than 16 characters or with "
+                             "surrounding spaces. Generate one with `python -c \"import secrets; "
+                             "print(secrets.token_urlsafe(32))\"`.")
 
-
-# ---------------------------------------------------------------- middleware (pure ASGI)
-
-
-class ObserveMiddleware:
-    """Request id, one JSON access-log line, Prometheus counters and the in-flight gauge."""
-
-    def __init__(self, app, metrics: Metrics, routes: list):
-        self.app, self.metrics, self.routes = app, metrics, routes
-        # Request ids: unique per process and cheap (uuid4 costs a getrandom syscall per request).
-        self._ids = itertools.count(1)
-        self._prefix = os.urandom(3).hex()
-
-    def _route(self, scope) -> str:
-        route = scope.get("route")      # set by the router when a route handled the request
-        if route is not None and hasattr(route, "path"):
-            return route.path
-        for route in self.routes:       # rejected before routing (413, 503) or no route at all
-            match, _ = route.matches(scope)
-            if match != Match.NONE:
-                return route.path
-        return "<unmatched>"
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        headers = dict(scope.get("headers") or ())
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else f"{self._prefix}-{next(self._ids)}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 0
-
-        async def send_with_id(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        self.metrics.request_started()
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            status = status or 499       # the client went away before a response
-            route = self._route(scope)
-            self.metrics.request_finished(route, scope["method"], status, elapsed)
-            client = scope.get("client") or ("", 0)
-            log_event("request", level=logging.ERROR if status >= 500 else logging.INFO, request_id=request_id,
-                      method=scope["method"], path=scope["path"][:200], route=route, status=status,
-                      ms=round(elapsed * 1e3, 2), client=client[0])
-
-
-class LimitMiddleware:
-    """Concurrency gate for inference routes, then the body-size limit, before the app sees anything.
-
-    The body is read here, counting bytes as they arrive (a chunked upload has no Content-Length),
-    and replayed to the app, so a parser never starts on an oversized body. An oversized body is
-    never stored: up to ``DRAIN_BYTES`` of it are read and dropped before the 413 goes out, so the
-    client reads the answer instead of a connection reset; beyond that the connection is closed.
-    """
-
-    DRAIN_BYTES = 1 << 20
-
-    def __init__(self, app, max_body_bytes: int, max_concurrency: int):
-        self.app, self.max_body, self.max_concurrency = app, max_body_bytes, max_concurrency
-        self.active = 0          # touched only on the event loop thread
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        gated = scope["method"] == "POST" and _INFER_PATH.match(scope["path"]) is not None
-        if gated and self.active >= self.max_concurrency:
-            return await _error(send, 503, f"server busy: {self.active} inference requests in flight "
-                                           f"(max_concurrency={self.max_concurrency}); retry shortly.",
-                                [(b"retry-after", b"1")])
-        length = dict(scope.get("headers") or ()).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            # Decided from the header alone; a body too large to drain is not read at all.
-            drain = int(length) <= self.max_body + self.DRAIN_BYTES
-            return await self._too_large(receive, send, f"request body of {int(length)} bytes exceeds the limit "
-                                                        f"of {self.max_body} bytes (max_body_bytes).",
-                                         0 if drain else self.max_body + self.DRAIN_BYTES + 1)
-        if gated:
-            self.active += 1
-        try:
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    if not message.get("more_body", False):
-                        size = -1           # all of it has arrived: nothing left to drain
-                    return await self._too_large(receive, send, f"request body exceeds the limit of "
-                                                                f"{self.max_body} bytes (max_body_bytes).", size)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            replayed = False
-
-            async def replay():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
-        finally:
-            if gated:
-                self.active -= 1
-
-    async def _too_large(self, receive, send, message: str, received: int) -> None:
-        """Drop what is left of the body (bounded), then answer 413; close if the body is larger still."""
-        close = False
-        while received >= 0:
-            if received > self.max_body + self.DRAIN_BYTES:
-                close = True
-                break
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                return
-            received += len(event.get("body", b""))
-            if not event.get("more_body", False):
-                break
-        await _error(send, 413, message, [(b"connection", b"close")] if close else None)
-
-
-async def _error(send, status: int, message: str, headers: list | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+    def public(self) -> dict[str, Any]:
+        """The options as logged: keys replaced by their count."""
+        out = asdict(self)
+        out["api_keys"] = len(self.api_keys)
+        return out
 
 
 # ---------------------------------------------------------------- images
@@ -358,6 +252,11 @@ class _Service:
         self.limiter = anyio.CapacityLimiter(options.max_concurrency)
         self.ready = False
 
+    def max_batch(self, loaded: LoadedVersion) -> int:
+        """``max_batch``, or fewer where a batch of FP32 images would not fit ``max_body_bytes``."""
+        image_bytes = 4 * loaded.input_hwc[0] * loaded.input_hwc[1] * loaded.input_hwc[2]
+        return max(1, min(self.options.max_batch, self.options.max_body_bytes // image_bytes))
+
     def metadata(self, state: ModelState, loaded: LoadedVersion) -> dict[str, Any]:
         h, w, c = loaded.input_hwc
         return {
@@ -370,7 +269,7 @@ class _Service:
                 "version": loaded.version, "default_version": state.default, "labels": state.labels,
                 "preprocessing": state.manifest.get("preprocessing"), "precision": loaded.entry.get("precision"),
                 "sha256": loaded.sha256, "backend": loaded.runner.backend,
-                "accepted_input_datatypes": list(INPUT_DATATYPES), "max_batch": self.options.max_batch,
+                "accepted_input_datatypes": list(INPUT_DATATYPES), "max_batch": self.max_batch(loaded),
                 "artifact_input": loaded.runner.input.to_json(), "artifact_output": loaded.runner.output.to_json(),
                 "generation": state.generation,
             },
@@ -388,7 +287,7 @@ class _Service:
             if len(names) != 1:
                 extra = sorted({n for n in names if n != in_name}) or [in_name]
                 raise ProtocolError(f"unexpected or repeated inputs {extra}; the model takes one input, {in_name!r}.")
-            images = decode_input(request.inputs[0], binaries.get(in_name), loaded.input_hwc, self.options.max_batch)
+            images = decode_input(request.inputs[0], binaries.get(in_name), loaded.input_hwc, self.max_batch(loaded))
             for out in request.outputs or ():
                 if out.name != out_name:
                     raise ProtocolError(f"unknown output {out.name!r}; the model's outputs: [{out_name!r}].")
@@ -449,9 +348,10 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        _map_large_allocations()
         service.ready = True
         log_event("ready", models={s.name: list(s.versions) for s in repo.states()}, pid=os.getpid(),
-                  options=asdict(options))
+                  options=options.public())
         yield
         service.ready = False
         log_event("stopped", pid=os.getpid())
@@ -459,7 +359,10 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
     app = FastAPI(title="edgecnn inference service", version=edgecnn.__version__, lifespan=lifespan,
                   summary="KServe v2 / Open Inference Protocol over onnxruntime and LiteRT.")
     app.state.service = service
-    app.add_middleware(LimitMiddleware, max_body_bytes=options.max_body_bytes, max_concurrency=options.max_concurrency)
+    app.add_middleware(LimitMiddleware, max_body_bytes=options.max_body_bytes, max_concurrency=options.max_concurrency,
+                       max_buffered_bytes=options.max_buffered_bytes, body_timeout=options.body_timeout,
+                       metrics=metrics)
+    app.add_middleware(AuthMiddleware, keys=options.api_keys, protect=options.protect)
     app.add_middleware(ObserveMiddleware, metrics=metrics, routes=app.router.routes)
     _install_error_handlers(app)
 
@@ -508,7 +411,7 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         if header_length is None and ctype not in ("application/json", ""):
             raise ProtocolError(f"infer takes Content-Type application/json (or the binary tensor extension with "
                                 f"an Inference-Header-Content-Length header). Received {ctype!r}.", status=415)
-        body = await request.body()
+        body = await request_body(request)
         return await anyio.to_thread.run_sync(partial(service.infer, state, loaded, body, header_length),
                                               limiter=service.limiter)
 
@@ -536,7 +439,7 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
             data = await files[0].read()
             await form.close()
         elif ctype in ("image/png", "image/jpeg", "image/jpg"):
-            data = await request.body()
+            data = await request_body(request)
         else:
             raise ProtocolError(f"classify takes an image/png or image/jpeg body, or multipart/form-data with a "
                                 f"file field. Received Content-Type {ctype or 'none'!r}.", status=415)
@@ -594,6 +497,27 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+def _map_large_allocations(threshold: int = 1 << 20) -> None:
+    """glibc: allocations over ``threshold`` (request bodies, decoded batches) get their own mapping,
+    grown in place by mremap and returned to the OS when freed. By default the threshold rises to the
+    largest block freed so far (up to 32 MiB), after which big bodies land on the heap, fragment it
+    and stay resident after the request."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, threshold)      # M_MMAP_THRESHOLD; fixing it also stops the dynamic adjustment
+    except (OSError, AttributeError):    # not glibc (musl, macOS): their allocators need no help here
+        pass
+
+
+async def request_body(request: Request) -> bytes | bytearray:
+    """The body LimitMiddleware read (no copy), else the ASGI stream's."""
+    body = request.scope.get("state", {}).get("body")
+    return body if body is not None else await request.body()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -35,13 +35,14 @@ class InferenceClient:
     Args:
         url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
         timeout: seconds per request.
+        api_key: sent as ``Authorization: Bearer`` on every request (servers with ``--api-key-file``).
 
     Example:
         >>> client = InferenceClient("http://127.0.0.1:8000")              # doctest: +SKIP
         >>> probs = client.infer("defects", np.zeros((1, 128, 128, 3)))    # doctest: +SKIP
     """
 
-    def __init__(self, url: str, timeout: float = 30.0):
+    def __init__(self, url: str, timeout: float = 30.0, api_key: str | None = None):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EdgecnnError(f"url must look like http://HOST:PORT. Received url={url!r}.")
@@ -51,6 +52,8 @@ class InferenceClient:
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.api_key = api_key
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
 
     # ------------------------------------------------------------------ transport
@@ -69,7 +72,7 @@ class InferenceClient:
             conn = self._connection()
             reused = getattr(self._local, "used", False)
             try:
-                conn.request(method, self.prefix + path, body=body, headers=headers or {})
+                conn.request(method, self.prefix + path, body=body, headers={**self._auth, **(headers or {})})
                 resp = conn.getresponse()
                 data = resp.read()
                 self._local.used = True
@@ -217,6 +220,7 @@ def evaluate_via_http(
     warmup: int = 8,
     timeout: float = 30.0,
     limit: int | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy, latency and throughput of a served model on a labelled image folder.
 
@@ -238,6 +242,7 @@ def evaluate_via_http(
         warmup: untimed requests before each level.
         timeout: seconds per request.
         limit: use at most this many images.
+        api_key: for a server that protects its routes (see docs/serving.md).
 
     Returns:
         ``{"url", "model", "version", "n_images", "accuracy", "binary", "levels": [{"concurrency",
@@ -251,7 +256,7 @@ def evaluate_via_http(
         >>> evaluate_via_http("http://127.0.0.1:8000", "export/defects-mobilenetv2")     # doctest: +SKIP
         >>> evaluate_via_http("http://127.0.0.1:8000", "my_test_images", concurrency=(1, 4))  # doctest: +SKIP
     """
-    client = InferenceClient(url, timeout=timeout)
+    client = InferenceClient(url, timeout=timeout, api_key=api_key)
     try:
         if model is None:
             names = sorted({m["name"] for m in client.models()})
@@ -292,7 +297,7 @@ def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, thre
     results: list[tuple] = []
 
     def worker():
-        local = InferenceClient(client.url, client.timeout)
+        local = InferenceClient(client.url, client.timeout, client.api_key)
         out = []
         while True:
             with lock:

@@ -47,6 +47,7 @@ class Metrics:
         self._reloads: dict[tuple[str, str], int] = {}
         self._models: dict[tuple[str, str], str] = {}   # (model, version) -> sha256
         self.in_flight = 0
+        self.buffered_bytes = 0        # request-body bytes held now (set by LimitMiddleware)
         self.started = time.time()
 
     def request_started(self) -> None:
@@ -59,6 +60,12 @@ class Metrics:
             key = (route, method, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
             self._latency.setdefault(route, _Histogram()).observe(seconds)
+
+    def refused(self, route: str, status: int) -> None:
+        """A request the transport refused before the app saw it (slow headers, too many connections)."""
+        with self._lock:
+            key = (route, "-", str(status))
+            self._requests[key] = self._requests.get(key, 0) + 1
 
     def observe_inference(self, model: str, version: str, seconds: float) -> None:
         with self._lock:
@@ -89,6 +96,9 @@ class Metrics:
                 _histogram(lines, "edgecnn_inference_duration_seconds", h, model=model, version=version)
             _family(lines, "edgecnn_requests_in_flight", "gauge", "HTTP requests being served now.")
             lines.append(f"edgecnn_requests_in_flight {self.in_flight}")
+            _family(lines, "edgecnn_request_body_bytes_buffered", "gauge",
+                    "Request-body bytes received and held now, over all requests (max_buffered_bytes caps it).")
+            lines.append(f"edgecnn_request_body_bytes_buffered {self.buffered_bytes}")
             _family(lines, "edgecnn_model_loads_total", "counter", "Model (re)loads by result (ok / failed).")
             for (model, result), n in sorted(self._reloads.items()):
                 lines.append(f"edgecnn_model_loads_total{_labels(model=model, result=result)} {n}")
@@ -177,3 +187,22 @@ def log_config(level: str = "info") -> dict[str, Any]:
 def log_event(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:
     """Log one structured event on the ``edgecnn.serve`` logger."""
     logging.getLogger(LOGGER_NAME).log(level, event, extra={"fields": {"event": event, **fields}}, exc_info=exc_info)
+
+
+SHED_LOG_INTERVAL_S = 1.0
+_shed_lock = threading.Lock()
+_shed_last: dict[tuple[str, Any], tuple[float, int]] = {}     # (event, status) -> (last logged, not logged since)
+
+
+def log_shed(event: str, **fields: Any) -> None:
+    """A refusal under overload or attack (408, 503): a WARNING, at most one line per second per
+    (event, status); the line that is written carries ``suppressed``, how many were not. Metrics
+    count every one of them."""
+    key, now = (event, fields.get("status")), time.monotonic()
+    with _shed_lock:
+        last, suppressed = _shed_last.get(key, (-SHED_LOG_INTERVAL_S, 0))
+        if now - last < SHED_LOG_INTERVAL_S:
+            _shed_last[key] = (last, suppressed + 1)
+            return
+        _shed_last[key] = (now, 0)
+    log_event(event, level=logging.WARNING, suppressed=suppressed, **fields)

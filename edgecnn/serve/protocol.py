@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecnn.errors import EdgecnnError
+from edgecnn.serve.json_tensor import MAX_HEADER_BYTES, DataError, DataSpan, cut_data, parse_numbers
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -60,20 +61,27 @@ class _Body(BaseModel):
     model_config = ConfigDict(protected_namespaces=(), extra="ignore")
 
 
-class RequestInput(_Body):
+class _Strict(BaseModel):
+    """Request bodies: exact JSON types (no "1" or 1.0 or true for an integer) and no unknown fields."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="forbid", strict=True)
+
+
+class RequestInput(_Strict):
     name: str
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
+    # After parse_infer_request: a DataSpan (where the numbers lie in the body), or None.
     data: Any = None
 
 
-class RequestOutput(_Body):
+class RequestOutput(_Strict):
     name: str
     parameters: dict[str, Any] | None = None
 
 
-class InferenceRequest(_Body):
+class InferenceRequest(_Strict):
     """The body of ``POST .../infer`` (validated on every request, by :func:`parse_infer_request`)."""
 
     id: str | None = None
@@ -180,11 +188,16 @@ class ReloadResponse(_Body):
     removed: list[str]
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
+def parse_infer_request(body: bytes | bytearray, header_length: str | None,
+                        max_header: int = MAX_HEADER_BYTES) -> tuple[InferenceRequest, bytes | memoryview]:
     """Split and validate an infer body; returns the request and the binary tail (b"" for pure JSON).
 
+    Each input's JSON ``data`` is not parsed here: it becomes a :class:`DataSpan` (where its numbers
+    lie in the body) that :func:`decode_input` converts once the shape is checked.
+
     Raises:
-        ProtocolError: not JSON, too deeply nested, fields of the wrong type, a bad header length.
+        ProtocolError: not JSON, too deeply nested, fields of the wrong type or unknown, a bad header
+            length, JSON besides the tensor data over ``max_header`` bytes, ``data`` not a list.
     """
     tail = b""
     if header_length is not None:
@@ -199,15 +212,26 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[Inferen
                 f"Inference-Header-Content-Length={n} does not fit the body of {len(body)} bytes; it must count "
                 "the JSON header that starts the body."
             )
-        body, tail = body[:n], body[n:]
-    if not body.strip():
+        view = memoryview(body)
+        body, tail = bytes(view[:n]), view[n:]          # the tensor bytes stay where they are
+    if not body or body.isspace():
         raise ProtocolError("empty request body; send a JSON inference request with an 'inputs' list.")
     try:
-        # pydantic's Rust parser: faster than json.loads here and it stops deep nesting at a fixed depth
-        # with an error instead of a RecursionError.
-        return InferenceRequest.model_validate_json(body), tail
+        header, spans = cut_data(body, max_header)
+        # pydantic's Rust parser: it stops deep nesting at a fixed depth with an error instead of a
+        # RecursionError, and the header it sees is small (cut_data), so parsing cannot amplify.
+        request = InferenceRequest.model_validate_json(header)
+    except DataError as e:
+        raise ProtocolError(str(e)) from None
     except ValidationError as e:
         raise ProtocolError(f"invalid inference request: {_first_error(e)}") from None
+    used: set[int] = set()
+    for inp in request.inputs:       # an index cut_data wrote, once: anything else stays and is refused later
+        index = inp.data
+        if type(index) is int and 0 <= index < len(spans) and index not in used:
+            used.add(index)
+            inp.data = spans[index]
+    return request, tail
 
 
 def _first_error(e: ValidationError) -> str:
@@ -222,6 +246,10 @@ def _first_error(e: ValidationError) -> str:
 
 def decode_input(inp: RequestInput, binary: memoryview | None, expected: tuple[int, ...], max_batch: int) -> np.ndarray:
     """Turn one request input into a float32 NHWC batch of pixels, checking datatype, shape and values.
+
+    The declared shape is checked first, so no more than ``max_batch`` images are ever materialised;
+    JSON numbers go straight into a float32 array (:func:`edgecnn.serve.json_tensor.parse_numbers`).
+    Every value must be finite and lie in 0-255 (UINT8 values must also be integers).
 
     Args:
         inp: the request input.
@@ -255,28 +283,31 @@ def decode_input(inp: RequestInput, binary: memoryview | None, expected: tuple[i
                 f"input {name!r}: shape {shape} of {inp.datatype} needs {count * dtype.itemsize} bytes. "
                 f"Received binary_data_size={len(binary)}."
             )
-        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(np.float32)
+        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(np.float32, copy=False)
+        if inp.datatype == "UINT8":
+            return array.reshape(shape)        # 0-255 by construction
     else:
         if inp.data is None:
             raise ProtocolError(f"input {name!r}: has no 'data' (and no binary_data_size parameter).")
+        if not isinstance(inp.data, DataSpan):
+            raise ProtocolError(f"input {name!r}: 'data' must be a flat (row-major) or nested list of numbers with "
+                                f"shape {shape}. Received {type(inp.data).__name__} data.")
         try:
-            array = np.asarray(inp.data, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError):
-            raise ProtocolError(
-                f"input {name!r}: 'data' must be a flat (row-major) or nested list of numbers with shape {shape}."
-            ) from None
-        if array.size != count:
-            raise ProtocolError(
-                f"input {name!r}: shape {shape} holds {count} values but 'data' has {array.size}."
-            )
-    if not np.isfinite(array).all():
+            array = parse_numbers(inp.data, shape, name)
+        except DataError as e:
+            raise ProtocolError(str(e)) from None
+    low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ProtocolError(f"input {name!r}: data contains NaN or infinity; pixels must be finite numbers 0-255.")
-    if inp.datatype == "UINT8" and binary is None and (array.min() < 0 or array.max() > 255):
-        raise ProtocolError(f"input {name!r}: UINT8 data must lie in 0-255.")
+    if low < 0 or high > 255:
+        raise ProtocolError(f"input {name!r}: {inp.datatype} pixel values must lie in 0-255 (the model normalises "
+                            f"them itself). Received values from {low:g} to {high:g}.")
+    if inp.datatype == "UINT8" and not np.array_equal(array, np.round(array)):
+        raise ProtocolError(f"input {name!r}: UINT8 data must be integers 0-255.")
     return array.reshape(shape)
 
 
-def split_binary_inputs(request: InferenceRequest, tail: bytes) -> dict[str, memoryview]:
+def split_binary_inputs(request: InferenceRequest, tail: bytes | memoryview) -> dict[str, memoryview]:
     """Cut the binary tail into each input's bytes, in request order (the extension's rule)."""
     out: dict[str, memoryview] = {}
     view, pos = memoryview(tail), 0
