@@ -296,6 +296,24 @@ def inspect(model: str = typer.Argument(..., help="registered model name"),
     out.print(render_table(rows, stats, title=f"{model} @ {input_size or stats.input_shape[1]} px"))
 
 
+@app.command("tflm-info")
+def tflm_info(artifact: Path = typer.Argument(..., help="an int8 .tflite file or a model.int8.tflm firmware folder")):
+    """TFLite Micro: ops, minimal arena, flash, and per op the live activation memory (which layer sets the arena)."""
+    from edgecnn.runtime.tflm_runner import activation_memory, activation_table, mcu_figures, model_bytes
+
+    data = model_bytes(artifact)
+    f = mcu_figures(data, artifact.name)
+    peak = f["activation_peak"]
+    out.print(activation_table(activation_memory(data)), highlight=False, markup=False)
+    out.print(f"ops ({f['op_count']} operators): {', '.join(f['ops'])}\n"
+              f"arena: {f['arena_bytes']:,} B minimal (TFLM {f['tflm_version']}), declare "
+              f"{f['arena_recommended_bytes']:,} B; activation peak {peak['bytes']:,} B at op {peak['op_index']} "
+              f"{peak['op']} (layer {peak['layer']}); the arena adds {peak['arena_minus_peak_bytes']:,} B: "
+              f"planned part {peak['arena_head_bytes']:,} B, persistent structs {peak['arena_tail_bytes']:,} B\n"
+              f"flash: {f['flash_bytes']:,} B = {f['model_bytes']:,} B model + {f['kernel_bytes_estimate']:,} B "
+              "kernels (estimate)", highlight=False, markup=False)
+
+
 @data_app.command("make-defects")
 def make_defects(out_dir: Path = typer.Argument(Path("data/defects"), help="where to write the set"),
                  seed: int = typer.Option(0, help="generator seed"),

@@ -183,7 +183,7 @@ class Run:
 
             self._dataset = discover(path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                                      seed=d.split_seed, min_images_per_class=d.min_images_per_class,
-                                     skip_bad_images=d.skip_bad_images)
+                                     skip_bad_images=d.skip_bad_images, channels=d.channels)
             if self.recipe.import_ is not None:  # the model's output order: --labels, else its metadata
                 from edgecnn.importing.labels import choose_labels, order_classes
 
@@ -329,7 +329,7 @@ class Run:
         model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
         # What the graph's own normalize layer does (ImageNet mean/std, [-1, 1], Caffe mean...).
         pre = imported["preprocessing"] if imported else preprocessing_of(model)
-        init_manifest(self.dir, preprocessing={**pre, "resize": [size, size]})
+        init_manifest(self.dir, preprocessing={**pre, "resize": [size, size], "channels": int(model.input_shape[-1])})
         calib = None
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)

@@ -45,6 +45,10 @@ class Predictor:
     def input_size(self) -> int:
         return self.runner.input_size
 
+    @property
+    def input_channels(self) -> int:
+        return int(self.runner.input.shape[-1])
+
     @classmethod
     def open(cls, model: str | os.PathLike, threads: int | None = None, *,
              imagenet_model: str = DEFAULT_IMAGENET_MODEL) -> Predictor:
@@ -131,5 +135,5 @@ def predict_files(model: str, images: list[str], top: int = 5, *, imagenet_model
         raise EdgecnnError(f"--model names an ImageNet backbone and needs MODEL 'imagenet'. Received MODEL {model!r}; "
                            "drop --model or pass 'imagenet'.")
     predictor = Predictor.open(model, imagenet_model=imagenet_model or DEFAULT_IMAGENET_MODEL)
-    batch = np.stack([load_image(p, predictor.input_size) for p in images])
+    batch = np.stack([load_image(p, predictor.input_size, predictor.input_channels) for p in images])
     return list(zip(images, predictor.top(batch, top)))

@@ -35,6 +35,35 @@ log = logging.getLogger("edgecnn.train")
 HEAD_LAYERS = ("pool", "dropout", "classifier", "probs")
 
 
+def with_input_channels(model, channels: int):
+    """The same network taking ``channels`` input channels (1: grey) instead of the builders' RGB.
+
+    Rebuilt layer by layer from its config (so the first convolution really has one input channel,
+    not a grey image tiled to three); a ``Normalization`` layer keeps the mean of its per-channel mean
+    and variance. Weights carry over where shapes agree; a kernel that read three channels gets their
+    sum, which is exact for a grey image repeated over RGB when every channel is normalised alike
+    (and close for ImageNet's mean/std), so pretrained backbones still start from their features.
+    """
+    if int(model.input_shape[-1]) == channels:
+        return model
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.Normalization) and cfg.get("mean") is not None:
+            cfg["mean"] = [float(np.mean(cfg["mean"]))]
+            cfg["variance"] = [float(np.mean(cfg["variance"]))]
+        return layer.__class__.from_config(cfg)
+
+    inp = keras.Input((*model.input_shape[1:-1], channels), name=model.inputs[0].name.split(":")[0])
+    new = keras.models.clone_model(model, input_tensors=inp, clone_function=clone)
+    for old_layer, layer in zip(model.layers, new.layers):
+        weights = [w if w.shape == n.shape else w.sum(axis=2, keepdims=True)
+                   for w, n in zip(old_layer.get_weights(), layer.get_weights())]
+        if weights and all(w.shape == n.shape for w, n in zip(weights, layer.get_weights())):
+            layer.set_weights(weights)
+    return new
+
+
 @dataclass
 class TrainResult:
     model: Any
@@ -236,6 +265,7 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResul
         model = create_model(recipe.model.name, **args)
     except TypeError as e:  # a stray key in model.args
         raise EdgecnnError(f"model.args of the recipe: {e}") from None
+    model = with_input_channels(model, ds.channels)
 
     bs = recipe.data.batch_size
     train_ds = make_dataset(ds, "train", size, bs, training=True, augment=recipe.data.augment, seed=t.seed)

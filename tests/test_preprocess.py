@@ -63,6 +63,7 @@ def _predict_path(files: list[Path], monkeypatch) -> np.ndarray:
 
     class Capture:
         input_size = SIZE
+        input_channels = 3
 
         def top(self, batch, k):
             seen["batch"] = batch

@@ -32,6 +32,7 @@ class DataConfig(Strict):
     min_images_per_class: int = Field(10, ge=2)
     skip_bad_images: bool = False
     batch_size: int = Field(32, ge=1, le=4096)
+    channels: Literal[1, 3] = Field(3, description="model input channels: 3 (RGB) or 1 (grey, e.g. an MCU camera)")
     augment: AugmentConfig = AugmentConfig()
 
 

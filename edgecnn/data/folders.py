@@ -31,6 +31,7 @@ class Dataset:
     classes: list[str]
     splits: dict[str, list[tuple[str, int]]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    channels: int = 3     # what the loaders decode to: 3 (RGB) or 1 (grey), the recipe's data.channels
 
     def paths(self, split: str) -> list[str]:
         return [p for p, _ in self.splits[split]]
@@ -101,7 +102,7 @@ def _check_images(paths: list[str]) -> list[tuple[str, str]]:
 
 def discover(root: str | os.PathLike, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
              seed: int = 0, min_images_per_class: int = 10, skip_bad_images: bool = False,
-             check_images: bool = True) -> Dataset:
+             check_images: bool = True, channels: int = 3) -> Dataset:
     """Scan a dataset folder, split it, and validate it.
 
     Args:
@@ -111,6 +112,7 @@ def discover(root: str | os.PathLike, *, val_fraction: float = 0.15, test_fracti
         min_images_per_class: a class with fewer images (over all splits) is an error.
         skip_bad_images: drop unreadable images with a warning instead of failing.
         check_images: decode every image up front so a corrupt file fails here, by path.
+        channels: what the loaders decode every image to: 3 (RGB) or 1 (grey).
 
     Raises:
         EdgecnnError: missing folder, no images, one class, a too-small class, corrupt images.
@@ -189,4 +191,4 @@ def discover(root: str | os.PathLike, *, val_fraction: float = 0.15, test_fracti
 
     index = {c: i for i, c in enumerate(classes)}
     splits = {s: [(p, index[c]) for c in classes for p in per_split[s].get(c, [])] for s in SPLITS}
-    return Dataset(root=root, layout=layout, classes=classes, splits=splits, skipped=skipped)
+    return Dataset(root=root, layout=layout, classes=classes, splits=splits, skipped=skipped, channels=channels)

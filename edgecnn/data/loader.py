@@ -19,11 +19,11 @@ from edgecnn.data.preprocess import load_image
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _decode(path: tf.Tensor, size: int) -> tf.Tensor:
-    """One file path (string tensor) -> (size, size, 3) float32 pixels 0-255, by ``load_image``."""
-    img = tf.numpy_function(lambda p: load_image(os.fsdecode(p), size), [path], tf.float32, stateful=False,
-                            name="load_image")
-    img.set_shape((size, size, 3))
+def _decode(path: tf.Tensor, size: int, channels: int = 3) -> tf.Tensor:
+    """One file path (string tensor) -> (size, size, channels) float32 pixels 0-255, by ``load_image``."""
+    img = tf.numpy_function(lambda p: load_image(os.fsdecode(p), size, channels), [path], tf.float32,
+                            stateful=False, name="load_image")
+    img.set_shape((size, size, channels))
     return img
 
 
@@ -43,10 +43,12 @@ def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
 
 def make_dataset(ds: Dataset, split: str, size: int, batch_size: int, *, training: bool = False,
                  augment: AugmentConfig | None = None, seed: int = 0) -> tf.data.Dataset:
-    """Batched (images float32 0-255, labels int) for one split; shuffled and augmented when training."""
+    """Batched (images float32 0-255, ``ds.channels`` of them, labels int) for one split; shuffled and augmented
+    when training."""
     paths, labels = ds.paths(split), ds.labels(split)
     data = tf.data.Dataset.from_tensor_slices((paths, labels))
-    data = data.map(lambda p, y: (_decode(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True).cache()
+    data = data.map(lambda p, y: (_decode(p, size, ds.channels), y), num_parallel_calls=AUTOTUNE,
+                    deterministic=True).cache()
     if training:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
@@ -58,7 +60,7 @@ def make_dataset(ds: Dataset, split: str, size: int, batch_size: int, *, trainin
 
 
 def load_arrays(ds: Dataset, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split as numpy (N, size, size, 3) float32 0-255 and (N,) labels, for evaluation."""
+    """A whole split as numpy (N, size, size, ds.channels) float32 0-255 and (N,) labels, for evaluation."""
     data = make_dataset(ds, split, size, batch_size=64)
     xs, ys = [], []
     for x, y in data:
@@ -78,5 +80,6 @@ def calibration_arrays(ds: Dataset, size: int, n: int, seed: int = 0) -> np.ndar
             if idx and len(chosen) < n:
                 chosen.append(idx.pop())
     paths = [ds.paths("train")[i] for i in sorted(chosen)]
-    data = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: _decode(p, size), num_parallel_calls=AUTOTUNE)
+    data = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: _decode(p, size, ds.channels),
+                                                         num_parallel_calls=AUTOTUNE)
     return np.stack([x.numpy() for x in data])

@@ -1,4 +1,4 @@
-"""The one image preprocessing of edgecnn: file -> RGB float32 pixels 0-255 at the model's size.
+"""The one image preprocessing of edgecnn: file -> RGB (or grey) float32 pixels 0-255 at the model's size.
 
 Training, evaluation, int8 calibration (``edgecnn.data.loader``), ``edgecnn predict``, the
 service's image endpoint and its validation client all call :func:`load_image`, so a model sees
@@ -12,7 +12,10 @@ The steps, in order:
 3. convert to 8-bit RGB: greyscale is repeated over three channels, alpha is dropped (not
    composited, as TensorFlow's ``decode_image(channels=3)`` did), palettes are expanded, 16-bit
    greyscale keeps its top 8 bits;
-4. resize with :func:`resize_rgb`.
+4. for a one-channel model (``data.channels: 1``, MCU cameras are often grey), convert to 8-bit
+   grey with Pillow's ITU-R 601-2 luma (``L = 0.299 R + 0.587 G + 0.114 B``; a grey file comes back
+   unchanged, its R = G = B);
+5. resize with :func:`resize_rgb`.
 
 The resize is Pillow's bilinear filter on float32 channels, unrounded. Pillow widens the filter by
 the reduction factor when shrinking (the antialiasing of ``tf.image.resize(antialias=True)``, the
@@ -37,41 +40,49 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgecnn.errors import EdgecnnError
 
-__all__ = ["ImageSource", "Size", "load_image", "resize_rgb", "rgb_pixels"]
+__all__ = ["CHANNELS", "ImageSource", "Size", "load_image", "resize_rgb", "rgb_pixels"]
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 """A path, the encoded bytes of a file, or an opened Pillow image."""
 Size = int | tuple[int, int]
 """A square side, or ``(height, width)``."""
 
+CHANNELS = (1, 3)
+"""The input channel counts a model may take: 1 (grey) or 3 (RGB, the default)."""
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def load_image(source: ImageSource, size: Size) -> np.ndarray:
-    """Decode an image and return RGB float32 pixels 0-255 of shape (height, width, 3).
+def load_image(source: ImageSource, size: Size, channels: int = 3) -> np.ndarray:
+    """Decode an image and return float32 pixels 0-255 of shape (height, width, channels): RGB, or grey.
 
     Args:
         source: a file path, the encoded bytes of a PNG/JPEG/BMP file, or an opened Pillow image
             (the caller keeps ownership of it; its pixels are decoded here).
         size: the model's input size: one int for a square input, or ``(height, width)``.
+        channels: the model's input channels: 3 (RGB) or 1 (grey, ITU-R 601-2 luma).
 
     Returns:
-        float32 array (height, width, 3), unrounded, every value in [0, 255].
+        float32 array (height, width, channels), unrounded, every value in [0, 255].
 
     Raises:
         EdgecnnError: the file is missing, is not an image, or is truncated/corrupt (the message
-            names the path); ``size`` is not a positive int or (height, width) pair.
+            names the path); ``size`` is not a positive int or (height, width) pair; ``channels``
+            is not 1 or 3.
 
     Example:
         >>> load_image("cat.jpg", (224, 224)).shape                     # doctest: +SKIP
         (224, 224, 3)
+        >>> load_image("cat.jpg", 96, channels=1).shape                 # doctest: +SKIP
+        (96, 96, 1)
     """
     height, width = _height_width(size)
+    if channels not in CHANNELS:
+        raise EdgecnnError(f"channels must be 1 (grey) or 3 (RGB). Received channels={channels!r}.")
     if isinstance(source, Image.Image):
         filename = getattr(source, "filename", "")
         name = " ".join(filter(None, [source.format, "image", repr(str(filename)) if filename else ""]))
-        return _resize_bands(_rgb_bands(_decode_rgb(source, name)), height, width)
+        return _resize_bands(_bands(_decode_rgb(source, name), channels), height, width, channels)
     encoded = isinstance(source, (bytes, bytearray))
     name = f"image of {len(source)} bytes" if encoded else f"image {str(source)!r}"
     try:
@@ -81,7 +92,7 @@ def load_image(source: ImageSource, size: Size) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as e:
         raise EdgecnnError(f"cannot read {name}: {e}. Use a PNG, JPEG or BMP file.") from None
     with opened as im:
-        return _resize_bands(_rgb_bands(_decode_rgb(im, name)), height, width)
+        return _resize_bands(_bands(_decode_rgb(im, name), channels), height, width, channels)
 
 
 def rgb_pixels(image: Image.Image) -> np.ndarray:
@@ -148,15 +159,19 @@ def _decode_rgb(image: Image.Image, name: str) -> Image.Image:
         raise EdgecnnError(f"could not decode the {name}: {e}; the file is truncated or corrupt.") from None
 
 
-def _rgb_bands(image: Image.Image) -> Iterator[Image.Image]:
-    """An RGB image's channels as float32 ("F") images, made one at a time to bound memory."""
+def _bands(image: Image.Image, channels: int) -> Iterator[Image.Image]:
+    """An RGB image's channels (or its grey luma, for ``channels=1``) as float32 ("F") images, made one at
+    a time to bound memory."""
+    if channels == 1:
+        yield image.convert("L").convert("F")
+        return
     for c in range(3):
         yield image.getchannel(c).convert("F")
 
 
-def _resize_bands(bands: Iterable[Image.Image], height: int, width: int) -> np.ndarray:
-    """The one resize: three "F" channel images -> float32 (height, width, 3), clipped to 0-255."""
-    out = np.empty((height, width, 3), np.float32)
+def _resize_bands(bands: Iterable[Image.Image], height: int, width: int, channels: int = 3) -> np.ndarray:
+    """The one resize: ``channels`` "F" images -> float32 (height, width, channels), clipped to 0-255."""
+    out = np.empty((height, width, channels), np.float32)
     for c, band in enumerate(bands):
         if band.size != (width, height):
             band = band.resize((width, height), Image.Resampling.BILINEAR)

@@ -223,7 +223,7 @@ def localisation_score(run_dir: str | os.PathLike, *, layer: str | None = None, 
     size = int(model.input_shape[1])
     paths = [str(root / r["path"]) for r in records]
     labels = np.array([classes.index(r["class"]) for r in records])
-    images = load_images(paths, labels, classes, size)
+    images = load_images(paths, labels, classes, size, int(model.input_shape[-1]))
     originals = [_image_hw(p) for p in paths]
     layer = layer or find_feature_layer(model)
     maps = gradcam(model, images, class_index=labels, layer=layer)
@@ -244,15 +244,16 @@ def localisation_score(run_dir: str | os.PathLike, *, layer: str | None = None, 
     return result
 
 
-def load_images(paths: list[str], labels: np.ndarray, classes: list[str], size: int) -> np.ndarray:
-    """Images as (N, size, size, 3) float32 0-255, decoded and resized exactly as evaluation does."""
+def load_images(paths: list[str], labels: np.ndarray, classes: list[str], size: int,
+                channels: int = 3) -> np.ndarray:
+    """Images as (N, size, size, channels) float32 0-255, decoded and resized exactly as evaluation does."""
     from edgecnn.data.folders import Dataset
     from edgecnn.data.loader import load_arrays
 
     if not paths:
-        return np.zeros((0, size, size, 3), np.float32)
+        return np.zeros((0, size, size, channels), np.float32)
     ds = Dataset(root=Path(paths[0]).parent, layout="list", classes=list(classes),
-                 splits={"test": [(p, int(y)) for p, y in zip(paths, labels)]})
+                 splits={"test": [(p, int(y)) for p, y in zip(paths, labels)]}, channels=channels)
     return load_arrays(ds, "test", size)[0]
 
 

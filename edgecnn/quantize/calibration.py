@@ -19,10 +19,10 @@ MIN_CALIBRATION = 10
 
 
 def check_calibration(calibration, minimum: int = MIN_CALIBRATION, what: str = "int8") -> np.ndarray:
-    """The calibration images as float32 NHWC RGB 0-255, or one EdgecnnError when there are too few.
+    """The calibration images as float32 NHWC RGB (or grey) 0-255, or one EdgecnnError when there are too few.
 
     Args:
-        calibration: an (N, H, W, 3) array of RGB pixels 0-255, or None.
+        calibration: an (N, H, W, 3) array of RGB pixels 0-255 (N, H, W, 1 for a grey model), or None.
         minimum: the fewest images accepted (:data:`MIN_CALIBRATION` for quantisation).
         what: the operation that needs them, named in the error.
 
@@ -30,15 +30,16 @@ def check_calibration(calibration, minimum: int = MIN_CALIBRATION, what: str = "
         ``calibration`` as a float32 array.
 
     Raises:
-        EdgecnnError: fewer than ``minimum`` images, or not (N, H, W, 3).
+        EdgecnnError: fewer than ``minimum`` images, or not (N, H, W, 3) / (N, H, W, 1).
     """
     n = 0 if calibration is None else len(calibration)
     if n < minimum:
         raise EdgecnnError(f"{what} needs at least {minimum} calibration images; received {n}. "
                            "Pass more training images (export.calibration_images in a recipe).")
     cal = np.asarray(calibration, np.float32)
-    if cal.ndim != 4 or cal.shape[-1] != 3:
-        raise EdgecnnError(f"calibration images must be (N, H, W, 3) RGB 0-255; received shape {cal.shape}.")
+    if cal.ndim != 4 or cal.shape[-1] not in (1, 3):
+        raise EdgecnnError(f"calibration images must be (N, H, W, 3) RGB or (N, H, W, 1) grey, 0-255; received shape "
+                           f"{cal.shape}.")
     return cal
 
 

@@ -59,6 +59,11 @@ class Runner(abc.ABC):
     def input_size(self) -> int:
         return int(self.input.shape[1])
 
+    @property
+    def input_channels(self) -> int:
+        """3 (RGB), or 1 for a grey model (``data.channels: 1``): NHWC, the channels come last."""
+        return int(self.input.shape[-1])
+
     def close(self) -> None:  # noqa: B027 - optional hook; the default deliberately does nothing
         """Release the session; most backends free on garbage collection."""
 

@@ -153,6 +153,82 @@ def model_ops(data: bytes) -> list[OpUse]:
     return out
 
 
+@dataclass(frozen=True)
+class OpMemory:
+    """The activation memory live while one operator runs: every tensor already written and still to be
+    read (its inputs, its outputs, and earlier outputs that later ops read), each rounded up to 16 bytes."""
+
+    index: int
+    op: str
+    layer: str
+    live_bytes: int
+    output_bytes: int
+    live_tensors: int
+
+
+def activation_memory(data: bytes) -> list[OpMemory]:
+    """Per operator, in execution order, the activation bytes live while it runs (subgraph 0).
+
+    A tensor is live from the op that writes it (the graph input: from the first op) to the last op
+    that reads it (a graph output: to the end); weights (tensors with data in the flatbuffer) and
+    variables (persistent) are not activations. Each tensor is rounded up to TFLM's 16-byte
+    alignment. The largest ``live_bytes`` is a lower bound for the arena's planned part: TFLM's
+    greedy planner may fragment, and the arena also holds persistent structs and kernels' scratch
+    buffers (see :func:`mcu_figures`' ``activation_peak``).
+
+    Example:
+        >>> mem = activation_memory(open("model.int8.tflite", "rb").read())   # doctest: +SKIP
+        >>> max(mem, key=lambda m: m.live_bytes).layer                         # doctest: +SKIP
+        'stem+stem_relu'
+    """
+    _, types = _enums()
+    model = _parse(data)
+    sg = model.subgraphs[0]
+    ops = model_ops(data)
+    operators = list(sg.operators or [])
+    end = len(operators) - 1
+
+    def ids(seq) -> list[int]:
+        return [int(i) for i in (seq if seq is not None else []) if int(i) >= 0]
+
+    def nbytes(i: int) -> int:
+        t = sg.tensors[i]
+        raw = int(np.prod([max(int(d), 1) for d in t.shape])) * _TYPE_BYTES.get(types.get(t.type, ""), 4)
+        return -(-raw // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+
+    def constant(i: int) -> bool:
+        t = sg.tensors[i]
+        buf = model.buffers[t.buffer] if t.buffer is not None and t.buffer < len(model.buffers) else None
+        has_data = buf is not None and ((buf.data is not None and len(buf.data)) or getattr(buf, "size", 0))
+        return bool(has_data or t.isVariable)
+
+    first: dict[int, int] = {i: 0 for i in ids(sg.inputs)}
+    last: dict[int, int] = {i: end for i in ids(sg.outputs)}
+    for k, op in enumerate(operators):
+        for i in ids(op.outputs) + ids(getattr(op, "intermediates", None)):
+            first.setdefault(i, k)
+        for i in ids(op.inputs) + ids(getattr(op, "intermediates", None)):
+            last[i] = max(last.get(i, k), k)
+    live = {i: (first[i], last.get(i, first[i])) for i in first if not constant(i)}
+    out = []
+    for k, u in enumerate(ops):
+        now = [i for i, (a, b) in live.items() if a <= k <= b]
+        out.append(OpMemory(k, u.op, u.layer, sum(nbytes(i) for i in now), u.output_bytes, len(now)))
+    return out
+
+
+def activation_table(mem: list[OpMemory]) -> str:
+    """A plain-text table of :func:`activation_memory`, the peak op marked with ``*``."""
+    peak = max((m.live_bytes for m in mem), default=0)
+    width = max((len(m.layer) for m in mem), default=5)
+    lines = [f"{'#':>3}  {'op':<18} {'layer':<{width}}  {'output B':>9}  {'live B':>9}  live tensors"]
+    for m in mem:
+        mark = " *" if m.live_bytes == peak else ""
+        lines.append(f"{m.index:>3}  {m.op:<18} {m.layer:<{width}}  {m.output_bytes:>9,}  {m.live_bytes:>9,}  "
+                     f"{m.live_tensors}{mark}")
+    return "\n".join(lines)
+
+
 def tflm_refusal(path: str | os.PathLike) -> str | None:
     """None when TFLM runs this artifact, else why not (float, float16 or dynamic-range ``.tflite``).
 
@@ -221,10 +297,15 @@ def _try(data: bytes, arena: int):
 
 def recorded_arena(interp) -> int | None:
     """The arena the RecordingMicroAllocator says an allocated interpreter uses (``Arena allocation total``)."""
+    return recorded_allocations(interp).get("total")
+
+
+def recorded_allocations(interp) -> dict[str, int]:
+    """The RecordingMicroAllocator's ``total``, ``head`` (the planned, non-persistent part: activations and
+    scratch buffers) and ``tail`` (persistent: tensor and node structs, quantisation data, kernels' state)."""
     with _captured_stderr() as log:
         interp.print_allocations()
-    m = re.search(r"Arena allocation total (\d+) bytes", log[0])
-    return int(m.group(1)) if m else None
+    return {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", log[0])}
 
 
 class ArenaProbe:
@@ -395,19 +476,33 @@ def mcu_figures(data: bytes, name: str = "model") -> dict:
         ``arena_bytes`` (minimal, measured), ``arena_recommended_bytes``, ``flash_bytes`` (model +
         estimated code), ``model_bytes``, ``kernel_bytes_estimate``, ``ops`` (distinct, in first-use
         order), ``op_count``, ``peak_layer`` (the layer writing the largest activation),
-        ``tflm_version`` and ``rules`` (how each figure is found).
+        ``activations`` (per op: the live activation bytes, :func:`activation_memory`),
+        ``activation_peak`` (the op and layer where that peaks, with the arena's planned ``head``
+        and persistent ``tail`` parts and the arena minus the peak), ``tflm_version`` and
+        ``rules`` (how each figure is found).
     """
     arena = find_arena_size(data, name)
     uses = model_ops(data)
     ops = list(dict.fromkeys(u.op for u in uses))
     kernels = kernel_bytes_estimate(ops)
     peak = max(uses, key=lambda u: u.output_bytes, default=None)
+    mem = activation_memory(data)
+    live_peak = max(mem, key=lambda m: m.live_bytes, default=None)
+    interp, _ = _try(data, arena)            # arena works (found above): safe in this process
+    alloc = recorded_allocations(interp) if interp is not None else {}
+    del interp
     recommended = -(-int(arena * (1 + ARENA_HEADROOM) + ARENA_ALIGNMENT) // 1024) * 1024
     return {
         "arena_bytes": arena, "arena_recommended_bytes": recommended,
         "flash_bytes": len(data) + kernels, "model_bytes": len(data), "kernel_bytes_estimate": kernels,
         "ops": ops, "op_count": len(uses),
         "peak_layer": None if peak is None else {"layer": peak.layer, "op": peak.op, "output_bytes": peak.output_bytes},
+        "activation_peak": None if live_peak is None else {
+            "bytes": live_peak.live_bytes, "op_index": live_peak.index, "op": live_peak.op, "layer": live_peak.layer,
+            "arena_head_bytes": alloc.get("head"), "arena_tail_bytes": alloc.get("tail"),
+            "arena_minus_peak_bytes": arena - live_peak.live_bytes},
+        "activations": [{"op_index": m.index, "op": m.op, "layer": m.layer, "output_bytes": m.output_bytes,
+                         "live_bytes": m.live_bytes} for m in mem],
         "tflm_version": tflm_version(),
         "rules": {
             "arena": "smallest arena_size that allocates and invokes, by bisection with the TFLM interpreter "
@@ -416,6 +511,11 @@ def mcu_figures(data: bytes, name: str = "model") -> dict:
                          f"to {ARENA_ALIGNMENT - 1} bytes",
             "recommended": f"arena_bytes + {ARENA_HEADROOM:.0%} (optimised kernels' scratch) + {ARENA_ALIGNMENT} "
                            "bytes, rounded up to 1 KiB",
+            "activations": "per op, the activation tensors live while it runs (written by then, read at or after "
+                           f"it; graph input and output included), each rounded up to {ARENA_ALIGNMENT} bytes. The "
+                           "peak is a lower bound for the arena: the arena adds the planner's fragmentation and "
+                           "kernels' scratch buffers (arena_head_bytes, the planned part) and persistent tensor, "
+                           "node and quantisation structs (arena_tail_bytes)",
             "flash": f"model bytes + {CORE_RUNTIME_BYTES // 1024} KiB core runtime + {KERNEL_BYTES_LARGE // 1024} "
                      f"KiB per conv-like kernel + {KERNEL_BYTES_SMALL // 1024} KiB per other kernel (estimate)",
         },
@@ -438,6 +538,20 @@ def read_firmware_array(folder: str | os.PathLike) -> bytes:
     text = src.read_text()
     body = text[text.index("{", text.index("[]")) + 1:text.index("};")]
     return bytes(int(h, 16) for h in re.findall(r"0x([0-9a-fA-F]{2})", body))
+
+
+def model_bytes(artifact: str | os.PathLike) -> bytes:
+    """The flatbuffer of an int8 ``.tflite`` file or of a ``.tflm`` firmware folder, refused by name when TFLM
+    cannot run it (missing, float)."""
+    p = Path(artifact)
+    if not p.exists():
+        raise EdgecnnError(f"{p}: no such file or folder; give an int8 .tflite file (model.int8.tflite) or a "
+                           f"firmware folder (model.int8{FIRMWARE_FOLDER_SUFFIX}).")
+    data = read_firmware_array(p) if p.is_dir() else p.read_bytes()
+    why = refusal_of_bytes(data, p.name)
+    if why:
+        raise EdgecnnError(why)
+    return data
 
 
 def _smoke() -> None:
@@ -465,10 +579,7 @@ class TFLMRunner(Runner):
         from tflite_micro import runtime  # noqa: F401 - fail here, with the install hint, if it is missing
 
         p = Path(path)
-        self.data = read_firmware_array(p) if p.is_dir() else p.read_bytes()
-        why = refusal_of_bytes(self.data, p.name)
-        if why:
-            raise EdgecnnError(why)
+        self.data = model_bytes(p)
         with ArenaProbe(self.data) as probe:   # a failing try may end the process: find a working arena in a child
             self.arena_size, _ = _working_arena(self.data, p.name, probe)
         self.interpreter, log = _try(self.data, self.arena_size)
