@@ -7,7 +7,9 @@
 # The run directory (manifest.json + artifacts) is mounted at /models, read-only; only artifacts
 # whose sha256 matches the manifest are served. Extra flags go after the image name and replace
 # CMD, e.g. `... edgecnn-serve /models --host 0.0.0.0 --threads 2 --max-concurrency 8`.
-# See docs/serving.md.
+# The service writes nothing, so the container can run `--read-only`. Pass an API key for the
+# repository routes (`-e EDGECNN_API_KEY=...`, or mount a key file and add --api-key-file), and
+# TLS with --ssl-certfile/--ssl-keyfile, or terminate TLS in front of it. See docs/serving.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -26,6 +28,8 @@ COPY edgecnn ./edgecnn
 RUN pip install ".[serve]" && rm -rf /root/.cache
 
 USER edgecnn
+# Models come from a read-only bind mount (`-v RUN_DIR:/models:ro`), never from the image.
+VOLUME ["/models"]
 EXPOSE 8000
 # Ready = models verified, loaded and warmed. urlopen raises on 503, so the exit status is non-zero.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
