@@ -40,9 +40,11 @@ IMAGENET_STD = [58.395, 57.12, 57.375]
 _PORTED = ("Conv2D", "DepthwiseConv2D", "BatchNormalization")
 
 
-def build_keras3_mobilenet_v2(num_classes: int, size: int, *, alpha: float = 1.0, imagenet: bool = True):
+def build_keras3_mobilenet_v2(num_classes: int, size: int, *, alpha: float = 1.0, imagenet: bool = True,
+                              bn_momentum: float | None = None):
     """``keras.applications.MobileNetV2`` (Keras 3) taking RGB 0-255, ImageNet-normalised in the graph,
-    with a new softmax head; ``imagenet`` ports edgecnn's offline ImageNet weights (alpha 1.0 only)."""
+    with a new softmax head; ``imagenet`` ports edgecnn's offline ImageNet weights (alpha 1.0 only);
+    ``bn_momentum`` overrides BatchNorm's 0.999 (a model trained a few steps needs its statistics to follow)."""
     import keras  # callers import edgecnn first (it sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
     inp = keras.Input((size, size, 3), name="image")
@@ -53,13 +55,16 @@ def build_keras3_mobilenet_v2(num_classes: int, size: int, *, alpha: float = 1.0
     h = keras.layers.Dropout(0.2)(base.output)
     model = keras.Model(inp, keras.layers.Dense(num_classes, activation="softmax", name="head")(h),
                         name="mobilenet_v2_k3")
-    if not imagenet:
-        return model
-    cfg = model.get_config()  # torchvision's BatchNorm epsilon (some running variances are ~1e-44)
+    cfg = model.get_config()
     for layer in cfg["layers"]:
         if layer["class_name"] == "BatchNormalization":
-            layer["config"]["epsilon"] = 1e-5
+            if imagenet:  # torchvision's epsilon (some running variances are ~1e-44)
+                layer["config"]["epsilon"] = 1e-5
+            if bn_momentum is not None:
+                layer["config"]["momentum"] = bn_momentum
     model = keras.Model.from_config(cfg)
+    if not imagenet:
+        return model
     from edgecnn.arch.mobilenet import mobilenet_v2
 
     src = mobilenet_v2(num_classes=num_classes, input_size=size, alpha=alpha, weights="imagenet")
