@@ -241,7 +241,8 @@ def check(run_dir: Path = typer.Argument(..., help="run directory with exported 
 def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite"),
             data: Path = typer.Option(..., help="class-per-folder images (evaluation, calibration)"),
             output: Path = typer.Option(..., help="the run directory to create (must not exist)"),
-            labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order"),
+            labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order "
+                                                  "(default: the model's metadata, else the data's folders)"),
             input_size: Optional[int] = typer.Option(None, "--input-size", help="side, for dynamic-size models"),
             preprocess: str = typer.Option("raw", help="what the model expects: raw|unit|symmetric|imagenet|caffe"),
             bgr: bool = typer.Option(False, "--bgr", help="the model expects BGR channel order"),
