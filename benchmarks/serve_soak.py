@@ -16,7 +16,8 @@ One ``python -m edgecnn.serve`` process; from this process, for ``--seconds``:
 
 Writes JSON: statuses per kind, unexpected answers (kind, wanted, got), lost valid requests (a
 valid request answered anything but 200 outside a burst, or not answered), shed ones (503 during
-a burst), the server's RSS after warm-up, at the end and its peak, request rates and the machine.
+a burst, valid or not), the server's RSS after warm-up (which includes a first burst), at the end
+and its peak, request rates and the machine.
 """
 from __future__ import annotations
 
@@ -55,12 +56,9 @@ def request_mix(client: InferenceClient, model: str, input_name: str, hwc: tuple
     pixels = rng.integers(0, 256, (1, *hwc)).astype(np.float32)
     infer = f"/v2/models/{model}/infer"
     classify = f"/v2/models/{model}/classify?top_k=2"
-    json_body, json_headers = client.encode_infer(pixels, input_name)
-    bin_body, bin_headers = client.encode_infer(pixels, input_name, binary=True)
-    raw = pixels.astype(np.uint8).tobytes()
-    head = json.dumps({"inputs": [{"name": input_name, "shape": [1, *hwc], "datatype": "UINT8",
-                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    u8_headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    json_body, json_headers = client.encode_infer(pixels, input_name, binary=False)
+    bin_body, bin_headers = client.encode_infer(pixels, input_name, datatype="FP32")
+    u8_body, u8_headers = client.encode_infer(pixels, input_name)      # whole numbers: UINT8
     images = {}
     for fmt in ("PNG", "JPEG"):
         buf = io.BytesIO()
@@ -76,7 +74,7 @@ def request_mix(client: InferenceClient, model: str, input_name: str, hwc: tuple
     valid = [
         ("json", "POST", infer, json_body, json_headers, 200),
         ("binary-fp32", "POST", infer, bin_body, bin_headers, 200),
-        ("binary-uint8", "POST", infer, head + raw, u8_headers, 200),
+        ("binary-uint8", "POST", infer, u8_body, u8_headers, 200),
         ("png", "POST", classify, images["PNG"], {"Content-Type": "image/png"}, 200),
         ("jpeg", "POST", classify, images["JPEG"], {"Content-Type": "image/jpeg"}, 200),
     ]
@@ -115,7 +113,7 @@ class Soak:
             self.statuses[(kind, str(got))] += 1
             if got == wanted:
                 return
-            if valid and during_burst and got == 503:
+            if during_burst and got == 503:       # overload sheds whatever comes, malformed or not
                 self.shed[kind] += 1
             elif valid:
                 self.lost[(kind, str(got))] += 1
@@ -143,7 +141,10 @@ class Soak:
         client.close()
 
     def bursts(self, size: int, every: float) -> None:
-        while not self.stop.wait(every):
+        """One burst at once (so the RSS baseline after warm-up has seen one), then every ``every`` s."""
+        delay = 0.5
+        while not self.stop.wait(delay):
+            delay = every
             with self.lock:
                 self.bursting += 1
             threads = [threading.Thread(target=self._burst_one, args=(i,)) for i in range(size)]
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--slow", type=int, default=8, help="slow connections held open at a time")
     ap.add_argument("--burst", type=int, default=32, help="concurrent requests per overload burst")
     ap.add_argument("--burst-every", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the RSS baseline")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the RSS baseline")
     args = ap.parse_args(argv)
 
     max_body = 4 * 2**20

@@ -201,7 +201,8 @@ def test_infer_binary_tensor_extension(server, artifacts):
     probs = np.frombuffer(r.content[n:], "<f4").reshape(2, 3)
     np.testing.assert_allclose(probs, _reference(artifacts, batch), atol=1e-5)
     np.testing.assert_allclose(client.infer("tiny", batch, binary=True), probs, atol=1e-6)
-    np.testing.assert_allclose(client.infer("tiny", batch), probs, atol=1e-6)
+    np.testing.assert_allclose(client.infer("tiny", batch, binary=False), probs, atol=1e-6)        # JSON
+    np.testing.assert_allclose(client.infer("tiny", batch / 2), _reference(artifacts, batch / 2), atol=1e-5)  # FP32
 
 
 def test_classify_png_jpeg_multipart(http, artifacts):
@@ -509,7 +510,7 @@ def test_reload_under_load_drops_no_request(run_copy, artifacts, tmp_path):
 
     def load():
         client = InferenceClient(srv.url)
-        body, headers = client.encode_infer(GOOD_PIXELS, "image")
+        body, headers = client.encode_infer(GOOD_PIXELS, "image", binary=False)
         for _ in range(3000):          # bounded even if stop is never set
             if stop.is_set():
                 break

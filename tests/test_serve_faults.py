@@ -409,3 +409,26 @@ def test_tls_protected_areas_and_drain_past_graceful_timeout(artifacts, tmp_path
     assert logged and all(e["status"] == 503 and e["level"] == "warning" for e in logged), logged
     text = srv.log_text()
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-2000:]
+
+
+# ---------------------------------------------------------------------------- the soak, short
+
+
+@pytest.mark.slow
+def test_short_mixed_soak(artifacts, tmp_path):
+    """benchmarks/serve_soak.py for 8 s (the 60 s run is the benchmark): valid JSON, binary and image
+    requests with 20 % malformed ones, slow clients and overload bursts; no unexpected status, no
+    valid request lost outside a burst, RSS growth within 20 MiB, no error in the server's log."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import serve_soak
+
+    result = serve_soak.main([str(artifacts), "--seconds", "8", "--burst-every", "3", "--warmup", "2",
+                              "--out", str(tmp_path / "soak.json")])
+    assert result["unexpected"] == {} and result["lost_valid"] == {}, result
+    assert result["healthy_after"] and result["server_error_log_lines"] == []
+    assert result["rss_mib"]["growth"] <= 20, result["rss_mib"]
+    statuses = result["statuses"]
+    assert statuses.get("slow-body 408", 0) + statuses.get("slow-headers 408", 0) > 0
+    assert statuses.get("amplification 400", 0) > 0 and statuses.get("json 200", 0) > 0
