@@ -25,11 +25,11 @@ pytest.importorskip("tflite_micro")
 SIZE, CLASSES = 32, 3
 
 
-def _coloured_noise(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _coloured_noise(n: int, seed: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Noise images whose dominant channel is the class: learnable in a few epochs, varied predictions."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, n)
-    x = rng.uniform(0, 160, (n, SIZE, SIZE, 3)).astype(np.float32)
+    x = rng.uniform(0, 160, (n, size, size, 3)).astype(np.float32)
     x[np.arange(n), :, :, labels] += rng.uniform(20, 95, (n, 1, 1)).astype(np.float32)
     return x, labels
 
@@ -156,7 +156,7 @@ def test_unsupported_op_is_named_with_its_layer_and_skipped_by_the_evaluator(tmp
     assert "metrics" in report["artifacts"]["model.int8.tflite"]
 
 
-def _run_dir(tmp_path: Path, int8_file: Path, images) -> tuple[Path, dict]:
+def _run_dir(tmp_path: Path, int8_file: Path, images, size: int = SIZE) -> tuple[Path, dict]:
     """A run directory holding the int8 file, its manifest, and report.json entries written by the
     evaluate stage's own per-artifact function (in LiteRT, then in TFLM)."""
     from edgecnn.evaluate.run import _evaluate_one
@@ -165,8 +165,8 @@ def _run_dir(tmp_path: Path, int8_file: Path, images) -> tuple[Path, dict]:
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(int8_file, run / "model.int8.tflite")
-    init_manifest(run, name="mcu", model={"name": "dsconv", "input_size": SIZE, "num_classes": CLASSES},
-                  labels=["r", "g", "b"], preprocessing={"input_range": [0, 255], "resize": [SIZE, SIZE]})
+    init_manifest(run, name="mcu", model={"name": "dsconv", "input_size": size, "num_classes": CLASSES},
+                  labels=["r", "g", "b"], preprocessing={"input_range": [0, 255], "resize": [size, size]})
     add_artifact(run, "model.int8.tflite", format="tflite-int8", precision="int8", runtime="litert", stage="export",
                  parent="model.keras")
     manifest = read_manifest(run)
@@ -205,3 +205,36 @@ def test_arena_budget_10pct_too_small_fails_and_10pct_too_large_passes(tmp_path,
                                          "budgets": {"max_arena_kb": arena_kb * factor}}])
         _, broken = check_budgets(report, targets)
         assert bool(broken) == (code == 1)
+
+
+def test_check_fails_a_profile_the_model_exceeds_and_passes_a_larger_one(tmp_path):
+    """A 96 px net whose first convolution writes 216 KiB: over cortex-m4-256k's 192 KiB arena, inside
+    cortex-m7-1m's 768 KiB; the same figures judged by ``edgecnn check`` through a budgets.yaml profile."""
+    from edgecnn._tf import tf
+    from edgecnn.evaluate.check import check
+    from edgecnn.quantize import tflite_int8
+
+    keras, size = tf.keras, 96
+    tf.keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(24, 3, padding="same", activation="relu", name="wide")(x)
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu", name="narrow")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(CLASSES, activation="softmax")(x))
+    xs, ys = _coloured_noise(64, seed=2, size=size)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(xs, ys, epochs=2, batch_size=32, verbose=0)
+    int8 = tmp_path / "big.int8.tflite"
+    int8.write_bytes(tflite_int8(model, xs[:32]))
+    run, report = _run_dir(tmp_path, int8, _coloured_noise(12, seed=3, size=size), size=size)
+    mcu = report["artifacts"]["model.int8.tflite@tflm"]["mcu"]
+    assert mcu["arena_bytes"] > 192 * 1024 and mcu["activation_peak"]["layer"].startswith("wide")
+    for profile, code in (("cortex-m4-256k", 1), ("cortex-m7-1m", 0)):
+        path = tmp_path / f"{profile}.yaml"
+        path.write_text(f"version: 1\ntargets:\n  - name: board\n    artifacts: model.int8.tflite\n"
+                        f"    profile: {profile}\n")
+        result = check(run, path)
+        assert result.exit_code == code, (profile, result.to_json())
+        broken = {r.budget for r in result.results if not r.ok}
+        assert broken == ({"max_arena_kb"} if code else set()), broken
