@@ -6,7 +6,8 @@
 In-process: ``concurrency`` Python threads call one onnxruntime session (``threads`` intra-op
 threads) on a batch-1 image. Service: ``python -m edgecnn.serve`` with the same ``threads``, and
 ``concurrency`` client threads sending the same image to ``/infer`` over loopback, as JSON, with
-the binary tensor extension (FP32) and as binary UINT8 pixels (``--modes``). The client runs on
+the binary tensor extension (FP32) and as binary UINT8 pixels (``--modes``); ``--dynamic-batch 0,4``
+also measures a server that batches concurrent requests (up to 4 images). The client runs on
 the same machine and its CPU time is reported, because on a small machine it competes with the
 server. ``--scaling 1,8,16`` also measures binary requests and in-process calls at those levels.
 
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="other concurrency levels to measure (binary mode and in-process, no spinning); '' = none")
     ap.add_argument("--modes", default="json,binary,binary-uint8",
                     help="request encodings to measure: json, binary (FP32), binary-uint8")
+    ap.add_argument("--dynamic-batch", default="0",
+                    help="service configurations: 0 = no dynamic batching, N = --dynamic-batch N; e.g. 0,4")
+    ap.add_argument("--batch-delay-ms", type=float, default=2.0, help="--batch-delay-ms of the batching server")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,22 +265,25 @@ def main(argv: list[str] | None = None) -> dict:
         base = [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
                 for spin in (True, False)]
 
-        proc, url = start_server(serve_target, Path(tmp) / "server.log", "--threads", str(args.threads),
-                                 "--workers", str(args.workers), "--max-concurrency", str(4 * args.concurrency))
-        try:
-            client = InferenceClient(url)
-            model = client.models()[0]["name"]
-            input_name = client.model_metadata(model)["inputs"][0]["name"]
-            runs = {}
-            for mode in args.modes.split(","):
-                runs[mode] = service(url, model, input_name, image, args.concurrency, args.requests, args.warmup,
-                                     mode)
-            levels = [int(c) for c in args.scaling.split(",") if c.strip()]
-            scaling = {c: {"service_binary": service(url, model, input_name, image, c, args.requests, args.warmup,
-                                                     "binary")} for c in levels}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        runs, scaling = {}, {}
+        for batch in [int(b) for b in args.dynamic_batch.split(",")]:
+            proc, url = start_server(serve_target, Path(tmp) / "server.log", "--threads", str(args.threads),
+                                     "--workers", str(args.workers), "--max-concurrency", str(4 * args.concurrency),
+                                     "--dynamic-batch", str(batch), "--batch-delay-ms", str(args.batch_delay_ms))
+            try:
+                client = InferenceClient(url)
+                model = client.models()[0]["name"]
+                input_name = client.model_metadata(model)["inputs"][0]["name"]
+                for mode in args.modes.split(","):
+                    runs[mode if batch == 0 else f"{mode}+dynamic-batch-{batch}"] = service(
+                        url, model, input_name, image, args.concurrency, args.requests, args.warmup, mode)
+                if batch == 0:
+                    levels = [int(c) for c in args.scaling.split(",") if c.strip()]
+                    scaling = {c: {"service_binary": service(url, model, input_name, image, c, args.requests,
+                                                             args.warmup, "binary")} for c in levels}
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
         base += [in_process(onnx, image, args.threads, args.concurrency, args.requests, args.warmup, spin)
                  for spin in (True, False)]
 
@@ -292,10 +299,11 @@ def main(argv: list[str] | None = None) -> dict:
         entry["ratio"] = entry["service_binary"]["throughput_rps"] / entry["in_process"]["throughput_rps"]
     result["scaling"] = {str(c): v for c, v in scaling.items()}
     result["ratio"] = {mode: r["throughput_rps"] / baseline for mode, r in runs.items()}
+    result["p99_over_p50"] = {mode: r["p99_ms"] / r["p50_ms"] for mode, r in runs.items()}
     result["target_ratio"] = 0.85
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"ratio": result["ratio"], "in_process_rps": baseline,
+    print(json.dumps({"ratio": result["ratio"], "p99_over_p50": result["p99_over_p50"], "in_process_rps": baseline,
                       "service_rps": {m: r["throughput_rps"] for m, r in runs.items()},
                       "scaling_binary": {c: {"ratio": round(v["ratio"], 3),
                                              "service_rps": round(v["service_binary"]["throughput_rps"], 1),

@@ -755,3 +755,32 @@ def test_load_2000_mixed_requests(server, capsys):
     assert not unexpected, unexpected
     assert growth < 150 * 2**20
     assert_still_healthy(httpx.Client(base_url=server.url))
+
+
+def test_dynamic_batcher_groups_concurrent_requests(artifacts):
+    """Concurrent requests share runtime calls, and each gets exactly its own rows."""
+    from edgecnn.runtime import load_runner
+    from edgecnn.serve.batching import Batcher
+
+    runner = load_runner(artifacts / "model.onnx", threads=1)
+    batcher = Batcher(runner, max_images=8, max_delay_s=0.2)
+    images = [np.random.default_rng(i).integers(0, 256, (1 + i % 2, 32, 32, 3)).astype(np.float32) for i in range(6)]
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(len(images))
+
+    def call(i: int) -> None:
+        barrier.wait()
+        results[i] = batcher(images[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    batcher.close()
+    for i, batch in enumerate(images):
+        np.testing.assert_allclose(results[i], runner(batch), atol=1e-5)
+    assert batcher.batches < len(images)          # 9 images in at most 8-image calls: 2 or 3 calls
+    with pytest.raises(ValueError, match="dynamic_batch"):
+        from edgecnn.serve import ServeOptions
+        ServeOptions(dynamic_batch=-1)

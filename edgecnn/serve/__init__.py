@@ -68,6 +68,8 @@ def serve(
     protect: Sequence[str] = ServeOptions.protect,
     ssl_certfile: str | os.PathLike | None = None,
     ssl_keyfile: str | os.PathLike | None = None,
+    dynamic_batch: int = ServeOptions.dynamic_batch,
+    batch_delay_ms: float = ServeOptions.batch_delay_ms,
 ) -> None:
     """Serve a run directory (or artifact) over HTTP until SIGINT/SIGTERM; blocks.
 
@@ -83,7 +85,8 @@ def serve(
         workers: processes; each loads its own sessions. With more than one, hot reload is
             replaced by a rolling restart on SIGHUP and ``/metrics`` is per process.
         max_body_bytes, max_concurrency, max_batch, max_image_pixels, default_version, header_timeout,
-            body_timeout, max_connections, max_buffered_bytes, protect: see :class:`ServeOptions`.
+            body_timeout, max_connections, max_buffered_bytes, protect, dynamic_batch, batch_delay_ms:
+            see :class:`ServeOptions`.
         graceful_timeout: seconds to let accepted requests finish after SIGTERM; requests still
             running then are answered 503 ``{"error"}``.
         log_level: ``debug``, ``info``, ``warning`` or ``error`` (JSON lines on stderr).
@@ -115,7 +118,7 @@ def serve(
                            max_batch=max_batch, max_image_pixels=max_image_pixels, default_version=default_version,
                            header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
                            max_buffered_bytes=max_buffered_bytes, api_keys=load_api_keys(api_key_file),
-                           protect=tuple(protect))
+                           protect=tuple(protect), dynamic_batch=dynamic_batch, batch_delay_ms=batch_delay_ms)
     logs = log_config(log_level)
     logging.config.dictConfig(logs)
     common = dict(host=host, port=port, log_config=logs, access_log=False, server_header=False,

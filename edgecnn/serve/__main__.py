@@ -46,6 +46,10 @@ def main(
         help="Areas that need the key: repository, plus inference and/or metrics (comma-separated).")] = "repository",
     ssl_certfile: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS.")] = None,
     ssl_keyfile: Annotated[Optional[Path], typer.Option(help="PEM private key for --ssl-certfile.")] = None,
+    dynamic_batch: Annotated[int, typer.Option(
+        help="0 = off; else the most images one runtime call gathers from concurrent requests.")] = 0,
+    batch_delay_ms: Annotated[float, typer.Option(
+        help="Longest a request waits for others to join its batch.")] = ServeOptions.batch_delay_ms,
 ) -> None:
     """Serve an edgecnn run over the KServe v2 REST protocol."""
     from edgecnn.serve import serve
@@ -57,7 +61,8 @@ def main(
               graceful_timeout=graceful_timeout, log_level=log_level, header_timeout=header_timeout,
               body_timeout=body_timeout, max_connections=max_connections, max_buffered_bytes=max_buffered_bytes,
               api_key_file=api_key_file, protect=[a.strip() for a in protect.split(",") if a.strip()],
-              ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+              ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, dynamic_batch=dynamic_batch,
+              batch_delay_ms=batch_delay_ms)
     except (EdgecnnError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

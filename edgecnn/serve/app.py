@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import edgecnn
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
+from edgecnn.serve.batching import Batcher
 from edgecnn.serve.metrics import Metrics, log_event
 from edgecnn.serve.middleware import AREAS, AuthMiddleware, LimitMiddleware, ObserveMiddleware
 from edgecnn.serve.protocol import (
@@ -91,6 +93,9 @@ class ServeOptions:
         api_keys: keys for the protected areas (none = open); compared in constant time.
         protect: areas that need a key when keys are set: ``repository`` (always), ``inference``,
             ``metrics``.
+        dynamic_batch: 0 (off) or the most images one runtime call may gather from concurrent
+            requests (:mod:`edgecnn.serve.batching`).
+        batch_delay_ms: the longest a request waits for others to join its batch.
     """
 
     threads: int | None = None
@@ -107,6 +112,8 @@ class ServeOptions:
     max_buffered_bytes: int = 64 * 1024 * 1024
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     protect: tuple[str, ...] = ("repository",)
+    dynamic_batch: int = 0
+    batch_delay_ms: float = 2.0
 
     def __post_init__(self) -> None:
         for key in ("max_body_bytes", "max_concurrency", "max_batch", "max_image_pixels", "max_connections",
@@ -118,6 +125,11 @@ class ServeOptions:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"ServeOptions.{key} must be a positive number of seconds. Received {key}={value!r}.")
+        if not isinstance(self.dynamic_batch, int) or isinstance(self.dynamic_batch, bool) or self.dynamic_batch < 0:
+            raise ValueError("ServeOptions.dynamic_batch must be 0 (off) or the most images per batch. "
+                             f"Received dynamic_batch={self.dynamic_batch!r}.")
+        if not isinstance(self.batch_delay_ms, (int, float)) or not 0 <= self.batch_delay_ms <= 1000:
+            raise ValueError(f"ServeOptions.batch_delay_ms must be 0-1000. Received {self.batch_delay_ms!r}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError("ServeOptions.threads must be None or a positive integer. "
                              f"Received threads={self.threads!r}.")
@@ -251,6 +263,29 @@ class _Service:
         self.repo, self.options, self.metrics = repository, options, metrics
         self.limiter = anyio.CapacityLimiter(options.max_concurrency)
         self.ready = False
+        self._batchers: dict[tuple[str, str], Batcher] = {}
+        self._batchers_lock = threading.Lock()
+
+    def predict(self, state: ModelState, loaded: LoadedVersion, images: np.ndarray) -> np.ndarray:
+        """The version's probabilities, through its dynamic batcher when that is on and the batch is small."""
+        started = time.perf_counter()
+        if self.options.dynamic_batch > len(images):
+            probs = self._batcher(state.name, loaded)(images)
+        else:
+            probs = loaded.predict(images)
+        self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
+        return probs
+
+    def _batcher(self, model: str, loaded: LoadedVersion) -> Batcher:
+        key = (model, loaded.version)
+        with self._batchers_lock:
+            batcher = self._batchers.get(key)
+            if batcher is None or batcher.predict != loaded.predict:     # new, or the version was reloaded
+                if batcher is not None:
+                    batcher.close()
+                batcher = self._batchers[key] = Batcher(loaded.predict, self.options.dynamic_batch,
+                                                        self.options.batch_delay_ms / 1e3)
+            return batcher
 
     def max_batch(self, loaded: LoadedVersion) -> int:
         """``max_batch``, or fewer where a batch of FP32 images would not fit ``max_body_bytes``."""
@@ -297,9 +332,7 @@ class _Service:
             raise
         except Exception as e:     # anything else a body can provoke while being decoded is still its fault
             raise ProtocolError(f"invalid inference request ({type(e).__name__}: {str(e)[:200]}).") from None
-        started = time.perf_counter()
-        probs = loaded.predict(images)
-        self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
+        probs = self.predict(state, loaded, images)
         head = {"model_name": state.name, "model_version": loaded.version}
         if request.id is not None:
             head["id"] = request.id
@@ -310,9 +343,7 @@ class _Service:
     def classify(self, state: ModelState, loaded: LoadedVersion, data: bytes, top_k: int) -> dict[str, Any]:
         h, w, _ = loaded.input_hwc
         pixels, info = decode_image(data, h, w, self.options.max_image_pixels)
-        started = time.perf_counter()
-        probs = loaded.predict(pixels[None])[0]
-        self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
+        probs = self.predict(state, loaded, pixels[None])[0]
         order = np.argsort(-probs, kind="stable")[:top_k]
         return {
             "model_name": state.name, "model_version": loaded.version, "image": info,
