@@ -76,6 +76,20 @@ def graph_index(graph) -> tuple[dict, dict[str, list]]:
     return inits, consumers
 
 
+def activation_bounds(node, inits: dict) -> tuple[float, float]:
+    """The output interval of a Relu ([0, inf)) or Clip node (its constant min/max; unbounded where absent)."""
+    import numpy as np
+
+    if node.op_type == "Relu":
+        return 0.0, np.inf
+
+    def bound(k: int, default: float) -> float:
+        name = node.input[k] if len(node.input) > k else ""
+        return float(inits[name].ravel()[0]) if name in inits else default
+
+    return bound(1, -np.inf), bound(2, np.inf)
+
+
 def drop_clips_before_quantize(model) -> int:
     """Remove each Relu/Clip whose only consumer is a QuantizeLinear that already clamps to within its range.
 
@@ -105,10 +119,7 @@ def drop_clips_before_quantize(model) -> int:
         s, zp = inits[q.input[1]].astype(np.float64), inits[q.input[2]]
         info = np.iinfo(zp.dtype)
         qlo, qhi = float(np.max((info.min - zp.astype(np.float64)) * s)), float(np.min((info.max - zp) * s))
-        lo, hi = 0.0, np.inf
-        if n.op_type == "Clip":
-            lo = float(inits[n.input[1]].ravel()[0]) if len(n.input) > 1 and n.input[1] in inits else -np.inf
-            hi = float(inits[n.input[2]].ravel()[0]) if len(n.input) > 2 and n.input[2] in inits else np.inf
+        lo, hi = activation_bounds(n, inits)
         tol = 0.5 * float(np.max(s))  # within half a quantisation step: the same integer after rounding
         if qlo >= lo - tol and qhi <= hi + tol:
             q.input[0] = n.input[0]
@@ -116,5 +127,7 @@ def drop_clips_before_quantize(model) -> int:
     for n in removed:
         g.node.remove(n)
     return len(removed)
-__all__ = ["HEAVY_FLOAT_OPS", "HEAVY_INT8_OPS", "drop_clips_before_quantize", "graph_index", "onnx_end_nodes",
-           "onnx_float_ops"]
+
+
+__all__ = ["HEAVY_FLOAT_OPS", "HEAVY_INT8_OPS", "activation_bounds", "drop_clips_before_quantize", "graph_index",
+           "onnx_end_nodes", "onnx_float_ops"]

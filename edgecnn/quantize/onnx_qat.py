@@ -26,7 +26,7 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]]]:
         ``(model, ranges)``: ``ranges[tensor] = (rmin, rmax)``, the real range each removed pair encoded
         for the tensor it quantised.
     """
-    from edgecnn.quantize.onnx_graph import graph_index
+    from edgecnn.quantize.onnx_graph import activation_bounds, graph_index
 
     g = model.graph
     inits, consumers = graph_index(g)
@@ -59,6 +59,12 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]]]:
             from onnx import helper
 
             g.node.append(helper.make_node("Identity", [rename[o.name]], [o.name]))
+    # A short QAT leaves a ReLU6's moving-average range near its [-6, 6] start; onnxruntime drops the Clip before
+    # a QuantizeLinear, assuming the range starts at 0, so the range must be cut to what the activation emits.
+    for n in g.node:
+        if n.op_type in ("Relu", "Clip") and n.output[0] in ranges:
+            (lo, hi), (a, b) = ranges[n.output[0]], activation_bounds(n, inits)
+            ranges[n.output[0]] = (max(lo, a), min(hi, b))
     used = {i for n in g.node for i in n.input}
     for init in [i for i in g.initializer if i.name not in used]:  # the removed pairs' scales / zero points
         g.initializer.remove(init)
