@@ -116,11 +116,14 @@ def drop_clips_before_quantize(model) -> int:
         q = users[0]
         if q.input[1] not in inits or len(q.input) < 3 or q.input[2] not in inits:
             continue
-        s, zp = inits[q.input[1]].astype(np.float64), inits[q.input[2]]
+        s, zp = inits[q.input[1]], inits[q.input[2]]
+        if s.size != 1 or zp.size != 1:  # per-channel activations: onnxruntime's QLinearConv takes scalars only
+            continue
         info = np.iinfo(zp.dtype)
-        qlo, qhi = float(np.max((info.min - zp.astype(np.float64)) * s)), float(np.min((info.max - zp) * s))
+        s, z = float(s.ravel()[0]), float(zp.ravel()[0])
+        qlo, qhi = (info.min - z) * s, (info.max - z) * s
         lo, hi = activation_bounds(n, inits)
-        tol = 0.5 * float(np.max(s))  # within half a quantisation step: the same integer after rounding
+        tol = 0.5 * s  # within half a quantisation step: the same integer after rounding
         if qlo >= lo - tol and qhi <= hi + tol:
             q.input[0] = n.input[0]
             removed.append(n)
