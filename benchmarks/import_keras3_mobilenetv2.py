@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=128)
     ap.add_argument("--head-epochs", type=int, default=3)
     ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--bn-momentum", type=float, default=None,
+                    help="BatchNorm momentum (default keras.applications' 0.999, slow to follow a short fine-tune)")
     ap.add_argument("--runs", type=int, default=50, help="timed runs per artifact in the import's evaluation")
     ap.add_argument("--work", type=Path, default=ROOT / "export" / "bench-import-k3")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "import_keras3_mobilenetv2.json")
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     (x, y), (vx, vy), (tx, ty) = (load_arrays(ds, s, size) for s in ("train", "val", "test"))
 
     t0 = time.perf_counter()
-    model = build_keras3_mobilenet_v2(len(ds.classes), size)
+    model = build_keras3_mobilenet_v2(len(ds.classes), size, bn_momentum=args.bn_momentum)
     phases = train_keras3(model, x, y, vx, vy, head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs)
     train_s = time.perf_counter() - t0
     source_top1 = float(np.mean(np.asarray(model.predict(tx, batch_size=64, verbose=0)).argmax(1) == ty))
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "Keras 3 keras.applications.MobileNetV2 (ImageNet weights ported, trained briefly on the defect "
                 "set) imported with `edgecnn import`; top-1 on the test split",
         "input_size": size, "classes": ds.classes, "test_images": int(len(ty)),
-        "training": {"phases": phases, "wall_s": round(train_s, 1)},
+        "training": {"phases": phases, "bn_momentum": args.bn_momentum or 0.999, "wall_s": round(train_s, 1)},
         "source_test_top1": source_top1,
         "reference": report.get("reference"),
         "route": manifest.get("import", {}).get("route"),
