@@ -173,10 +173,10 @@ def _bad_structure(name: str, shape: list[int]) -> DataError:
 def _parse_integers(text: bytes, name: str) -> np.ndarray:
     """Unsigned integers of at most 3 digits separated by commas/spaces, by digit arithmetic."""
     a = np.frombuffer(text + b",,", np.uint8)      # two separators of padding: starts + 2 stays inside
-    edges = np.diff((a >= 48).view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    lengths = np.flatnonzero(edges == -1) - starts
-    del edges
+    # Token boundaries alternate start, end, start, end...: one nonzero pass finds both.
+    bounds = np.flatnonzero(np.diff((a >= 48).view(np.int8), prepend=np.int8(0)))
+    starts = bounds[0::2]
+    lengths = bounds[1::2] - starts
     if starts.size and lengths.max() > 3:
         raise DataError(f"input {name!r}: pixel values must lie in 0-255; 'data' has a value of "
                         f"{int(lengths.max())} digits.")

@@ -283,7 +283,9 @@ def decode_input(inp: RequestInput, binary: memoryview | None, expected: tuple[i
                 f"input {name!r}: shape {shape} of {inp.datatype} needs {count * dtype.itemsize} bytes. "
                 f"Received binary_data_size={len(binary)}."
             )
-        array = np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(np.float32, copy=False)
+        # FP32: a view of the body (no copy) unless the tail is not 4-byte aligned; UINT8: converted once.
+        array = np.require(np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(np.float32, copy=False),
+                           requirements="A")
         if inp.datatype == "UINT8":
             return array.reshape(shape)        # 0-255 by construction
     else:
