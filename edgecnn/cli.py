@@ -300,9 +300,9 @@ def inspect(model: str = typer.Argument(..., help="registered model name"),
 @app.command("tflm-info")
 def tflm_info(artifact: Path = typer.Argument(..., help="an int8 .tflite file or a model.int8.tflm firmware folder")):
     """TFLite Micro: ops, minimal arena, flash, and per op the live activation memory (which layer sets the arena)."""
-    from edgecnn.runtime.tflm_runner import activation_memory, activation_table, mcu_figures, model_bytes
+    from edgecnn.runtime.tflm_runner import activation_memory, activation_table, mcu_figures, read_model
 
-    data = model_bytes(artifact)
+    data = read_model(artifact)
     f = mcu_figures(data, artifact.name)
     peak = f["activation_peak"]
     out.print(activation_table(activation_memory(data)), highlight=False, markup=False)

@@ -9,6 +9,7 @@ answers "does it give the same answers" (accuracy, agreement with LiteRT's XNNPA
     runner(images)                    # float32 RGB 0-255 NHWC in, probabilities out (batch 1, looped)
     runner.extra_figures()["mcu"]     # {"arena_bytes", "flash_bytes", "ops", "tflm_version", ...}
     find_arena_size(data)             # the smallest arena that works, found with the interpreter
+    activation_memory(data)           # per op, the activation bytes live while it runs (which layer sets the arena)
 
 The runtime runs only files whose activations are quantised (int8/int16): a float, float16 or
 dynamic-range file is refused by name (:func:`tflm_refusal`), so the evaluator never measures an
@@ -540,7 +541,7 @@ def read_firmware_array(folder: str | os.PathLike) -> bytes:
     return bytes(int(h, 16) for h in re.findall(r"0x([0-9a-fA-F]{2})", body))
 
 
-def model_bytes(artifact: str | os.PathLike) -> bytes:
+def read_model(artifact: str | os.PathLike) -> bytes:
     """The flatbuffer of an int8 ``.tflite`` file or of a ``.tflm`` firmware folder, refused by name when TFLM
     cannot run it (missing, float)."""
     p = Path(artifact)
@@ -579,7 +580,7 @@ class TFLMRunner(Runner):
         from tflite_micro import runtime  # noqa: F401 - fail here, with the install hint, if it is missing
 
         p = Path(path)
-        self.data = model_bytes(p)
+        self.data = read_model(p)
         with ArenaProbe(self.data) as probe:   # a failing try may end the process: find a working arena in a child
             self.arena_size, _ = _working_arena(self.data, p.name, probe)
         self.interpreter, log = _try(self.data, self.arena_size)
