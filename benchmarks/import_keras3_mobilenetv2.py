@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--bn-momentum", type=float, default=None,
                     help="BatchNorm momentum (default keras.applications' 0.999, slow to follow a short fine-tune)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a Keras 3 .keras file made by an earlier run: skip building and training")
     ap.add_argument("--runs", type=int, default=50, help="timed runs per artifact in the import's evaluation")
     ap.add_argument("--work", type=Path, default=ROOT / "export" / "bench-import-k3")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "import_keras3_mobilenetv2.json")
@@ -135,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         from edgecnn.data.defects import make_defects
 
         make_defects(args.data)
+    keras_file = args.work / "mobilenet_v2_k3.keras"
+    if args.model is not None:  # outside the work folder, which is recreated
+        keras_file = args.model.resolve()
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
@@ -142,13 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     size = args.input_size
     (x, y), (vx, vy), (tx, ty) = (load_arrays(ds, s, size) for s in ("train", "val", "test"))
 
+    import keras
+
     t0 = time.perf_counter()
-    model = build_keras3_mobilenet_v2(len(ds.classes), size, bn_momentum=args.bn_momentum)
-    phases = train_keras3(model, x, y, vx, vy, head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs)
+    if args.model is None:
+        model = build_keras3_mobilenet_v2(len(ds.classes), size, bn_momentum=args.bn_momentum)
+        phases = train_keras3(model, x, y, vx, vy, head_epochs=args.head_epochs,
+                              finetune_epochs=args.finetune_epochs)
+        model.save(keras_file)
+    else:
+        model, phases = keras.saving.load_model(keras_file), [{"phase": f"loaded from {keras_file}"}]
     train_s = time.perf_counter() - t0
     source_top1 = float(np.mean(np.asarray(model.predict(tx, batch_size=64, verbose=0)).argmax(1) == ty))
-    keras_file = args.work / "mobilenet_v2_k3.keras"
-    model.save(keras_file)
     print(f"[bench] Keras 3 MobileNetV2 trained in {train_s:.0f} s, test top-1 {source_top1:.4f}", flush=True)
 
     recipe = import_recipe(args.work / "import.yaml", runs=args.runs)
