@@ -137,12 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         from edgecnn.data.defects import make_defects
 
         make_defects(args.data)
-    keras_file = args.work / "mobilenet_v2_k3.keras"
-    if args.model is not None:  # outside the work folder, which is recreated
-        keras_file = args.model.resolve()
-    if args.work.exists():
-        shutil.rmtree(args.work)
-    args.work.mkdir(parents=True)
+    keras_file = args.model.resolve() if args.model is not None else args.work / "mobilenet_v2_k3.keras"
+    shutil.rmtree(args.work / "run", ignore_errors=True)  # the import's output must not exist
+    args.work.mkdir(parents=True, exist_ok=True)
     ds = discover(args.data)
     size = args.input_size
     (x, y), (vx, vy), (tx, ty) = (load_arrays(ds, s, size) for s in ("train", "val", "test"))
