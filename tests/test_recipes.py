@@ -157,7 +157,8 @@ def test_run_with_data_and_no_recipe_end_to_end(digits, tmp_path):
     out = tmp_path / "run"
     p = edgecnn("run", "--data", str(digits), "--output", str(out), "--set", "train.head.epochs=1",
                 "--set", "train.finetune.epochs=0", "--set", "export.formats=[tflite-fp32]",
-                "--set", "evaluate.runs=10", "--set", "evaluate.warmup=1", "--set", "evaluate.threads=[1]")
+                "--set", "evaluate.runs=10", "--set", "evaluate.warmup=1", "--set", "evaluate.threads=[1]",
+                timeout=1800)  # minutes on a loaded 2-core machine
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "data.augment.flip = none" in p.stdout and "model.input_size = 96" in p.stdout
     written = yaml.safe_load((out / "recipe.yaml").read_text())
