@@ -784,3 +784,16 @@ def test_dynamic_batcher_groups_concurrent_requests(artifacts):
     with pytest.raises(ValueError, match="dynamic_batch"):
         from edgecnn.serve import ServeOptions
         ServeOptions(dynamic_batch=-1)
+
+
+def test_a_one_channel_model_gets_grey_pixels_from_an_image_upload():
+    """The classify endpoint decodes for the model's channel count (grey MCU recipes: data.channels 1)."""
+    from edgecnn.data.preprocess import load_image
+    from edgecnn.serve.app import decode_image
+
+    png = png_bytes(size=(40, 30), color=(200, 30, 30))
+    grey, info = decode_image(png, 16, 16, 10**6, channels=1)
+    assert grey.shape == (16, 16, 1) and info["format"] == "PNG"
+    assert np.array_equal(grey, load_image(png, (16, 16), 1))
+    assert abs(float(grey.mean()) - (0.299 * 200 + 0.587 * 30 + 0.114 * 30)) < 1.0   # ITU-R 601-2 luma
+    assert decode_image(png, 16, 16, 10**6)[0].shape == (16, 16, 3)

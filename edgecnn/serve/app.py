@@ -159,8 +159,10 @@ class ServeOptions:
 # ---------------------------------------------------------------- images
 
 
-def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """PNG/JPEG bytes -> float32 (height, width, 3) RGB pixels 0-255, refusing bombs before decoding.
+def decode_image(data: bytes, height: int, width: int, max_pixels: int,
+                 channels: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
+    """PNG/JPEG bytes -> float32 (height, width, channels) pixels 0-255 (RGB, or grey for a one-channel
+    model), refusing bombs before decoding.
 
     The pixels are :func:`edgecnn.data.preprocess.load_image`'s, the preprocessing of training,
     evaluation and ``edgecnn predict``; only the format and size checks are the service's own.
@@ -190,7 +192,7 @@ def decode_image(data: bytes, height: int, width: int, max_pixels: int) -> tuple
                 raise ProtocolError(f"the {fmt} image declares {w}x{h} = {w * h} pixels; the limit is "
                                     f"{max_pixels} (max_image_pixels). Downscale it before sending.")
         # From the bytes: load_image frees its decoded copy before it resizes (bounds upload memory).
-        return load_image(data, (height, width)), {"format": fmt, "width": w, "height": h}
+        return load_image(data, (height, width), channels), {"format": fmt, "width": w, "height": h}
     except ProtocolError:
         raise
     except Image.DecompressionBombError:
@@ -341,8 +343,8 @@ class _Service:
         return Response(content, media_type=media, headers=headers)
 
     def classify(self, state: ModelState, loaded: LoadedVersion, data: bytes, top_k: int) -> dict[str, Any]:
-        h, w, _ = loaded.input_hwc
-        pixels, info = decode_image(data, h, w, self.options.max_image_pixels)
+        h, w, c = loaded.input_hwc
+        pixels, info = decode_image(data, h, w, self.options.max_image_pixels, channels=c)
         probs = self.predict(state, loaded, pixels[None])[0]
         order = np.argsort(-probs, kind="stable")[:top_k]
         return {

@@ -209,12 +209,12 @@ def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[st
             if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def load_images(files: Sequence[str], height: int, width: int) -> np.ndarray:
-    """float32 (N, height, width, 3) RGB pixels 0-255 by :func:`edgecnn.data.preprocess.load_image`,
-    the preprocessing of the pipeline and of the classify endpoint."""
-    pixels = np.empty((len(files), height, width, 3), np.float32)
+def load_images(files: Sequence[str], height: int, width: int, channels: int = 3) -> np.ndarray:
+    """float32 (N, height, width, channels) pixels 0-255 (RGB, or grey for one channel) by
+    :func:`edgecnn.data.preprocess.load_image`, the preprocessing of the pipeline and of the classify endpoint."""
+    pixels = np.empty((len(files), height, width, channels), np.float32)
     for i, f in enumerate(files):
-        pixels[i] = load_image(f, (height, width))
+        pixels[i] = load_image(f, (height, width), channels)
     return pixels
 
 
@@ -277,14 +277,14 @@ def evaluate_via_http(
     except OSError as e:
         raise EdgecnnError(f"cannot reach the service at {url} ({e}); is `edgecnn serve` running?") from e
     labels = list(meta.get("parameters", {}).get("labels") or [])
-    _, height, width, _ = meta["inputs"][0]["shape"]
+    _, height, width, channels = meta["inputs"][0]["shape"]
     input_name = meta["inputs"][0]["name"]
     served_version = meta.get("parameters", {}).get("version", version)
     files = list_images(data, labels)[:limit]
     if not files:
         raise EdgecnnError(f"no .png/.jpg images found in {str(data)!r}.")
     truth = np.array([y for _, y in files])
-    pixels = load_images([f for f, _ in files], height, width)
+    pixels = load_images([f for f, _ in files], height, width, channels)
     bodies = [client.encode_infer(p[None], input_name, binary=binary) for p in pixels]
     path = _model_path(model, served_version) + "/infer"
 
