@@ -187,7 +187,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
              model: Optional[str] = typer.Option(None, help="with --url: the served model name (default: the run's)"),
              version: Optional[str] = typer.Option(None, help="with --url: the artifact version to call"),
              concurrency: list[int] = typer.Option([1, 2, 4, 8], help="with --url: client concurrency levels"),
-             binary: bool = typer.Option(False, help="with --url: binary tensor extension instead of JSON")):
+             binary: bool = typer.Option(True, "--binary/--json", help="with --url: binary tensors (default) or JSON")):
     """Accuracy, agreement, latency and size of every artifact; exit 1 if a budget breaks."""
     _setup_logging()
     from edgecnn.pipeline import Run
