@@ -48,17 +48,26 @@ def onnx_float_ops(path: str | os.PathLike) -> dict:
 
 
 def onnx_end_nodes(path: str | os.PathLike) -> list[str]:
-    """The first heavy node (Conv/MatMul/Gemm) and the last one with every node after it, in graph order: the
-    layers that see raw pixels and that make the logits, which the field commonly keeps float
-    (``nodes_to_exclude``). The nodes after the last one (Softmax, ...) go too: left quantised, they would
-    quantise the logits anyway."""
+    """The first layer and the last, in graph order: the layers that see raw pixels and that make the logits,
+    which the field commonly keeps float (``nodes_to_exclude``).
+
+    First = every node up to the first heavy node (Conv/MatMul/Gemm) and its Relu/Clip; last = the last heavy
+    node and every node after it (Softmax, ...: left quantised, they would quantise the logits anyway).
+    """
     import onnx
 
     nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.name]
     heavy = [i for i, n in enumerate(nodes) if n.op_type in HEAVY_FLOAT_OPS]
     if not heavy:
         return []
-    return list(dict.fromkeys([nodes[heavy[0]].name] + [n.name for n in nodes[heavy[-1]:]]))
+    # the first layer is everything up to the first conv (the in-graph normalisation: quantised alone, with its
+    # per-channel mean and 1/std as int8 constants, MobileNetV2 on digits fell to agreement 0.24) and its Relu/Clip
+    first = nodes[:heavy[0] + 1]
+    for n in nodes[heavy[0] + 1:]:
+        if n.op_type not in ("Relu", "Clip") or first[-1].output[0] not in n.input:
+            break
+        first.append(n)
+    return list(dict.fromkeys([n.name for n in first] + [n.name for n in nodes[heavy[-1]:]]))
 
 
 
