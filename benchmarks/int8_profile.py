@@ -18,8 +18,10 @@ Per-op time is grouped into: ``input_transpose`` (the NHWC -> NCHW Transpose), `
 (elementwise ops before the first convolution), ``quantize_input`` (the Q/DQ before the first
 convolution), ``conv_int8`` / ``conv_float``, ``qdq`` (the other QuantizeLinear/DequantizeLinear),
 ``head`` (everything after the last convolution) and ``other``; each group's share of the total.
-Also written: how many Conv/MatMul run in float after onnxruntime's optimisation. Loaded machine:
-compare shares and ratios, not milliseconds. Writes benchmarks/results/int8_profile.json.
+Also written: how many Conv/MatMul run in float after onnxruntime's optimisation. fp32 and int8
+are profiled one after the other, not interleaved: on a loaded machine compare the shares within
+one profile, not the totals (``mobilenetv2_224.py`` gives interleaved end-to-end ratios).
+Writes benchmarks/results/int8_profile.json.
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ def group_ops(events: list[tuple[str, str, float]]) -> dict[str, float]:
         elif op in QDQ:
             g = "qdq"
         elif i in convs:
-            g = "conv_int8" if op.startswith("QLinear") or "Integer" in op or "I8" in name or "u8" in name else \
-                "conv_float"
+            g = "conv_int8" if op.startswith("QLinear") or "Integer" in op or "I8" in name or "U8" in name.upper() \
+                else "conv_float"
         else:
             g = "other"
         out[g] += us
@@ -105,7 +107,8 @@ def ov_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[t
             if p.status.name == "EXECUTED":
                 total[p.node_name] += p.real_time.total_seconds() * 1e6
                 order.setdefault(p.node_name, f"{p.node_type}:{p.exec_type}")
-    return [(n, t.split(":")[0], total[n] / runs) for n, t in order.items()]
+    # the exec type (e.g. "jit_avx2_1x1_I8") rides in the name, where group_ops looks for the precision
+    return [(f"{n}|{t.split(':', 1)[1]}", t.split(":")[0], total[n] / runs) for n, t in order.items()]
 
 
 def summarise(events: list[tuple[str, str, float]]) -> dict:
