@@ -348,23 +348,29 @@ def _onnx_nncf(ctx: ChooseContext, path: Path):
 
 @_onnx("onnx-int8-mixed", "mixed", "model.int8-mixed.onnx",
        "ONNX QDQ int8 (best calibration so far); the layers qdq_loss_debug ranks worst kept float, "
-       "doubling their number until the val budget holds")
+       "doubling their number (5 rounds at most) until the val budget holds")
 def _onnx_mixed(ctx: ChooseContext, path: Path):
     from edgecnn.quantize import onnx_node_sensitivity, quantize_onnx
+    from edgecnn.quantize.onnx_graph import onnx_first_layer
+    from edgecnn.quantize.onnx_qdq import preprocessed
 
     method, per_channel, base = _best_onnx_calibration(ctx)
     if base is None:
         base = path.with_name("model.int8-base.onnx")
         quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
     rows = [r for r in onnx_node_sensitivity(ctx.onnx_path(), base, ctx.calibration) if r["loss_db"] > 0]
+    with preprocessed(ctx.onnx_path()) as prep:
+        first = onnx_first_layer(prep)
     k, rounds, nodes = ctx.options.sensitive_top_k, [], []
     while True:  # greedy: the worst k layers float, then 2k, 4k, ... until the budget holds or all are float
         nodes = [name for r in rows[:k] for name in r["nodes"]]
+        if set(first) & set(nodes):  # the first conv float without the normalisation before it collapses
+            nodes = list(dict.fromkeys(first + nodes))
         quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel,
                       exclude_nodes=nodes)
         drop, agree, ok = ctx.fits(path)
         rounds.append({"layers_float": min(k, len(rows)), "drop": round(drop, 4), "agreement": round(agree, 4)})
-        if ok or k >= len(rows) or len(rounds) >= 4:
+        if ok or k >= len(rows) or len(rounds) >= 5:
             break
         k *= 2
     return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes,

@@ -60,14 +60,28 @@ def onnx_end_nodes(path: str | os.PathLike) -> list[str]:
     heavy = [i for i, n in enumerate(nodes) if n.op_type in HEAVY_FLOAT_OPS]
     if not heavy:
         return []
+    return list(dict.fromkeys(_first_layer(nodes, heavy[0]) + [n.name for n in nodes[heavy[-1]:]]))
+
+
+def onnx_first_layer(path: str | os.PathLike) -> list[str]:
+    """Every node up to the first heavy node (Conv/MatMul/Gemm), it, and its Relu/Clip: what must stay float
+    together (see :func:`onnx_end_nodes`)."""
+    import onnx
+
+    nodes = [n for n in onnx.load(str(path), load_external_data=False).graph.node if n.name]
+    heavy = [i for i, n in enumerate(nodes) if n.op_type in HEAVY_FLOAT_OPS]
+    return _first_layer(nodes, heavy[0]) if heavy else []
+
+
+def _first_layer(nodes: list, first_heavy: int) -> list[str]:
     # the first layer is everything up to the first conv (the in-graph normalisation: quantised alone, with its
     # per-channel mean and 1/std as int8 constants, MobileNetV2 on digits fell to agreement 0.24) and its Relu/Clip
-    first = nodes[:heavy[0] + 1]
-    for n in nodes[heavy[0] + 1:]:
+    first = nodes[:first_heavy + 1]
+    for n in nodes[first_heavy + 1:]:
         if n.op_type not in ("Relu", "Clip") or first[-1].output[0] not in n.input:
             break
         first.append(n)
-    return list(dict.fromkeys([n.name for n in first] + [n.name for n in nodes[heavy[-1]:]]))
+    return [n.name for n in first]
 
 
 
@@ -142,4 +156,5 @@ def drop_clips_before_quantize(model) -> int:
 
 
 __all__ = ["HEAVY_FLOAT_OPS", "HEAVY_INT8_OPS", "activation_bounds", "drop_clips_before_quantize", "graph_index",
-           "onnx_end_nodes", "onnx_float_ops"]
+           "onnx_end_nodes", "onnx_first_layer",
+           "onnx_float_ops"]
