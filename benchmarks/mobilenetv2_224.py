@@ -38,7 +38,7 @@ def real_images(n: int, seed: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         from edgecnn.data.defects import make_defects
 
-        make_defects(Path(tmp), seed=seed, per_class=max(1, n // 8), size=SIZE)
+        make_defects(Path(tmp), seed=seed, per_class=max(10, n // 8), size=SIZE)
         defects = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(Path(tmp).rglob("*.png"))]
     out = []
     for i in range(n):
