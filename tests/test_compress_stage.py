@@ -31,7 +31,7 @@ def compressed_run(tmp_path_factory, tiny_defects) -> Path:
     # drop 0 + exhaustive: every route runs (QAT included), whatever the tiny model's accuracy
     recipe = _recipe(tmp, tiny_defects, {
         "enabled": True, "max_accuracy_drop": 0.0, "exhaustive": True, "latency_runs": 5,
-        "routes": ["tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile",
+        "routes": ["tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile", "onnx-int8-qat",
                    "openvino-int8-minmax"],
         "qat": {"epochs": 1, "lr": 1e-4}})
     out = tmp / "run"
@@ -46,12 +46,15 @@ def test_every_route_is_a_measured_candidate(compressed_run):
     assert set(comp["runtimes"]) == {"litert", "onnxruntime", "openvino"}  # one pick per runtime
     routes = {c["route"]: c for r in comp["runtimes"].values() for c in r["candidates"]}
     assert set(routes) == {"tflite-int8", "tflite-int8-qat", "onnx-int8-minmax", "onnx-int8-percentile",
-                           "openvino-int8-minmax"}
+                           "onnx-int8-qat", "openvino-int8-minmax"}
     assert routes["openvino-int8-minmax"]["runtime"] == "openvino"
     for c in routes.values():
         assert c["error"] is None, c
         assert 0 <= c["accuracy"] <= 1 and c["size_bytes"] > 0 and c["latency_p50_ms"] > 0
     assert routes["tflite-int8-qat"]["notes"]["distilled"] is True
+    # one QAT model for both runtimes, and its ONNX runs every Conv/MatMul in int8 in onnxruntime
+    assert routes["onnx-int8-qat"]["notes"]["final"] == routes["tflite-int8-qat"]["notes"]["final"]
+    assert routes["onnx-int8-qat"]["float_heavy_ops"] == 0 and routes["onnx-int8-minmax"]["float_heavy_ops"] == 0
     assert set(comp["picks"]) == {"tflite-int8", "onnx-int8", "openvino-int8"}
 
 
