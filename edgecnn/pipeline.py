@@ -263,9 +263,7 @@ class Run:
             return False
         imported = self.import_record()
         if imported and imported["route"] != "keras":
-            raise EdgecnnError(f"{str(self.dir)!r} imports a {imported['source_format']} model without a tf_keras "
-                               "graph, so it is post-training only: set compress.enabled to false in its "
-                               "recipe.yaml; its int8 artifacts are post-training quantised.")
+            return self._compress_imported_onnx(fp, force)
         if not (self.dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(self.dir)!r}; run `edgecnn train {self.dir}` first.")
         picks = self.compress_picks()
@@ -278,6 +276,33 @@ class Run:
         out = run_compress(self.recipe, self.dataset(), self.dir, self.input_size)
         self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
         self.state.pop("evaluate", None)  # export notices new picks itself (their fingerprint changed)
+        self._save_state()
+        return True
+
+    def _compress_imported_onnx(self, fp: str, force: bool) -> bool:
+        """An import without a tf_keras graph: the chooser's ONNX-only routes on model.onnx; the onnxruntime
+        pick replaces the import's model.int8.onnx (there is no export stage to copy it in)."""
+        from edgecnn.compress.stage import run_compress_onnx
+        from edgecnn.export import get_format
+        from edgecnn.export.manifest import add_artifact
+        from edgecnn.runtime import load_runner
+
+        picks = self.compress_picks()
+        if not force and self._done("compress", fp, ["compress.json"] + [p["artifact"] for p in picks.values()]):
+            log.info("compress: up to date (compress.json), skipped")
+            return False
+        out = run_compress_onnx(self.recipe, self.dataset(), self.dir, self.input_size)
+        for fmt, pick in out["picks"].items():
+            spec = get_format(fmt)
+            copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
+            runner = load_runner(self.dir / spec.filename, threads=1)
+            add_artifact(self.dir, spec.filename, stage="compress", format=fmt, precision="int8",
+                         runtime=spec.runtime, parent="model.onnx", input=runner.input.to_json(),
+                         output=runner.output.to_json(), calibration_images=self.recipe.export.calibration_images,
+                         route=pick["route"], chooser_artifact=pick["artifact"], notes=pick["notes"])
+            log.info("compress: %s is the chooser's pick, %s", spec.filename, pick["route"])
+        self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
+        self.state.pop("evaluate", None)
         self._save_state()
         return True
 
@@ -515,9 +540,8 @@ def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: s
     base["data"] = {**base["data"], "path": str(Path(data).resolve()), "generate": None}
     base.setdefault("model", {})["name"] = "imported"
     r_cfg = recipe_from_dict(base, source="<import>")
-    if r_cfg.import_.source_format in ("onnx", "tflite") and r_cfg.compress.enabled:
-        log.warning("compress: %s sources get post-training int8 only; compress.enabled ignored",
-                    r_cfg.import_.source_format)
+    if r_cfg.import_.source_format == "tflite" and r_cfg.compress.enabled:
+        log.warning("compress: a TFLite source is evaluated as it is; compress.enabled ignored")
         r_cfg.compress.enabled = False
     output.parent.mkdir(parents=True, exist_ok=True)
     # The import stage (where bad input is found) runs in a hidden folder renamed to `output` when it
@@ -531,10 +555,9 @@ def import_model(model: str | os.PathLike, *, data: str | os.PathLike, output: s
         r.dataset()
         r.import_source()
         if r.import_record()["route"] != "keras" and r.recipe.compress.enabled:
-            log.warning("compress: this %s import is post-training only (no model.keras); compress.enabled "
-                        "ignored, the int8 artifacts are post-training quantised", r_cfg.import_.source_format)
-            r.recipe.compress.enabled = False
-            write_text(tmp / "recipe.yaml", dump_recipe(r.recipe))
+            log.info("compress: this %s import has no tf_keras graph: the chooser tries the routes that run on "
+                     "model.onnx alone (post-training; pruning, clustering and QAT need a tf_keras model)",
+                     r_cfg.import_.source_format)
         os.replace(tmp, output)
         made = output
         r = Run.open(output)

@@ -285,6 +285,24 @@ def test_check_on_imported_onnx_run(onnx_run, tmp_path):
     assert codes == [0, 1, 2]   # docs/ci.md: holds / a budget broke / the check could not run
 
 
+@pytest.mark.slow
+def test_onnx_import_goes_through_the_chooser(levels, tmp_path):
+    """compress.enabled on an ONNX import: the chooser's routes that run on model.onnx alone pick the
+    shipped model.int8.onnx (the routes that need a Keras model are left out, not an error)."""
+    recipe = {**BASE, "compress": {"enabled": True, "runtimes": ["onnxruntime"],
+                                   "routes": ["onnx-int8-qat", "onnx-int8-minmax-pc", "onnx-int8-ends-float"]}}
+    res = _import(levels["onnx"], levels["data"], tmp_path / "run", preprocess="symmetric", recipe=recipe)
+    run = res.run_dir
+    comp = json.loads((run / "compress.json").read_text())
+    pick = comp["picks"]["onnx-int8"]
+    tried = [c["route"] for c in comp["runtimes"]["onnxruntime"]["candidates"]]
+    assert comp["reference"] == "model.onnx" and tried and set(tried) <= {"onnx-int8-minmax-pc", "onnx-int8-ends-float"}
+    man = json.loads((run / "manifest.json").read_text())["artifacts"]["model.int8.onnx"]
+    assert man["stage"] == "compress" and man["route"] == pick["route"]
+    assert (run / "model.int8.onnx").read_bytes() == (run / pick["artifact"]).read_bytes()
+    assert res.report["artifacts"]["model.int8.onnx"]["metrics"]["agreement"] >= 0.9
+
+
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "edgecnn.cli", "import", *map(str, args)], env=env,

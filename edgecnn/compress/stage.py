@@ -109,24 +109,85 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
         log.info("compress: choosing the %s int8 artifact among %s", runtime, ", ".join(routes))
         result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes), train=train,
                         reference_accuracy=float_acc, cache=shared)
-        out["runtimes"][runtime] = result.to_json()
-        pick, fits = _pick(result, cfg.min_agreement)
-        if pick is None:
-            raise EdgecnnError(f"compress: every {runtime} route failed, so there is no int8 artifact to export. "
-                               f"{result.reason}")
-        if not fits:
-            log.warning("compress: %s", result.reason)
-            log.warning("compress: exporting the %s candidate closest to the budget, %s (drop %+.4f, agreement "
-                        "%.4f); the budgets will report the miss", runtime, pick.route, pick.drop, pick.agreement)
-        out["picks"][int8_format_of(runtime)] = {
-            "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
-            "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
-            "val_agreement": pick.agreement, "notes": pick.notes, "reason": result.reason}
+        _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
+    return _finish(out, run_dir, cfg.prefer)
+
+
+def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> dict:
+    """The compress stage of an imported model that has no tf_keras graph (an ONNX file, or a Keras 3 /
+    SavedModel exported through ONNX): the chooser's routes that run on ``run_dir/model.onnx`` alone.
+
+    Only runtimes whose int8 artifact is an ONNX file are chosen for (onnxruntime: ``model.int8.onnx``);
+    the drop and agreement are measured against ``model.onnx`` in onnxruntime on the val split.
+    Writes ``compress.json`` (same schema as :func:`run_compress`) and returns it.
+
+    Raises:
+        EdgecnnError: no model.onnx, or none of the recipe's routes runs without a Keras model.
+    """
+    from edgecnn.compress.chooser import choose_onnx, list_routes
+    from edgecnn.data.loader import calibration_arrays, load_arrays
+    from edgecnn.export import get_format
+
+    cfg = recipe.compress
+    run_dir = Path(run_dir)
+    float_onnx = run_dir / "model.onnx"
+    if not float_onnx.is_file():
+        raise EdgecnnError(f"no model.onnx in {str(run_dir)!r}: an imported model without a tf_keras graph is "
+                           "compressed from its float ONNX; this import has none (a TFLite source), so set "
+                           "compress.enabled to false.")
+    onnx_only = {r.name: r.runtime for r in list_routes() if not r.needs_model}
+    runtimes = [rt for rt in cfg.runtimes if get_format(int8_format_of(rt)).filename.endswith(".onnx")]
+    plan = {rt: [r for r in cfg.routes if onnx_only.get(r) == rt] for rt in runtimes}
+    if not any(plan.values()):
+        raise EdgecnnError(f"compress: none of the routes {list(cfg.routes)} runs on an ONNX file alone, and "
+                           f"this imported model has no tf_keras graph. Routes that do: "
+                           f"{sorted(onnx_only)}; put them in compress.routes.")
+    for step in ("prune", "cluster"):
+        if getattr(cfg, step).enabled:
+            log.warning("compress: %s needs a tf_keras model; this import has none, so compress.%s is ignored",
+                        step, step)
+    workdir = run_dir / WORKDIR
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed = recipe.train.seed
+    calib = calibration_arrays(dataset, input_size, recipe.export.calibration_images, seed=seed)
+    val_x, val_y = load_arrays(dataset, "val", input_size)
+    out: dict[str, Any] = {"max_accuracy_drop": cfg.max_accuracy_drop, "min_agreement": cfg.min_agreement,
+                           "reference": "model.onnx", "val_images": int(len(val_y)),
+                           "calibration_images": int(len(calib)), "runtimes": {}, "picks": {}}
+    for runtime, routes in plan.items():
+        if not routes:
+            continue
+        log.info("compress: choosing the %s int8 artifact of the float ONNX among %s", runtime, ", ".join(routes))
+        result = choose_onnx(float_onnx, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes))
+        out["float_val_accuracy"] = result.float_accuracy
+        _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
+    return _finish(out, run_dir, cfg.prefer)
+
+
+def _record_pick(out: dict, runtime: str, result, run_dir: Path, min_agreement: float | None) -> None:
+    """Put one runtime's chooser result and its pick (or the closest miss) into ``out``."""
+    out["runtimes"][runtime] = result.to_json()
+    pick, fits = _pick(result, min_agreement)
+    if pick is None:
+        raise EdgecnnError(f"compress: every {runtime} route failed, so there is no int8 artifact to export. "
+                           f"{result.reason}")
+    if not fits:
+        log.warning("compress: %s", result.reason)
+        log.warning("compress: exporting the %s candidate closest to the budget, %s (drop %+.4f, agreement "
+                    "%.4f); the budgets will report the miss", runtime, pick.route, pick.drop, pick.agreement)
+    out["picks"][int8_format_of(runtime)] = {
+        "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
+        "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
+        "val_agreement": pick.agreement, "notes": pick.notes, "reason": result.reason}
+
+
+def _finish(out: dict, run_dir: Path, prefer: str) -> dict:
+    """The overall choice among the runtimes' fitting picks; writes compress.json."""
     fitting = [p for p in out["picks"].values() if p["within_budget"]]
     out["chosen"] = None
     if fitting:
         by_route = {c["route"]: c for r in out["runtimes"].values() for c in r["candidates"]}
-        key = "latency_p50_ms" if cfg.prefer == "latency" else "size_bytes"
+        key = "latency_p50_ms" if prefer == "latency" else "size_bytes"
         best = min(fitting, key=lambda p: by_route[p["route"]][key] or math.inf)
         out["chosen"] = best["route"]
     write_json(run_dir / COMPRESS_JSON, out)
