@@ -244,10 +244,21 @@ def test_pqat_keeps_sparsity(trained, data):
         assert (k == 0).mean() >= 0.49, name
 
 
-# dsconv is covered (with training) by test_qat_dsconv_converts_to_int8_and_agrees. Each family is its
-# own pytest-xdist work unit (they use no module fixture), so the slow QAT conversions spread over workers.
+# dsconv is covered (with training) by test_qat_dsconv_converts_to_int8_and_agrees. EfficientNet-Lite's
+# layers are MobileNetV2's minus its ZeroPadding2D (test_lite_layers_are_a_subset_of_mobilenet_v2), so
+# tfmot meets nothing new in it. Each family is its own pytest-xdist work unit (they use no module
+# fixture), so the slow QAT conversions spread over workers.
 ZOO = [pytest.param(m, marks=pytest.mark.xdist_group(f"compress-{m}"))
-       for m in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0") if m in list_models()]
+       for m in ("mobilenet_v2", "mobilenet_v3_small") if m in list_models()]
+
+
+def test_lite_layers_are_a_subset_of_mobilenet_v2():
+    def kinds(model):
+        return {(type(layer).__name__, str(getattr(getattr(layer, "activation", None), "__name__", "")))
+                for layer in model.layers}
+
+    lite = kinds(create_model("efficientnet_lite0", num_classes=3, input_size=SIZE))
+    assert lite <= kinds(_small_zoo_model("mobilenet_v2")), lite - kinds(_small_zoo_model("mobilenet_v2"))
 
 
 def _small_zoo_model(name: str):

@@ -152,8 +152,8 @@ def test_evaluate_through_the_service(tiny_run):
 
 
 # Two families besides the tiny recipe's dsconv: the pipeline is model-agnostic, and every model's
-# export round trip is tests/test_zoo.py's job (MobileNetV3 and EfficientNet-Lite also go through QAT
-# in tests/test_compress.py), so the two slowest end-to-end runs of the zoo were dropped from here.
+# export round trip is tests/test_zoo.py's job (MobileNetV2 and MobileNetV3 also go through QAT and
+# pruning in tests/test_compress.py), so the two slowest end-to-end runs of the zoo were dropped from here.
 @pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.xdist_group(f"pipeline-{m}"))
                                    for m in ("ds_cnn", "lenet5")])
 def test_run_with_zoo_models(model, tmp_path, tiny_defects):
