@@ -475,14 +475,14 @@ def test_labels_from_model_metadata(tiny_defects, tmp_path):
 @pytest.mark.slow
 def test_keras3_mobilenet_v2_int8_keeps_top1(levels, tmp_path):
     """The acceptance run's path, small (benchmarks/import_keras3_mobilenetv2.py is the 128 px one on the
-    defect set): keras.applications.MobileNetV2 in Keras 3 (alpha 0.35, 48 px) trained a few steps on the
-    brightness levels (a task it learns in that time), saved as .keras, imported; the int8 TFLite and ONNX
-    keep top-1 within the recipe's max_accuracy_drop of the source on the test split."""
+    defect set, 360 test images): keras.applications.MobileNetV2 in Keras 3 (alpha 0.35, 48 px) trained a
+    few steps on the brightness levels, saved as .keras, imported with the int8 chooser on; it is rebuilt
+    in tf_keras and the chooser keeps both the int8 TFLite and the int8 ONNX within the recipe's
+    max_accuracy_drop and min_agreement on the validation split. On this 80-image test split one image is
+    1.25 points, so the test split is only checked for a broken int8 path (within 5 points)."""
     import importlib.util
 
     import keras
-
-    from edgecnn.config import CompressConfig
 
     spec = importlib.util.spec_from_file_location("bench_k3", ROOT / "benchmarks" / "import_keras3_mobilenetv2.py")
     bench = importlib.util.module_from_spec(spec)
@@ -493,14 +493,22 @@ def test_keras3_mobilenet_v2_int8_keeps_top1(levels, tmp_path):
     model.save(tmp_path / "mnv2.keras")
     source = float(np.mean(np.asarray(model.predict(tx, verbose=0)).argmax(1) == ty))
     keras.backend.clear_session()
-    recipe = {**BASE, "export": {"formats": ["tflite-int8", "onnx-int8"], "calibration_images": 20}}
+    compress = {"enabled": True, "runtimes": ["litert", "onnxruntime"], "latency_runs": 5,
+                "routes": ["tflite-int8", "tflite-int8-percentile", "tflite-int8-mixed",
+                           "onnx-int8-minmax-pc", "onnx-int8-ends-float", "onnx-int8-mixed"]}
+    recipe = {**BASE, "export": {"formats": ["tflite-int8", "onnx-int8"], "calibration_images": 20},
+              "compress": compress}
     res = _import(tmp_path / "mnv2.keras", levels["data"], tmp_path / "run", recipe=recipe)
     arts = res.report["artifacts"]
-    drop = CompressConfig().max_accuracy_drop
     print(f"[import] Keras 3 MobileNetV2 0.35/48: source {source:.3f}, " + ", ".join(
         f"{n} {a['metrics']['accuracy']:.3f} (agreement {a['metrics']['agreement']:.3f})" for n, a in arts.items()))
     assert json.loads((res.run_dir / "manifest.json").read_text())["import"]["route"] == "keras"
     assert source >= 0.5   # learnt something, so int8 flips would show
     assert arts["model.keras"]["metrics"]["accuracy"] == pytest.approx(source)     # the rebuilt model is the source
+    picks = json.loads((res.run_dir / "compress.json").read_text())["picks"]
+    assert set(picks) == {"tflite-int8", "onnx-int8"}
+    for fmt, pick in picks.items():
+        assert pick["within_budget"], (fmt, pick["route"], pick["reason"])
     for name in ("model.int8.tflite", "model.int8.onnx"):
-        assert source - arts[name]["metrics"]["accuracy"] <= drop + 1e-9, name
+        assert source - arts[name]["metrics"]["accuracy"] <= 0.05, name
+
