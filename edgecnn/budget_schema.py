@@ -46,8 +46,8 @@ from pydantic_core import PydanticCustomError
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 
-__all__ = ["BUDGET_KEYS", "MCU_PROFILES", "BudgetError", "BudgetKey", "BudgetsConfig", "Limit", "McuProfile",
-           "NumberSpec", "Target", "TargetParser", "parse_budget_targets", "runtime_names", "runtime_of",
+__all__ = ["BUDGET_KEYS", "MCU_PROFILES", "REPORT_FIGURES", "BudgetError", "BudgetKey", "BudgetsConfig", "Limit",
+           "McuProfile", "NumberSpec", "Target", "TargetParser", "parse_budget_targets", "runtime_names", "runtime_of",
            "targets_to_json"]
 
 log = logging.getLogger("edgecnn.budgets")
@@ -149,7 +149,21 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("max_slowdown_vs", _RATIO, "slowdown", "×", timed=True),
     BudgetKey("max_arena_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "arena_kb", "KiB"),
     BudgetKey("max_flash_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "flash_kb", "KiB"),
+    # task: anomaly (image scores and anomaly maps)
+    BudgetKey("min_auroc", _FRACTION, "auroc"),
+    BudgetKey("max_auroc_drop", _FRACTION, "auroc_drop"),
+    BudgetKey("min_pixel_auroc", _FRACTION, "pixel_auroc"),
+    BudgetKey("min_pro", _FRACTION, "pro"),
+    BudgetKey("min_f1", _FRACTION, "f1"),
+    BudgetKey("min_score_correlation", _FRACTION, "score_correlation"),
+    # task: segment (a class per pixel)
+    BudgetKey("min_miou", _FRACTION, "miou"),
+    BudgetKey("max_miou_drop", _FRACTION, "miou_drop"),
+    BudgetKey("min_pixel_accuracy", _FRACTION, "pixel_accuracy"),
+    BudgetKey("min_pixel_agreement", _FRACTION, "pixel_agreement"),
 )}
+REPORT_FIGURES: tuple[str, ...] = tuple(k.figure for k in BUDGET_KEYS.values() if not k.timed and k.figure != "size_kb")
+"""Figures judged from report.json (the evaluate stage's measurements), not measured again by `edgecnn check`."""
 _SLOWDOWN_KEYS = {"baseline": "path", "max_ratio": _RATIO, "metric": ("p50", "p95", "p99")}
 _TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "profile", "budgets")
 

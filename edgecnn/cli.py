@@ -136,6 +136,17 @@ def run(recipe: Optional[Path] = typer.Argument(
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
 
 
+def _task_stages(r, force: bool) -> None:
+    """A stage command on a run of another task than classify: that task runs its own (resumable) stages."""
+    if r.recipe.task == "classify":
+        return
+    from edgecnn.tasks import get_task
+
+    result = get_task(r.recipe.task).run(r, force=force)
+    out.print(f"{r.recipe.task} run: every stage is current; report: {r.dir / 'report.html'}")
+    raise typer.Exit(0 if result.ok else EXIT_BUDGET)
+
+
 @app.command()
 def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgecnn run`"),
           force: bool = typer.Option(False, help="train even if model.keras is current")):
@@ -144,6 +155,7 @@ def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgec
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
+    _task_stages(r, force)
     r.train(force=force)
     out.print(f"model: {run_dir / 'model.keras'}")
 
@@ -156,6 +168,7 @@ def compress(run_dir: Path = typer.Argument(..., help="run directory with model.
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
+    _task_stages(r, force)
     if r.compress_fingerprint() is None:
         raise EdgecnnError(f"the recipe of {str(run_dir)!r} has no enabled compress section; add "
                            "`compress: {enabled: true}` to it (see README 'Models and compression').")
@@ -176,6 +189,7 @@ def export(run_dir: Path = typer.Argument(..., help="run directory with model.ke
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
+    _task_stages(r, force)
     done = r.export(formats or None, force=force)
     out.print(f"exported: {', '.join(done) or 'nothing (all current)'}; manifest: {run_dir / 'manifest.json'}")
 
@@ -193,6 +207,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
+    _task_stages(r, force)
     if url:
         import json
 

@@ -27,6 +27,9 @@ from edgecnn.quantize import (
     ONNX_CALIBRATION_METHODS,
     TFLITE_CALIBRATION_METHODS,
 )
+from edgecnn.tasks import DEFAULT_TASK, task_names
+from edgecnn.tasks.anomaly import AnomalyConfig
+from edgecnn.tasks.segment import SegmentConfig
 
 # Names (formats, routes, runtimes) are validated against their registries, never a copied list:
 # a newly registered format or route is accepted by the next recipe without touching this file.
@@ -219,6 +222,7 @@ class Recipe(_Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
+    task: str = Field(DEFAULT_TASK, description="what the model does: a name from edgecnn.tasks.task_names()")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -228,6 +232,13 @@ class Recipe(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     budgets: BudgetsConfig = BudgetsConfig()
     import_: ImportConfig | None = Field(None, alias="import", description="set by `edgecnn import`")
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig, description="task: anomaly settings")
+    segment: SegmentConfig = Field(default_factory=SegmentConfig, description="task: segment settings")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        return _known_names([v], task_names(), "task")[0]
 
     def section_dump(self, *sections: str) -> dict[str, Any]:
         return {s: getattr(self, s).model_dump(mode="json") for s in sections}

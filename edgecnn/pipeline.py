@@ -474,6 +474,13 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
     run_dir = Path(output) if output else Path("export") / recipe.name
     r = Run(recipe, run_dir)
     write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    from edgecnn.tasks import get_task
+
+    return get_task(recipe.task).run(r, force=force)
+
+
+def run_classify(r: Run, force: bool = False) -> RunResult:
+    """``task: classify``: data -> train -> compress -> export -> evaluate over ``r``'s run directory."""
     r.dataset()
     r.train(force=force)
     r.compress(force=force)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from edgecnn.budget_schema import BUDGET_KEYS, Limit, Target, runtime_of
+from edgecnn.budget_schema import BUDGET_KEYS, REPORT_FIGURES, Limit, Target, runtime_of
 from edgecnn.evaluate.latency import resolve_threads
 
 __all__ = ["ArtifactFigures", "BudgetResult", "Figure", "check_budgets", "check_http_result", "check_targets",
@@ -221,6 +221,9 @@ def report_figures(report: dict) -> list[ArtifactFigures]:
                                                                         f"artifact {acc:.4f}")
         if m.get("agreement") is not None:
             figs["agreement"] = Figure(float(m["agreement"]), detail="top-1 agreement with model.keras (report.json)")
+        for figure in REPORT_FIGURES:  # a task's own figures (auroc, miou, ...), as its evaluate stage wrote them
+            if figure not in figs and isinstance(m.get(figure), (int, float)):
+                figs[figure] = Figure(float(m[figure]), detail=f"{figure} on {n} test images (report.json)")
         if art.get("bytes") is not None:
             figs["size_kb"] = Figure(art["bytes"] / 1024, detail=f"{art['bytes']} bytes")
         timed = {(int(t), 1): {k: Figure(float(v[k]), detail=f"in-process, {v.get('runs', '?')} runs (report.json)")

@@ -87,12 +87,14 @@ class Section:
     order: int
     nav: str
     render: Callable[[ReportContext], str | None]
+    tasks: tuple[str, ...] | None = None
 
 
 _SECTIONS: dict[str, Section] = {}
 
 
-def register_section(name: str, order: int, *, title: str, nav: str | None = None
+def register_section(name: str, order: int, *, title: str, nav: str | None = None,
+                     tasks: tuple[str, ...] | None = None
                      ) -> Callable[[Callable[[ReportContext], str | None]], Callable[[ReportContext], str | None]]:
     """Decorator: add a section to report.html.
 
@@ -101,6 +103,7 @@ def register_section(name: str, order: int, *, title: str, nav: str | None = Non
         order: its place on the page, top to bottom (the built-in sections use multiples of 10).
         title: its heading.
         nav: its label in the navigation bar (default: ``title``).
+        tasks: the recipe tasks (``RunFiles.task``) whose reports show it; None = every task.
 
     Returns:
         The decorator, which returns the function unchanged.
@@ -113,7 +116,7 @@ def register_section(name: str, order: int, *, title: str, nav: str | None = Non
             raise EdgecnnError(f"register_section: a section named {name!r} is already registered "
                                f"({_SECTIONS[name].render.__module__}.{_SECTIONS[name].render.__qualname__}); "
                                f"pick another name or unregister_section({name!r}) first.")
-        _SECTIONS[name] = Section(name, title, order, nav or title, fn)
+        _SECTIONS[name] = Section(name, title, order, nav or title, fn, tasks)
         return fn
 
     return add
@@ -137,6 +140,8 @@ def render_sections(ctx: ReportContext) -> list[tuple[Section, str]]:
     """
     out = []
     for s in list_sections():
+        if s.tasks is not None and ctx.run.task not in s.tasks:
+            continue
         try:
             body = s.render(ctx)
         except Exception as e:  # one section's failure must not cost the whole report

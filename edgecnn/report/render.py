@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from edgecnn._io import atomic_path, swap_in_dir, write_text
+from edgecnn._plugins import import_submodules
 from edgecnn.errors import EdgecnnError
 from edgecnn.report import plots
 from edgecnn.report import sections as _builtin_sections  # noqa: F401  (registers the built-in sections)
@@ -34,6 +35,7 @@ from edgecnn.report.run_files import RunFiles, latency_p50, read_run, short_name
 __all__ = ["render_report", "compare_runs", "REPORT_HTML", "COMPARE_HTML"]
 
 log = logging.getLogger("edgecnn.report")
+import_submodules("edgecnn.report.task_sections")  # each task's own sections (anomaly maps, masks, MCU memory)
 REPORT_HTML = "report.html"
 COMPARE_HTML = "compare.html"
 

@@ -61,6 +61,11 @@ class RunFiles:
         return self.report.get("name") or self.dir.name
 
     @property
+    def task(self) -> str:
+        """The recipe's task (``classify``, ``anomaly``, ``segment``): report.json's, else the recipe's."""
+        return str(self.report.get("task") or (self.recipe or {}).get("task") or "classify")
+
+    @property
     def classes(self) -> list[str]:
         return list(self.report.get("classes") or (self.manifest or {}).get("labels") or [])
 

@@ -149,7 +149,7 @@ def artifacts_section(ctx: ReportContext) -> str:
             f"latency ({escape(PARETO_DEFINITION)}).</p>" + _budgets_details(run))
 
 
-@register_section("tradeoff", order=30, title="Accuracy vs latency vs size", nav="Trade-off")
+@register_section("tradeoff", order=30, title="Accuracy vs latency vs size", nav="Trade-off", tasks=("classify",))
 def tradeoff_section(ctx: ReportContext) -> str:
     """The accuracy-vs-latency plot, marker area = size, with the Pareto front."""
     points = ctx.tradeoff_points
@@ -166,7 +166,8 @@ def tradeoff_section(ctx: ReportContext) -> str:
          "fewest threads measured." if hollow else ""))
 
 
-@register_section("compression", order=40, title="Compression: the int8 chooser", nav="Compression")
+@register_section("compression", order=40, title="Compression: the int8 chooser", nav="Compression",
+                  tasks=("classify",))
 def compression_section(ctx: ReportContext) -> str | None:
     """The chooser's candidates (compress stage), the pick per runtime and why; left out without one."""
     comp = ctx.run.report.get("compress")
@@ -186,7 +187,7 @@ def compression_section(ctx: ReportContext) -> str | None:
 # Per-class figures and training
 
 
-@register_section("confusion", order=50, title="Confusion matrices", nav="Confusion")
+@register_section("confusion", order=50, title="Confusion matrices", nav="Confusion", tasks=("classify",))
 def confusion_section(ctx: ReportContext) -> str:
     """The float reference beside the int8 artifacts; the other artifacts folded away."""
     arts = ctx.run.measured()
@@ -212,7 +213,7 @@ def confusion_section(ctx: ReportContext) -> str:
     return "".join(parts)
 
 
-@register_section("per-class", order=60, title="Per-class precision / recall", nav="Per class")
+@register_section("per-class", order=60, title="Per-class precision / recall", nav="Per class", tasks=("classify",))
 def per_class_section(ctx: ReportContext) -> str:
     """Precision and recall of every class for every artifact; recall below 0.80 in red."""
     run = ctx.run
@@ -252,7 +253,7 @@ def _training_caption(history: dict) -> str:
     return "; ".join(parts) + ". Early stopping restores the best epoch's weights (lowest val_loss)."
 
 
-@register_section("training", order=70, title="Training")
+@register_section("training", order=70, title="Training", tasks=("classify",))
 def training_section(ctx: ReportContext) -> str:
     """Loss, accuracy and learning rate of every phase on one epoch axis (history.json)."""
     phases = (ctx.run.history or {}).get("phases") or []
@@ -267,7 +268,7 @@ def training_section(ctx: ReportContext) -> str:
 # What the evaluate stage found in the images (findings/)
 
 
-@register_section("mistakes", order=80, title="Misclassified test images", nav="Mistakes")
+@register_section("mistakes", order=80, title="Misclassified test images", nav="Mistakes", tasks=("classify",))
 def mistakes_section(ctx: ReportContext) -> str:
     """The reference model's most confident mistakes on the test split (findings/misclassified_*.png)."""
     g = _findings(ctx, "misclassified")
@@ -285,7 +286,7 @@ def mistakes_section(ctx: ReportContext) -> str:
             f"</code>{more} (most confident mistakes first).</p>" f'<div class="gallery">{"".join(items)}</div>')
 
 
-@register_section("gradcam", order=90, title="Where the model looks (Grad-CAM)", nav="Grad-CAM")
+@register_section("gradcam", order=90, title="Where the model looks (Grad-CAM)", nav="Grad-CAM", tasks=("classify",))
 def gradcam_section(ctx: ReportContext) -> str:
     """How often the Grad-CAM peak lands in the defect's box, and the overlays (findings/gradcam.png)."""
     out = []

@@ -476,6 +476,13 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         else:
             raise ProtocolError(f"classify takes an image/png or image/jpeg body, or multipart/form-data with a "
                                 f"file field. Received Content-Type {ctype or 'none'!r}.", status=415)
+        task = state.manifest.get("task", "classify")
+        if task != "classify":   # an anomaly score and map, a mask: the task's own answer to an image
+            from edgecnn.tasks import get_task
+
+            params = dict(request.query_params)
+            return await anyio.to_thread.run_sync(
+                partial(get_task(task).serve_image, service, state, loaded, data, params), limiter=service.limiter)
         k = min(top_k, loaded.num_classes)
         return await anyio.to_thread.run_sync(partial(service.classify, state, loaded, data, k),
                                               limiter=service.limiter)

@@ -240,7 +240,7 @@ class Repository:
                 continue
             versions[version] = self._load(name, version, target.run_dir, entry, manifest)
         for v in versions.values():
-            if labels and len(labels) != v.num_classes:
+            if labels and len(labels) != v.num_classes and manifest.get("task", "classify") == "classify":
                 raise EdgecnnError(
                     f"{target.run_dir / MANIFEST} lists {len(labels)} labels but {v.version} outputs "
                     f"{v.num_classes} classes; re-export the run so labels and model agree."
@@ -269,11 +269,13 @@ class Repository:
         verify_artifact(run_dir, version, manifest)
         hwc = _input_hwc(runner, manifest, path)
         out_shape = runner.output.shape
-        if len(out_shape) != 2 or not isinstance(out_shape[1], int):
+        classify = manifest.get("task", "classify") == "classify"   # another task's output is its own (a map, a mask)
+        if classify and (len(out_shape) != 2 or not isinstance(out_shape[1], int)):
             raise EdgecnnError(f"{path.name}: output shape {out_shape} is not (batch, classes); not a classifier.")
         loaded = LoadedVersion(
             model=name, version=version, path=path, sha256=entry["sha256"], entry=entry, runner=runner,
-            platform=str(spec.platform), input_hwc=hwc, num_classes=int(out_shape[1]),
+            platform=str(spec.platform), input_hwc=hwc,
+            num_classes=int(out_shape[-1]) if isinstance(out_shape[-1], int) else 0,
             lock=None if spec.thread_safe else threading.Lock(),
         )
         try:
@@ -282,7 +284,7 @@ class Repository:
                 probs = loaded.predict(zeros)
         except Exception as e:
             raise EdgecnnError(f"{path.name}: warm-up inference failed ({type(e).__name__}: {str(e)[:300]}).") from e
-        if probs.shape != (1, loaded.num_classes):
+        if classify and probs.shape != (1, loaded.num_classes):
             raise EdgecnnError(f"{path.name}: warm-up returned shape {probs.shape}, "
                                f"expected (1, {loaded.num_classes}).")
         log_event("model_loaded", model=name, version=version, sha256=entry["sha256"], backend=runner.backend,

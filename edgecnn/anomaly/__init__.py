@@ -1,0 +1,1 @@
+"""Anomaly detection from good images only (``task: anomaly``)."""

@@ -1,0 +1,1 @@
+"""Semantic segmentation trained on masks (``task: segment``)."""
