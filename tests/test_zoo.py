@@ -51,7 +51,7 @@ SCALED_TWIN_OF = {
 def zoo_params(names=None):
     """One param per model; each model is its own pytest-xdist work unit, so workers share the zoo."""
     return [pytest.param(n, marks=[pytest.mark.xdist_group(f"zoo-{n}"), *([pytest.mark.slow] if n in SLOW else [])])
-            for n in (names or list_models())]
+            for n in (names or list_models(task="classify"))]
 
 
 def test_the_zoo_is_complete():
@@ -105,7 +105,8 @@ def keras_noise_floor(model, images: np.ndarray, ref: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("fmt", ["tflite-fp32", "onnx"])
-@pytest.mark.parametrize("zoo", zoo_params([n for n in list_models() if n not in SCALED_TWIN_OF]), indirect=True)
+@pytest.mark.parametrize("zoo", zoo_params([n for n in list_models(task="classify") if n not in SCALED_TWIN_OF]),
+                         indirect=True)
 def test_export_roundtrip(zoo, fmt, tmp_path):
     name, model, images, ref = zoo
     path = export(fmt, model, ExportContext(tmp_path))

@@ -29,6 +29,7 @@ class ModelEntry:
     family: str
     description: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    task: str = "classify"  # what the output means: "classify" (N, K) probabilities, "segment" (N, H, W, K)
 
     @property
     def default_input_size(self) -> int:
@@ -42,8 +43,12 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = None):
-    """Register a builder under its function name (or ``name``). Usable bare or with arguments."""
+def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = None, task: str = "classify"):
+    """Register a builder under its function name (or ``name``). Usable bare or with arguments.
+
+    ``task`` says what the model's output is (a name of :mod:`edgecnn.tasks`): ``"classify"`` (one
+    probability vector per image) or ``"segment"`` (one per pixel).
+    """
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         key = name or f.__name__
@@ -53,7 +58,7 @@ def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = N
         defaults = {k: p.default for k, p in params.items()}
         doc = (inspect.getdoc(f) or "").strip().splitlines()
         family = f.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[key] = ModelEntry(key, f, family, doc[0] if doc else "", defaults)
+        _REGISTRY[key] = ModelEntry(key, f, family, doc[0] if doc else "", defaults, task)
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -102,7 +107,7 @@ def create_model(name: str, **overrides: Any):
     return entry.fn(**overrides)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, sorted."""
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style pattern (and, when given, made for ``task``), sorted."""
     _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and task in (None, e.task))

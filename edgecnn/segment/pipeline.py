@@ -1,0 +1,125 @@
+"""``task: segment`` over a run directory: data -> train -> export (+ int8 choice) -> evaluate -> report.
+
+The stages follow the classifier's (:class:`edgecnn.pipeline.Run`): each records a fingerprint of
+its inputs and settings in state.json and is skipped while that fingerprint and its outputs are
+unchanged; training resumes from its per-epoch checkpoints. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from edgecnn._io import sha256_file, write_json, write_text
+from edgecnn.errors import EdgecnnError
+from edgecnn.pipeline import Run, RunResult, _fp
+
+log = logging.getLogger("edgecnn.segment")
+
+
+def segment_data(run: Run):
+    """The run's image + mask pairs (generating the bundled set where the recipe says so); cached on the Run."""
+    cached = getattr(run, "_segment_data", None)
+    if cached is not None:
+        return cached
+    from edgecnn.segment.data import discover_pairs
+
+    d, s = run.recipe.data, run.recipe.segment
+    path = Path(d.path)
+    if not path.exists() and d.generate == "defects":
+        from edgecnn.data.defects import CLASSES, make_defects
+        from edgecnn.progress import progress
+
+        log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)
+        with progress("generating defect images", 450 * len(CLASSES)) as update:
+            make_defects(path, seed=d.generate_seed, progress=lambda done, total: update(done))
+    data = discover_pairs(path, classes=s.classes, palette=s.palette, val_fraction=d.val_fraction,
+                          test_fraction=d.test_fraction, seed=d.split_seed, channels=d.channels,
+                          skip_bad_images=d.skip_bad_images)
+    write_text(run.dir / "labels.txt", "\n".join(data.classes) + "\n")
+    write_json(run.dir / "dataset.json", {"root": str(data.root), "layout": data.layout, "classes": data.classes,
+                                          "pairs": data.counts(), "task": "segment",
+                                          "fingerprint": data.fingerprint()})
+    log.info("segmentation data %s (%s): classes %s; %s", data.root, data.layout, data.classes,
+             ", ".join(f"{k} {v}" for k, v in data.counts().items()))
+    run._segment_data = data
+    return data
+
+
+def train_stage(run: Run, force: bool = False) -> bool:
+    """Train unless model.keras is current; returns True when it trained."""
+    r = run.recipe
+    data = segment_data(run)
+    fp = _fp("segment", data.fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
+             r.data.augment.flip, r.data.batch_size, r.segment.class_weight_power, r.segment.dice_weight,
+             run.input_size)
+    if not force and run._done("train", fp, ["model.keras", "history.json"]):
+        log.info("train: up to date (model.keras), skipped")
+        return False
+    ckpt = run.dir / "checkpoints"
+    marker = ckpt / "fingerprint.txt"
+    if ckpt.exists() and (force or not marker.is_file() or marker.read_text() != fp):
+        shutil.rmtree(ckpt)  # checkpoints of another config must not be resumed
+    ckpt.mkdir(parents=True, exist_ok=True)
+    write_text(marker, fp)
+    from edgecnn.segment.data import load_split
+    from edgecnn.segment.train import train_segmenter
+
+    size = run.input_size
+    train_segmenter(r, data, size, run.dir, train_arrays=load_split(data, "train", size),
+                    val_arrays=load_split(data, "val", size))
+    run._mark("train", fp, ["model.keras", "history.json"])
+    for stage in ("export", "evaluate"):
+        run.state.pop(stage, None)
+    run._save_state()
+    return True
+
+
+def export_stage(run: Run, force: bool = False) -> list[str]:
+    """Export every configured format; int8 formats go through the mIoU-budgeted calibration choice."""
+    from edgecnn.segment.export import export_all
+
+    if not (run.dir / "model.keras").is_file():
+        raise EdgecnnError(f"no model.keras in {str(run.dir)!r}; run `edgecnn train {run.dir}` first.")
+    return export_all(run, segment_data(run), force=force)
+
+
+def evaluate_stage(run: Run, force: bool = False) -> RunResult:
+    """Measure every artifact on the test pairs (unless report.json is current), apply the budgets,
+    draw the best/worst masks, render the report."""
+    from edgecnn.evaluate.budgets import check_budgets
+    from edgecnn.export.manifest import read_manifest
+    from edgecnn.report import render_report
+    from edgecnn.segment.evaluate import evaluate_segmenters
+
+    data = segment_data(run)
+    manifest = read_manifest(run.dir)
+    fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()}, sha256_file(run.dir / "model.keras"),
+             run.recipe.evaluate.model_dump(mode="json"), data.fingerprint(), run.recipe.segment.examples)
+    path = run.dir / "report.json"
+    if not force and run._done("evaluate", fp, ["report.json"]):
+        log.info("evaluate: up to date (report.json), skipped measuring; re-checking budgets")
+        report = json.loads(path.read_text())
+    else:
+        report = evaluate_segmenters(run.recipe, run.dir, data, run.input_size)
+    if (run.dir / "int8.json").is_file():
+        report["int8_choice"] = json.loads((run.dir / "int8.json").read_text())
+    checks, violations = check_budgets(report, run.recipe.budgets)
+    report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
+    report["verdict"] = "pass" if not violations else "fail"
+    write_json(path, report)
+    run._mark("evaluate", fp, ["report.json"], hashed=False)
+    render_report(run.dir)
+    return RunResult(run.dir, report, violations)
+
+
+def run_segment(run: Run, force: bool = False) -> RunResult:
+    """``task: segment``: data -> train -> export -> evaluate over ``run``'s directory (every stage resumable)."""
+    if run.recipe.import_ is not None:
+        raise EdgecnnError("task: segment trains its own model; `edgecnn import` is for classifiers. "
+                           "Remove the import: section or set task: classify.")
+    segment_data(run)
+    train_stage(run, force=force)
+    export_stage(run, force=force)
+    return evaluate_stage(run, force=force)
