@@ -19,19 +19,28 @@ RECIPE = Path(__file__).resolve().parent.parent / "models" / "mcu-dsconv-96-gray
 SIZE = 48
 
 
-@pytest.fixture(scope="module")
-def gray_run(tmp_path_factory, tiny_defects) -> Path:
+def grey_run_dir(tmp_path_factory, tiny_defects) -> Path:
+    """The tiny grey MCU run, built once per test session (this module and tests/test_report_mcu.py read it;
+    under pytest-xdist the first worker builds it under a lock). Readers must not change it."""
+    from conftest import _shared_dir
     from edgecnn.config import load_recipe
     from edgecnn.pipeline import run
 
-    recipe = load_recipe(RECIPE, **{"model.input_size": SIZE, "data.batch_size": 16, "data.min_images_per_class": 5,
-                                    "export.calibration_images": 20, "evaluate.warmup": 1, "evaluate.runs": 10})
-    recipe.train.head.epochs = 4
-    recipe.export.formats = ["tflite-int8", "tflm-c"]
-    out = tmp_path_factory.mktemp("mcu") / "gray"
-    result = run(recipe, data=str(tiny_defects), output=out)
-    assert result.report is not None
+    with _shared_dir(tmp_path_factory, "mcu-gray-run") as (out, exists):
+        if not exists:
+            recipe = load_recipe(RECIPE, **{"model.input_size": SIZE, "data.batch_size": 16,
+                                            "data.min_images_per_class": 5, "export.calibration_images": 20,
+                                            "evaluate.warmup": 1, "evaluate.runs": 10})
+            recipe.train.head.epochs = 4
+            recipe.export.formats = ["tflite-int8", "tflm-c"]
+            result = run(recipe, data=str(tiny_defects), output=out)
+            assert result.report is not None
     return out
+
+
+@pytest.fixture(scope="module")
+def gray_run(tmp_path_factory, tiny_defects) -> Path:
+    return grey_run_dir(tmp_path_factory, tiny_defects)
 
 
 @pytest.mark.slow
@@ -57,6 +66,9 @@ def test_grey_model_end_to_end_and_tflm_equals_litert(gray_run, tiny_defects):
     report = json.loads((gray_run / "report.json").read_text())
     mcu = report["artifacts"]["model.int8.tflite@tflm"]["mcu"]
     assert mcu["arena_bytes"] / 1024 <= 192 and mcu["flash_bytes"] / 1024 <= 768     # cortex-m4-256k
+    agree = mcu["litert_agreement"]     # measured by the tflm runner on the evaluated test split
+    assert agree["images"] == len(y) and agree["reference"] == {"agreement": 1.0, "max_diff_steps": 0}
+    assert agree["xnnpack"]["agreement"] == pytest.approx(float(np.mean(tflm == lite)))
     checked = [c for c in report["budgets"]["checks"] if "cortex-m4-256k" in json.dumps(c)]
     assert checked and not [v for v in report["budgets"]["violations"] if "cortex-m4-256k" in json.dumps(v)]
     peak = mcu["activation_peak"]

@@ -593,6 +593,7 @@ class TFLMRunner(Runner):
         self.output = _spec(self.interpreter.get_output_details(0), sg.tensors[sg.outputs[0]].name)
         self.ops = list(dict.fromkeys(u.op for u in uses))
         self._figures: dict | None = None
+        self._evaluated: tuple[np.ndarray, np.ndarray] | None = None   # the largest batch run: (images, probs)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         out = np.empty((len(images), *self.output.shape[1:]), np.float32)
@@ -602,13 +603,54 @@ class TFLMRunner(Runner):
             self.interpreter.set_input(x, 0)
             self.interpreter.invoke()
             out[i] = dequantize(np.asarray(self.interpreter.get_output(0)), self.output)[0]
+        if len(images) > 1 and (self._evaluated is None or len(images) >= len(self._evaluated[0])):
+            self._evaluated = (images, out)
         return out
 
     def extra_figures(self) -> dict:
-        """``{"mcu": mcu_figures(...)}`` for the evaluator's report.json entry (computed once per runner)."""
+        """``{"mcu": mcu_figures(...)}`` for the evaluator's report.json entry (computed once per runner), with
+        ``litert_agreement`` (:func:`litert_agreement`) on the largest batch this runner answered (the test split)."""
         if self._figures is None:
-            self._figures = {"mcu": mcu_figures(self.data, self.path.name)}
+            mcu = mcu_figures(self.data, self.path.name)
+            if self._evaluated is not None:
+                mcu["litert_agreement"] = litert_agreement(self.data, *self._evaluated, self.input, self.output)
+            self._figures = {"mcu": mcu}
         return self._figures
+
+
+LITERT_KERNELS = {"xnnpack": "AUTO", "reference": "BUILTIN_REF"}
+"""LiteRT's kernels TFLM is compared with: its default (XNNPACK) and its reference kernels (TFLM's are ports)."""
+
+
+def litert_agreement(data: bytes, images: np.ndarray, probs: np.ndarray, inp: TensorSpec,
+                     out: TensorSpec) -> dict:
+    """TFLM's answers (``probs`` on ``images``) against LiteRT's int8 answers on the same images.
+
+    Returns:
+        ``{"images": N, "xnnpack": {...}, "reference": {...}}``, per LiteRT kernel set
+        (:data:`LITERT_KERNELS`): ``agreement`` (share of equal top-1 answers) and ``max_diff_steps``
+        (the largest output difference, in steps of the int8 output); ``error`` instead when LiteRT is
+        not installed. LiteRT's top-1 accuracy is the evaluator's own entry for the file.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as e:
+        return {"images": int(len(images)), "error": f"LiteRT (ai-edge-litert) is not installed: {e}"}
+    step = out.quantization[0] if out.quantization else 1.0
+    res: dict = {"images": int(len(images))}
+    for key, kind in LITERT_KERNELS.items():
+        interp = Interpreter(model_content=data, num_threads=1,
+                             experimental_op_resolver_type=getattr(OpResolverType, kind))
+        interp.allocate_tensors()
+        i, o = interp.get_input_details()[0], interp.get_output_details()[0]
+        lite = np.empty_like(probs)
+        for n, img in enumerate(images):
+            interp.set_tensor(i["index"], quantize(img[None], inp) if inp.quantization else img[None].astype(inp.dtype))
+            interp.invoke()
+            lite[n] = dequantize(interp.get_tensor(o["index"]), out)[0]
+        res[key] = {"agreement": float(np.mean(lite.argmax(1) == probs.argmax(1))),
+                    "max_diff_steps": int(round(float(np.abs(lite - probs).max()) / step))}
+    return res
 
 
 def _spec(d: dict, name: bytes | str | None) -> TensorSpec:
