@@ -6,6 +6,7 @@ the file and the key path, e.g. ``models/x.yaml: train.head.epochs: Input should
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,57 @@ class FinetuneConfig(_Strict):
         "(smaller steps closer to the input); 1.0 = one rate for all"))
 
 
+class DistributeConfig(_Strict):
+    """``train.distribute``: train in one process, on every local device, or on several workers.
+
+    ``data.batch_size`` is the batch of one replica (one device of one worker); the global batch is
+    ``data.batch_size x replicas``. With ``lr_scaling: linear`` every learning rate of the recipe is
+    multiplied by the replica count (the linear rule: lr grows with the global batch), so a recipe
+    tuned on one device keeps its lr per image; ``none`` uses the rates as written. See docs/distributed.md.
+    """
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field("none", description=(
+        "none: one process, TF's default device; mirrored: tf.distribute.MirroredStrategy over all local "
+        "devices; multi_worker: tf.distribute.MultiWorkerMirroredStrategy, the cluster read from TF_CONFIG"))
+    lr_scaling: Literal["linear", "none"] = Field(
+        "linear", description="linear: lr x replicas (global batch / data.batch_size); none: lr as written")
+    heartbeat_timeout_s: int = Field(
+        60, ge=5, le=3600, description="multi_worker: a worker silent this long is declared dead (TF's default is 10)")
+
+    def task(self) -> tuple[str, int, int, bool]:
+        """This process's ``(task type, index, worker count, is chief)`` from ``TF_CONFIG``.
+
+        One process (``("worker", 0, 1, True)``) unless the strategy is multi_worker and TF_CONFIG is
+        set. The chief is task ``chief``, else ``worker`` 0 (TensorFlow's rule); only it writes the run
+        directory.
+
+        Raises:
+            EdgecnnError: TF_CONFIG is not JSON of the form ``{"cluster": {...}, "task": {"type", "index"}}``.
+        """
+        raw = os.environ.get("TF_CONFIG", "")
+        if self.strategy != "multi_worker" or not raw.strip():
+            return "worker", 0, 1, True
+        try:
+            conf = json.loads(raw)
+            cluster, task = conf["cluster"], conf["task"]
+            workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+            kind, index = str(task["type"]), int(task["index"])
+            if kind not in ("chief", "worker") or not 0 <= index < len(cluster.get(kind, [])):
+                raise ValueError(f"task {kind} {index} is not a chief or worker of the cluster")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise EdgecnnError(
+                f"TF_CONFIG is not a valid cluster description ({e}). Received TF_CONFIG={raw[:300]!r}. Expected "
+                'e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}; '
+                "see docs/distributed.md.") from None
+        chief = kind == "chief" or (index == 0 and "chief" not in cluster)
+        return kind, index, workers, chief
+
+    @property
+    def is_chief(self) -> bool:
+        """False only on a multi_worker task other than the chief: such a task trains and writes nothing."""
+        return self.task()[3]
+
+
 class TrainConfig(_Strict):
     seed: int = 0
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
@@ -77,6 +129,7 @@ class TrainConfig(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     early_stopping_patience: int = Field(3, ge=1)
     class_weights: bool = False
+    distribute: DistributeConfig = DistributeConfig()
 
 
 def default_formats() -> list[str]:
