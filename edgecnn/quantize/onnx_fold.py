@@ -8,11 +8,12 @@ and onnxruntime runs the two broadcasts over the channel-last axis slowly: on Mo
 they were 14 % of the fp32 time and 27 % of the int8 time (benchmarks/results/int8_profile.json),
 where the int8 graph even quantises between them. The scale commutes with zero padding, so it
 always folds into the weights (``W * s``); the mean folds into the bias (``b - sum(W * s * mean)``)
-when the convolution does not pad, or pads with the mean itself (an explicit ``Pad`` of constant
-``mean``, when the mean is one number for every channel, as for EfficientNet-Lite's 127). A
-per-channel mean over a padding convolution (ImageNet mean/std, MobileNetV2 here) keeps one
-``Sub``, moved after the transpose where its broadcast is over contiguous planes. The result
-computes the same function (to float rounding; tests check it).
+when the convolution does not pad; a padding convolution instead pads with the mean itself (an
+explicit ``Pad`` of constant ``mean``; ONNX's Pad takes one value, so a per-channel mean such as
+ImageNet's pads each channel alone: Split -> Pad -> Concat, plain copies). Moving the ``Sub`` after
+the transpose is not enough: onnxruntime's int8 layout pass turns QLinearConv channels-last and
+moves the broadcast back onto NHWC. The result computes the same function (to float rounding;
+tests check it).
 """
 from __future__ import annotations
 
@@ -93,33 +94,39 @@ def fold_input_normalisation(model) -> str | None:
     nodes = list(g.node)
     new_nodes = []
     transpose.input[0] = x
-    if not any(pads) or uniform:
-        # (W s) * (x - m) = (W s) * x - sum(W s m): the mean goes into the bias
-        b_new = b.astype(np.float64) - (w_new * mean[None, :, None, None]).sum(axis=(1, 2, 3))
-        conv_in = transpose.output[0]
-        if any(pads):   # pad with the mean, which the folded conv maps to what zero padding did before
-            pad_name = f"{conv.name}__pad_mean"
-            pads_init = numpy_helper.from_array(np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64),
-                                                f"{pad_name}_pads")
-            value_init = numpy_helper.from_array(np.array(mean[0], np.float32), f"{pad_name}_value")
-            g.initializer.extend([pads_init, value_init])
-            new_nodes.append(helper.make_node("Pad", [conv_in, pads_init.name, value_init.name],
-                                              [f"{pad_name}:0"], name=pad_name, mode="constant"))
-            conv_in = f"{pad_name}:0"
-            for a in conv.attribute:
-                if a.name == "pads":
-                    del a.ints[:]
-                    a.ints.extend([0, 0, 0, 0])
-        folded = "scale and mean" + (" (the mean as the padding value)" if any(pads) else "")
-    else:
-        b_new = b.astype(np.float64)
-        sub_name = f"{sub.name}__nchw"
-        m_init = numpy_helper.from_array(mean.astype(np.float32).reshape(1, channels, 1, 1), f"{sub_name}_mean")
-        g.initializer.append(m_init)
-        new_nodes.append(helper.make_node("Sub", [transpose.output[0], m_init.name], [f"{sub_name}:0"],
-                                          name=sub_name))
-        conv_in = f"{sub_name}:0"
-        folded = "scale (a per-channel mean over a padding conv stays: one Sub after the transpose)"
+    # (W s) * (x - m) = (W s) * x - sum(W s m): the mean goes into the bias, and a padding conv pads
+    # with the mean instead of zeros (which the folded conv maps to what zero padding did before)
+    b_new = b.astype(np.float64) - (w_new * mean[None, :, None, None]).sum(axis=(1, 2, 3))
+    conv_in = transpose.output[0]
+    if any(pads):
+        pad_name = f"{conv.name}__pad_mean"
+        pads_init = numpy_helper.from_array(np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64),
+                                            f"{pad_name}_pads")
+        g.initializer.append(pads_init)
+        # ONNX Pad takes one value: a per-channel mean pads each channel alone (Split -> Pad -> Concat)
+        parts = [conv_in] if uniform else [f"{pad_name}_split:{c}" for c in range(channels)]
+        if not uniform:
+            sizes = numpy_helper.from_array(np.ones(channels, np.int64), f"{pad_name}_split_sizes")
+            g.initializer.append(sizes)
+            new_nodes.append(helper.make_node("Split", [conv_in, sizes.name], parts, name=f"{pad_name}_split",
+                                              axis=1))
+        padded = []
+        for c, part in enumerate(parts):
+            value = numpy_helper.from_array(np.array(mean[c], np.float32), f"{pad_name}_value{c}")
+            g.initializer.append(value)
+            padded.append(f"{pad_name}:{c}")
+            new_nodes.append(helper.make_node("Pad", [part, pads_init.name, value.name], [padded[-1]],
+                                              name=f"{pad_name}{c}", mode="constant"))
+        if not uniform:
+            padded = [f"{pad_name}_concat:0"]
+            new_nodes.append(helper.make_node("Concat", [f"{pad_name}:{c}" for c in range(channels)], padded,
+                                              name=f"{pad_name}_concat", axis=1))
+        conv_in = padded[0]
+        for a in conv.attribute:
+            if a.name == "pads":
+                del a.ints[:]
+                a.ints.extend([0, 0, 0, 0])
+    folded = "scale and mean" + (" (the mean as the padding value)" if any(pads) else "")
     conv.input[0] = conv_in
     w_name, b_name = f"{conv.name}__w_folded", f"{conv.name}__b_folded"
     g.initializer.extend([numpy_helper.from_array(w_new.astype(np.float32), w_name),
