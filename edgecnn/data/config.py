@@ -34,6 +34,11 @@ class DataConfig(Strict):
     batch_size: int = Field(32, ge=1, le=4096)
     channels: Literal[1, 3] = Field(3, description="model input channels: 3 (RGB) or 1 (grey, e.g. an MCU camera)")
     augment: AugmentConfig = AugmentConfig()
+    cache: Literal["auto", "memory", "disk", "none"] = Field("auto", description=(
+        "where training keeps decoded images after the first epoch: memory (uint8 when the images are "
+        "already at the input size, else float32), disk (a tf.data file cache under the run directory), "
+        "none (decode every epoch); auto: memory when the split fits cache_memory_mb, else disk"))
+    cache_memory_mb: float = Field(1024, ge=0, description="auto: the most memory one split's cache may take")
 
 
 __all__ = ["AugmentConfig", "DataConfig"]
