@@ -55,6 +55,7 @@ class InferenceClient:
         self.api_key = api_key
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
+        self._input_names: dict[tuple[str, str | None], str] = {}   # (model, version) -> input tensor name
 
     # ------------------------------------------------------------------ transport
 
@@ -143,11 +144,14 @@ class InferenceClient:
     def infer(self, model: str, images: np.ndarray, *, version: str | None = None, binary: bool = True,
               input_name: str | None = None) -> np.ndarray:
         """Probabilities (N, classes) for a batch of pixels 0-255 (N, H, W, C)."""
-        if input_name is None:
-            input_name = self.model_metadata(model, version)["inputs"][0]["name"]
+        key = (model, version)
+        if input_name is None:   # asked once per model, not per call: a metadata round trip doubles the requests
+            input_name = self._input_names.get(key) or self.model_metadata(model, version)["inputs"][0]["name"]
+            self._input_names[key] = input_name
         body, headers = self.encode_infer(images, input_name, binary=binary)
         status, resp_headers, data = self.request("POST", _model_path(model, version) + "/infer", body, headers)
         if status != 200:
+            self._input_names.pop(key, None)   # a reloaded model may have renamed its input: ask again next time
             _decode(status, data, f"infer {model}")
         _, arrays = split_binary_response(data, resp_headers.get("inference-header-content-length"))
         return next(iter(arrays.values())).astype(np.float32)
