@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,7 @@ def train_segmenter(recipe: Any, data: Any, size: int, run_dir: Path, *, train_a
     Returns:
         The history (``phases``, ``class_weights``).
     """
+    started = time.perf_counter()
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     t, s = recipe.train, recipe.segment
@@ -234,5 +236,6 @@ def train_segmenter(recipe: Any, data: Any, size: int, run_dir: Path, *, train_a
     clean.set_weights(model.get_weights())
     with atomic_path(run_dir / "model.keras") as tmp:
         clean.save(str(tmp))
+    history["wall_s"] = round(time.perf_counter() - started, 1)  # this invocation's (a resumed run: the rest)
     write_json(run_dir / "history.json", history)
     return history
