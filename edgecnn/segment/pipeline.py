@@ -57,12 +57,23 @@ def train_stage(run: Run, force: bool = False) -> bool:
     if not force and run._done("train", fp, ["model.keras", "history.json"]):
         log.info("train: up to date (model.keras), skipped")
         return False
+    # Phase 1 depends on fewer settings than the whole stage: a new fine-tuning schedule keeps it.
+    t = r.train
+    fp1 = _fp("segment-phase1", data.fingerprint(), r.model.model_dump(mode="json"), t.seed, t.optimizer, t.momentum,
+              t.freeze_backbone, t.head.model_dump(mode="json"), t.early_stopping_patience, r.data.augment.flip,
+              r.data.batch_size, r.segment.class_weight_power, r.segment.dice_weight, run.input_size)
     ckpt = run.dir / "checkpoints"
-    marker = ckpt / "fingerprint.txt"
+    marker, marker1 = ckpt / "fingerprint.txt", ckpt / "phase1.fingerprint.txt"
     if ckpt.exists() and (force or not marker.is_file() or marker.read_text() != fp):
-        shutil.rmtree(ckpt)  # checkpoints of another config must not be resumed
+        keep1 = not force and marker1.is_file() and marker1.read_text() == fp1
+        for old in ckpt.iterdir():  # checkpoints of another config must not be resumed
+            if not (keep1 and old.name.startswith("phase1")):
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        if keep1:
+            log.info("train: phase 1 of the same settings kept; phase 2 starts again")
     ckpt.mkdir(parents=True, exist_ok=True)
     write_text(marker, fp)
+    write_text(marker1, fp1)
     from edgecnn.segment.data import load_split
     from edgecnn.segment.train import train_segmenter
 
