@@ -221,6 +221,11 @@ class Run:
         if not force and self._done("train", fp, ["model.keras", "history.json"]):
             log.info("train: up to date (model.keras), skipped")
             return False
+        if not self.recipe.train.distribute.is_chief:  # a multi_worker non-chief: trains, writes nothing here
+            from edgecnn.train import train
+
+            train(self.recipe, self.dataset(), self.dir)
+            return True
         ckpt = self.dir / "checkpoints"
         marker = ckpt / "fingerprint.txt"
         if ckpt.exists() and (force or not marker.is_file() or marker.read_text() != fp):
@@ -483,6 +488,8 @@ def run_classify(r: Run, force: bool = False) -> RunResult:
     """``task: classify``: data -> train -> compress -> export -> evaluate over ``r``'s run directory."""
     r.dataset()
     r.train(force=force)
+    if not r.recipe.train.distribute.is_chief:  # the chief alone runs the stages after training
+        return RunResult(r.dir)
     r.compress(force=force)
     r.export(force=force)
     return r.evaluate(force=force)

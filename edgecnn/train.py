@@ -9,14 +9,21 @@ the first '_' (MobileNetV2: ``stem``, ``block1`` ... ``block17``, ``head``; Effi
 ``stem``, ``block1a`` ... ``block7a``, ``top`` -- one per MBConv block). Early stopping on
 validation loss restores the best weights. Each phase checkpoints every epoch (Keras
 BackupAndRestore), so a killed run resumes.
+
+``train.distribute`` runs the same fit under a ``tf.distribute`` strategy: ``mirrored`` (every local
+device) or ``multi_worker`` (``MultiWorkerMirroredStrategy``, the cluster from ``TF_CONFIG``). Each
+worker reads only its share of the file list, the global batch is ``data.batch_size`` x replicas,
+and only the chief writes the run directory (docs/distributed.md).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,7 @@ import numpy as np
 
 from edgecnn._io import atomic_path, write_json
 from edgecnn._tf import keras, tf
-from edgecnn.config import Recipe
+from edgecnn.config import DistributeConfig, Recipe
 from edgecnn.data.folders import Dataset
 from edgecnn.data.loader import make_dataset
 from edgecnn.errors import EdgecnnError
@@ -69,6 +76,7 @@ class TrainResult:
     model: Any
     history: dict[str, list]
     resumed: bool
+    chief: bool = True   # False on a multi_worker task that is not the chief: it wrote nothing to the run directory
 
 
 def block_of(layer_name: str) -> str:
@@ -170,6 +178,27 @@ class _LrLogger(keras.callbacks.Callback):
         logs["lr"] = float(tf.keras.backend.get_value(value) if not hasattr(value, "numpy") else value.numpy())
 
 
+class _RestoreBest(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest validation loss and put them back when the fit ends.
+
+    In memory, on every worker alike: the validation loss is the same all-reduced figure on each, so
+    they pick the same epoch (reading BatchNorm statistics is a collective op, so all must read).
+    After a resume it compares only the epochs run since, as a restarted ModelCheckpoint would.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.best, self.weights = math.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss", math.inf)
+        if loss < self.best:
+            self.best, self.weights = loss, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
 class _EpochLog(keras.callbacks.Callback):
     """A progress bar over the phase's batches (terminal) and one log line per epoch (always)."""
 
@@ -206,10 +235,12 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 
 def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
-               ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None) -> tuple[dict, bool]:
+               ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None,
+               val_steps: int | None = None, chief: bool = True) -> tuple[dict, bool]:
     """Compile and fit one phase with per-epoch backup; returns (history, resumed).
 
     ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
+    ``val_steps`` (distributed: the datasets repeat, so Keras needs both counts) fits ``steps`` per epoch.
     """
     t = recipe.train
     var_scales = None
@@ -219,40 +250,105 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
     model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum, var_scales),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
-    backup = ckpt_dir / f"{phase}-backup"
-    best = ckpt_dir / f"{phase}-best.weights.h5"
+    backup = ckpt_dir / f"{phase}-backup"   # under multi_worker: the chief's, read by all (shared storage)
     resumed = backup.exists()
     if resumed:
         log.info("%s: resuming from the last completed epoch in %s", phase, backup)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.BackupAndRestore(str(backup)),   # a non-chief writes a temporary copy, Keras removes it
+        _RestoreBest(),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience),
         _LrLogger(),
         _EpochLog(phase, cfg_epochs, steps),
     ]
+    counts = {"steps_per_epoch": steps, "validation_steps": val_steps} if val_steps else {}
     hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg_epochs, callbacks=callbacks,
-                     class_weight=cw, verbose=0)
-    if best.exists():
-        model.load_weights(str(best))
-    shutil.rmtree(backup, ignore_errors=True)
+                     class_weight=cw, verbose=0, **counts)
+    if chief:
+        shutil.rmtree(backup, ignore_errors=True)
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
+
+
+def make_strategy(cfg: DistributeConfig):
+    """The recipe's ``tf.distribute`` strategy, or None for ``strategy: none``.
+
+    A MultiWorkerMirroredStrategy starts the worker's gRPC server and waits for the whole cluster
+    (``TF_CONFIG``), so it must be made before TensorFlow runs anything in the process.
+
+    Raises:
+        EdgecnnError: TF_CONFIG is malformed, or TensorFlow already ran in this process.
+    """
+    if cfg.strategy == "none":
+        return None
+    if cfg.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    _, _, workers, _ = cfg.task()
+    if workers == 1:
+        log.warning("train.distribute: multi_worker without a TF_CONFIG cluster: training as one worker")
+    else:
+        _heartbeat_timeout(cfg.heartbeat_timeout_s)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as e:
+        raise EdgecnnError(f"train.distribute: multi_worker could not start ({e}). Start each worker in a fresh "
+                           "process (e.g. `edgecnn train RUN` with TF_CONFIG set), before anything else runs "
+                           "TensorFlow; see docs/distributed.md.") from None
+
+
+def _heartbeat_timeout(seconds: int) -> None:
+    """Configure TF's coordination service as MultiWorkerMirroredStrategy would, with a longer heartbeat
+    timeout: TF's 10 s declares a busy worker on a loaded machine dead. TF has no public knob for it."""
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf.coordination_config_pb2 import CoordinatedJob
+        from tensorflow.python.eager import context
+    except ImportError:  # another TF layout: keep its default
+        return
+    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    jobs = [CoordinatedJob(name=j, num_tasks=len(cluster[j])) for j in ("chief", "worker") if j in cluster]
+    leader = "chief" if "chief" in cluster else "worker"
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0", coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=seconds * 1000)
+
+
+def _with_class_weights(data, cw: dict[int, float] | None):
+    """(x, y) -> (x, y, class weight of y): ``class_weight`` of a distributed fit, which Keras cannot apply."""
+    if not cw:
+        return data
+    table = tf.constant([cw[i] for i in range(len(cw))], tf.float32)
+    return data.map(lambda x, y: (x, y, tf.gather(table, y)))
 
 
 def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResult:
     """Build the recipe's model and train it in one or two phases; writes model.keras and history.json.
+
+    Under ``train.distribute`` every worker runs this same function (each step is a collective op);
+    a non-chief reads the run directory's checkpoints but writes only to a temporary folder.
 
     Args:
         recipe: the validated recipe.
         ds: the discovered dataset.
         run_dir: the run directory (checkpoints/ and the outputs go here).
     """
+    dist = recipe.train.distribute
+    strategy = make_strategy(dist)   # first: nothing may run TensorFlow before a multi-worker strategy
+    _, _, workers, chief = dist.task()
+    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as stack:
+        out_dir = run_dir if chief else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgecnn-worker")))
+        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if strategy is not None:
+            stack.enter_context(strategy.scope())
+        return _train(recipe, ds, run_dir, out_dir, strategy, workers, chief)
+
+
+def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, workers: int,
+           chief: bool) -> TrainResult:
+    """:func:`train` inside the strategy's scope: reads checkpoints from ``run_dir``, writes to ``out_dir``."""
     from edgecnn.arch import create_model, get_model_entry
 
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
+    ckpt_dir, out_ckpt = run_dir / "checkpoints", out_dir / "checkpoints"
     keras.utils.set_random_seed(t.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -267,18 +363,44 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResul
         raise EdgecnnError(f"model.args of the recipe: {e}") from None
     model = with_input_channels(model, ds.channels)
 
-    bs = recipe.data.batch_size
-    train_ds = make_dataset(ds, "train", size, bs, training=True, augment=recipe.data.augment, seed=t.seed)
-    val_ds = make_dataset(ds, "val", size, bs)
-    steps = math.ceil(len(ds.paths("train")) / bs)
+    d = recipe.data
+    bs = d.batch_size
     cw = class_weights(ds.labels("train"), len(ds.classes)) if t.class_weights else None
+    cache = {"cache": d.cache, "cache_memory_mb": d.cache_memory_mb, "cache_dir": out_dir / "cache"}
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    lr_factor = replicas if t.distribute.lr_scaling == "linear" else 1
+    if strategy is None:
+        train_ds = make_dataset(ds, "train", size, bs, training=True, augment=d.augment, seed=t.seed, **cache)
+        val_ds = make_dataset(ds, "val", size, bs, **cache)
+        steps, val_steps = math.ceil(len(ds.paths("train")) / bs), None
+    else:
+        # Each worker decodes only its share of each split (ceil(n / workers) files, so all run the same
+        # number of steps) in batches of data.batch_size per replica; the datasets repeat and Keras counts.
+        local = replicas // workers
 
+        def steps_of(split: str) -> int:
+            return math.ceil(math.ceil(math.ceil(len(ds.paths(split)) / workers) / bs) / local)
+
+        def inputs(split: str, training: bool):
+            def fn(ctx):
+                data = make_dataset(ds, split, size, ctx.get_per_replica_batch_size(bs * replicas),
+                                    training=training, augment=d.augment if training else None, seed=t.seed,
+                                    shard=(ctx.num_input_pipelines, ctx.input_pipeline_id), repeat=True, **cache)
+                return _with_class_weights(data, cw) if training else data
+            return strategy.distribute_datasets_from_function(fn)
+
+        train_ds, val_ds = inputs("train", True), inputs("val", False)
+        steps, val_steps = steps_of("train"), steps_of("val")
+        log.info("train.distribute: %s, %d worker(s), %d replica(s), global batch %d, lr x %g",
+                 t.distribute.strategy, workers, replicas, bs * replicas, lr_factor)
+        cw = None   # applied as sample weights above
     pretrained = args.get("weights") not in (None, "")
     freeze = {"auto": pretrained, "yes": True, "no": False}[t.freeze_backbone]
     history: dict[str, Any] = {"phases": []}
     resumed_any = False
 
     phase1_done = ckpt_dir / "phase1.weights.h5"
+    head_lr = t.head.lr * lr_factor
     if phase1_done.exists():
         model.load_weights(str(phase1_done))
         history = json.loads((ckpt_dir / "phase1.history.json").read_text())
@@ -286,33 +408,38 @@ def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResul
         log.info("phase 1 already finished; loaded %s", phase1_done)
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
-        h, resumed = _fit_phase(model, "phase1", t.head.epochs, t.head.lr, recipe, train_ds, val_ds,
-                                ckpt_dir, cw, steps)
+        h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
+                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
-                                  "lr": t.head.lr, **h})
-        with atomic_path(phase1_done) as tmp:
-            model.save_weights(str(tmp))
-        write_json(ckpt_dir / "phase1.history.json", history)
+                                  "lr": head_lr, **h})
+        with atomic_path(out_ckpt / "phase1.weights.h5") as tmp:
+            model.save_weights(str(tmp))   # every worker: reading BatchNorm statistics is a collective op
+        write_json(out_ckpt / "phase1.history.json", history)
 
     ft = t.finetune
     if freeze and ft.blocks and ft.epochs:
         blocks = backbone_blocks(model)
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
-        lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
+        lr = _schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
-                                steps, scales)
+                                steps, scales, val_steps=val_steps, chief=chief)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
-                                  "lr": t.head.lr * ft.lr_factor, "schedule": ft.schedule, "lr_decay": ft.lr_decay,
+                                  "lr": head_lr * ft.lr_factor, "schedule": ft.schedule, "lr_decay": ft.lr_decay,
                                   "block_lr_factors": scales or {}, **h})
+    if strategy is not None:
+        history["distribute"] = {"strategy": t.distribute.strategy, "workers": workers, "replicas": replicas,
+                                 "batch_per_replica": bs, "global_batch": bs * replicas,
+                                 "lr_scaling": t.distribute.lr_scaling, "lr_factor": lr_factor}
 
     set_trainable(model, None)  # saved model is plainly trainable for later compression stages
     clean = keras.models.clone_model(model)  # without optimizer state: a third of the size
     clean.set_weights(model.get_weights())
-    with atomic_path(run_dir / "model.keras") as tmp:
+    with atomic_path(out_dir / "model.keras") as tmp:
         clean.save(str(tmp))
-    write_json(run_dir / "history.json", history)
-    return TrainResult(model=model, history=history, resumed=resumed_any)
+    write_json(out_dir / "history.json", history)
+    shutil.rmtree(out_dir / "cache", ignore_errors=True)   # a file cache is for the epochs of this fit only
+    return TrainResult(model=model, history=history, resumed=resumed_any, chief=chief)
