@@ -205,7 +205,7 @@ def train_segmenter(recipe: Any, data: Any, size: int, run_dir: Path, *, train_a
     freeze = {"auto": pretrained, "yes": True, "no": False}[t.freeze_backbone]
     history: dict[str, Any] = {"phases": [], "class_weights": dict(zip(data.classes, map(float, weights)))}
 
-    phase1_done = ckpt_dir / "phase1.weights.h5"
+    phase1_done = ckpt_dir / "phase1.h5"  # legacy h5 both ways (a ".weights.h5" name is read as Keras 3's format)
     if phase1_done.exists():
         model.load_weights(str(phase1_done))
         history = json.loads((ckpt_dir / "phase1.history.json").read_text())
