@@ -413,8 +413,11 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
                                   "lr": head_lr, **h})
-        with atomic_path(out_ckpt / "phase1.weights.h5") as tmp:
-            model.save_weights(str(tmp))   # every worker: reading BatchNorm statistics is a collective op
+        # The temp name must end in .weights.h5 too: Keras picks the format by it (legacy h5 for a bare .h5,
+        # which load_weights of a *.weights.h5 path cannot read). Every worker saves: reading BatchNorm
+        # statistics is a collective op.
+        with atomic_path(out_ckpt / "phase1.weights.h5", suffix=".weights.h5") as tmp:
+            model.save_weights(str(tmp))
         write_json(out_ckpt / "phase1.history.json", history)
 
     ft = t.finetune

@@ -1,11 +1,12 @@
-"""train.distribute: multi_worker, two workers as two processes on localhost (CPU).
+"""train.distribute: multi_worker, two workers as two processes on localhost (CPU); mirrored in-process.
 
-One scenario, to keep it cheap: a one-process reference fit with the same global batch, learning
-rate and seed; then two workers (`edgecnn train RUN` with TF_CONFIG) killed after their second epoch
-and started again. The resumed job must continue the epoch count from the chief's backup, the chief
-alone must write the run directory, and the epoch losses (killed run's epochs, then the resumed
-ones) must follow the reference's within LOSS_TOL: the workers see the same images in the same
-global batch size, but each worker shuffles only its half, so batches differ.
+The multi_worker test is one scenario, to keep it cheap: a one-process reference fit with the
+same global batch, learning rate and seed; then two workers (`edgecnn train RUN` with TF_CONFIG)
+killed after their second epoch and started again. The resumed job must continue the epoch count
+from the chief's backup, the chief alone must write the run directory, and the epoch losses (the
+killed run's epochs, then the resumed ones) must follow the reference's within LOSS_TOL: the
+workers see the same images in the same global batch size, but each worker shuffles only its
+half, so batches differ.
 """
 from __future__ import annotations
 
@@ -21,16 +22,61 @@ from pathlib import Path
 
 import pytest
 
+from edgecnn.config import DistributeConfig
+from edgecnn.errors import EdgecnnError
+
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
-LOSS_TOL = 0.10   # relative, per epoch (measured: at most 5%)
-pytestmark = pytest.mark.slow
+# Relative, per epoch. Measured: two workers 0.8/0.9/0.3 %; one-replica mirrored 1.7/1.0/9.7 %. A fit under a
+# strategy is not bit-identical to a plain one, and Adam's first steps are about lr x sign(gradient), so
+# rounding-level differences in near-zero gradients become whole steps on a 28-image set.
+LOSS_TOL = 0.15
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from edgecnn.data.defects import make_defects
+
+    out = tmp_path_factory.mktemp("dist") / "data"
+    make_defects(out, seed=0, per_class=12, size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> dict:
+    """The one-process fit (strategy none) at the workers' global batch (2 x 8) and their linearly
+    scaled lr (2 x 0.003): phase 1's history."""
+    from edgecnn.config import Recipe
+    from edgecnn.pipeline import Run
+    from edgecnn.train import train
+
+    one = Recipe.model_validate(_recipe(data))
+    one.data.batch_size, one.train.head.lr = 16, 0.006
+    out = tmp_path_factory.mktemp("one")
+    return train(one, Run(one, out).dataset(), out).history["phases"][0]
+
+
+def test_tf_config_gives_the_task_and_the_chief(monkeypatch):
+    mw = DistributeConfig(strategy="multi_worker")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert mw.task() == ("worker", 0, 1, True)
+    cluster = {"worker": ["h1:2222", "h2:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert mw.task() == ("worker", 1, 2, False) and not mw.is_chief
+    assert DistributeConfig().is_chief   # strategy none ignores TF_CONFIG
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["h0:1"], **cluster},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert mw.task() == ("worker", 0, 3, False)   # with a chief task, worker 0 is not the chief
+    for bad in ("{not json", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}})):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(EdgecnnError, match="TF_CONFIG is not a valid cluster description.*Received TF_CONFIG="):
+            mw.task()
 
 
 def _recipe(data: Path, **train) -> dict:
     no_aug = {"flip": "none", "rotation": 0, "zoom": 0, "contrast": 0}
     return {"name": "dist", "data": {"path": str(data), "batch_size": 8, "min_images_per_class": 2, "augment": no_aug},
-            "model": {"name": "dsconv", "input_size": 32, "args": {"alpha": 0.25, "depth": 4}},
+            "model": {"name": "dsconv", "input_size": 32, "args": {"alpha": 0.25, "depth": 4, "dropout": 0.0}},
             "train": {"head": {"epochs": EPOCHS, "lr": 0.003}, "finetune": {"blocks": 0},
                       "early_stopping_patience": 50, **train}}
 
@@ -57,19 +103,28 @@ def _epoch_losses(text: str) -> dict[int, float]:
     return {int(m[1]): float(m[2]) for m in re.finditer(r"phase1 epoch (\d+)/\d+ .*?\bloss=([0-9.e+-]+)", text)}
 
 
-def test_two_workers_train_like_one_process_and_resume_after_a_kill(tmp_path):
-    from edgecnn.config import Recipe, dump_recipe
-    from edgecnn.data.defects import make_defects
+@pytest.mark.slow
+def test_mirrored_trains_like_one_process(data, reference, tmp_path):
+    """MirroredStrategy over this machine's devices (one CPU replica here): the distributed input path
+    (repeating per-replica batches; class weights, all 1 on this balanced split, as sample weights)
+    follows the plain fit within LOSS_TOL."""
+    from edgecnn.config import Recipe
     from edgecnn.pipeline import Run
     from edgecnn.train import train
 
-    data = tmp_path / "data"
-    make_defects(data, seed=0, per_class=12, size=32)
+    r = Recipe.model_validate(_recipe(data, class_weights=True, distribute={"strategy": "mirrored"}))
+    r.data.batch_size, r.train.head.lr = 16, 0.006
+    res = train(r, Run(r, tmp_path).dataset(), tmp_path)
+    assert res.chief and (tmp_path / "model.keras").is_file()
+    replicas = res.history["distribute"]["replicas"]
+    if replicas == 1:   # several GPUs: another global batch and lr, nothing to compare
+        for key in ("loss", "val_loss"):
+            assert res.history["phases"][0][key] == pytest.approx(reference[key], rel=LOSS_TOL), key
 
-    # The reference: one process, the workers' global batch (2 x 8) and their linearly scaled lr (2 x 0.003).
-    one = Recipe.model_validate(_recipe(data))
-    one.data.batch_size, one.train.head.lr = 16, 0.006
-    ref = train(one, Run(one, tmp_path / "one").dataset(), tmp_path / "one").history["phases"][0]["loss"]
+
+@pytest.mark.slow
+def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, reference, tmp_path):
+    from edgecnn.config import Recipe, dump_recipe
 
     run = tmp_path / "two"
     run.mkdir()
@@ -106,7 +161,7 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(tmp_path):
                                      "global_batch": 16, "lr_scaling": "linear", "lr_factor": 2}
     assert history["phases"][0]["loss"] == pytest.approx([after[e] for e in sorted(after)], rel=1e-3)
     curve = [before[e] if e in before else after[e] for e in range(1, EPOCHS + 1)]
-    assert curve == pytest.approx(ref, rel=LOSS_TOL), (curve, ref)
+    assert curve == pytest.approx(reference["loss"], rel=LOSS_TOL), (curve, reference["loss"])
 
     # The chief alone wrote the run directory; worker 1's temporary copies are gone.
     files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
