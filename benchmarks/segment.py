@@ -87,16 +87,16 @@ def main() -> int:
         results[name] = summarise(run_dir, round(time.perf_counter() - t0, 1))
         if results[name]["train_wall_s"] is None and args.train_wall_s is not None:
             results[name]["train_wall_s_from_log"] = args.train_wall_s
-    best = max(results, key=lambda n: results[n]["float_miou"])
-    out = {"benchmark": "segment", "recipe": str(Path(args.recipe).relative_to(ROOT)), "machine": machine_info(),
-           "load_average_before": load_before, "load_average_after": os.getloadavg(),
-           "note": "2-core VM shared with other jobs; latencies are batch 1 at 1 thread, compare within this file",
-           "best": best, "best_float_miou": results[best]["float_miou"],
-           "acceptance": results[best]["acceptance"], "models": results}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.output).with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.output)
+        best = max(results, key=lambda n: results[n]["float_miou"])
+        out = {"benchmark": "segment", "recipe": str(Path(args.recipe).relative_to(ROOT)),
+               "machine": machine_info(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+               "note": "2-core VM shared with other jobs; latencies are batch 1 at 1 thread, compare within this file",
+               "best": best, "best_float_miou": results[best]["float_miou"],
+               "acceptance": results[best]["acceptance"], "models": results}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # after each model: a partial file survives
+        tmp = Path(args.output).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, args.output)
     print(json.dumps({"best": best, "float_miou": results[best]["float_miou"],
                       "acceptance": results[best]["acceptance"]}, indent=1))
     return 0

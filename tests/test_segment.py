@@ -222,14 +222,14 @@ def test_check_gates_the_mask_figures(seg_run, tmp_path):
     run_dir, _ = seg_run
     miou = json.loads((run_dir / "report.json").read_text())["artifacts"]["model.int8.tflite"]["metrics"]["miou"]
     budgets = tmp_path / "budgets.yaml"
-    budgets.write_text(yaml.safe_dump({"targets": [{"name": "m", "artifacts": "model.int8.tflite",
-                                                    "budgets": {"min_miou": round(miou - 0.01, 4)}}]}))
-    ok = subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run_dir), str(budgets)],
+    budgets.write_text(yaml.safe_dump({"version": 1, "targets": [{"name": "m", "artifacts": "model.int8.tflite",
+                                                                  "budgets": {"min_miou": round(miou - 0.01, 4)}}]}))
+    ok = subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run_dir), "--budgets", str(budgets)],
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    budgets.write_text(yaml.safe_dump({"targets": [{"name": "m", "artifacts": "model.int8.tflite",
-                                                    "budgets": {"min_miou": round(miou + 0.01, 4)}}]}))
-    bad = subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run_dir), str(budgets)],
+    budgets.write_text(yaml.safe_dump({"version": 1, "targets": [{"name": "m", "artifacts": "model.int8.tflite",
+                                                                  "budgets": {"min_miou": round(miou + 0.01, 4)}}]}))
+    bad = subprocess.run([sys.executable, "-m", "edgecnn.cli", "check", str(run_dir), "--budgets", str(budgets)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "min_miou" in bad.stdout + bad.stderr
 
@@ -244,7 +244,7 @@ def test_service_returns_the_mask_and_areas(seg_run, tiny_defects, tmp_path):
     image = sorted((tiny_defects / "test/spot").iterdir())[0].read_bytes()
     server = Server(run_dir, log_dir=tmp_path).wait_ready()
     try:
-        url = f"{server.url}/v2/models/{run_dir.name}/classify"
+        url = f"{server.url}/v2/models/tiny-segment/classify"  # the recipe's name
         r = httpx.post(url, content=image, headers={"content-type": "image/png"}, timeout=60)
         assert r.status_code == 200, r.text
         body = r.json()

@@ -32,7 +32,7 @@ from edgecnn.data.folders import IMAGE_SUFFIXES, SPLITS, discover
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 
-__all__ = ["BACKGROUND", "Pair", "SegmentData", "discover_pairs", "load_pair", "load_split"]
+__all__ = ["BACKGROUND", "Pair", "SegmentData", "discover_pairs", "load_pair", "load_split", "spread"]
 
 BACKGROUND = "background"
 GOOD = "good"
@@ -224,9 +224,20 @@ def load_pair(pair: Pair, size: int, classes: list[str], palette=None,
     return pixels, load_mask(pair, image_size, size, classes, palette)
 
 
+def spread(pairs: list[Pair], n: int) -> list[Pair]:
+    """``n`` of ``pairs`` at evenly spaced positions (all of them when there are no more than ``n``)."""
+    if n >= len(pairs):
+        return list(pairs)
+    return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, n).round().astype(int))]
+
+
 def load_split(data: SegmentData, split: str, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A split as (N, size, size, channels) float32 images and (N, size, size) uint8 masks."""
-    pairs = data.splits[split][:limit] if limit else data.splits[split]
+    """A split as (N, size, size, channels) float32 images and (N, size, size) uint8 masks.
+
+    ``limit`` takes that many pairs spread evenly over the split, which is grouped by class: the first
+    ``limit`` would miss whole classes, and a class absent from a subset's truth makes its mIoU jump
+    when a few pixels of it are (or are not) predicted."""
+    pairs = spread(data.splits[split], limit) if limit else data.splits[split]
     if not pairs:
         raise EdgecnnError(f"the {split} split of {str(data.root)!r} has no image + mask pairs.")
     out = [load_pair(p, size, data.classes, data.palette, data.channels) for p in pairs]

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgecnn._io import sha256_file, write_json
 from edgecnn.pipeline import Run, _fp
-from edgecnn.segment.data import SegmentData, load_pair, load_split
+from edgecnn.segment.data import SegmentData, load_pair, load_split, spread
 from edgecnn.segment.metrics import confusion_matrix, mean_iou, pixel_agreement
 
 log = logging.getLogger("edgecnn.segment")
@@ -26,9 +26,8 @@ CANDIDATES = "int8_candidates"
 
 def calibration_images(data: SegmentData, size: int, n: int) -> np.ndarray:
     """``n`` training images spread evenly over the train pairs (which are grouped by class)."""
-    pairs = data.splits["train"]
-    idx = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
-    return np.stack([load_pair(pairs[i], size, data.classes, data.palette, data.channels)[0] for i in idx])
+    return np.stack([load_pair(p, size, data.classes, data.palette, data.channels)[0]
+                     for p in spread(data.splits["train"], n)])
 
 
 def predict_masks(runner: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:

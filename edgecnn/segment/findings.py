@@ -72,7 +72,7 @@ def write_examples(run_dir: Path, data: SegmentData, images: np.ndarray, truth: 
     ranked = sorted(with_defect, key=lambda i: (scores[i], i))
     picks = [("worst", i) for i in ranked[:n]] + [("best", i) for i in ranked[::-1][:n] if i not in ranked[:n]]
     out = []
-    for rank, (kind, i) in enumerate(picks):
+    for kind, i in picks:
         tiles = [np.clip(images[i], 0, 255).astype(np.uint8), overlay(images[i], truth[i]),
                  overlay(images[i], float_masks[i])]
         titles = ["image", "truth", f"float {scores[i]:.2f}"]
@@ -83,7 +83,7 @@ def write_examples(run_dir: Path, data: SegmentData, images: np.ndarray, truth: 
             entry["int8_agreement"] = float(np.mean(int8_masks[i] == float_masks[i]))
             tiles.append(overlay(images[i], int8_masks[i]))
             titles.append(f"int8 {entry['int8_miou']:.2f}")
-        entry["file"] = f"{FOLDER}/{kind}_{rank}.png"
+        entry["file"] = f"{FOLDER}/{kind}_{sum(e['kind'] == kind for e in out)}.png"
         with atomic_path(run_dir / entry["file"]) as tmp:
             _row(tiles, titles).save(tmp, format="PNG")
         out.append(entry)
