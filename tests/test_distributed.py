@@ -26,7 +26,7 @@ from edgecnn.config import DistributeConfig
 from edgecnn.errors import EdgecnnError
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCHS = 3
+EPOCHS = 3          # the reference's; the workers' job has 6, so that a kill after epoch 2 lands mid-job
 # Relative, per epoch. Measured: two workers 0.8/0.9/0.3 %; one-replica mirrored 1.7/1.0/9.7 %. A fit under a
 # strategy is not bit-identical to a plain one, and Adam's first steps are about lr x sign(gradient), so
 # rounding-level differences in near-zero gradients become whole steps on a 28-image set.
@@ -129,13 +129,13 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     run = tmp_path / "two"
     run.mkdir()
     (run / "recipe.yaml").write_text(dump_recipe(Recipe.model_validate(
-        _recipe(data, distribute={"strategy": "multi_worker", "lr_scaling": "linear"}))))
+        _recipe(data, head={"epochs": 6, "lr": 0.003}, distribute={"strategy": "multi_worker"}))))
     logs = [tmp_path / "chief.log", tmp_path / "worker1.log"]
     ports = _ports(2)
     procs = [_start(run, ports, i, logs[i]) for i in range(2)]
     deadline = time.time() + 240
     while 2 not in _epoch_losses(logs[0].read_text()) and time.time() < deadline and procs[0].poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.05)
     procs[1].send_signal(signal.SIGKILL)   # a worker dies after the second epoch's backup ...
     procs[0].send_signal(signal.SIGKILL)   # ... and the job restarts both (TFJob restarts the failed pods)
     for p in procs:
@@ -153,15 +153,18 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     resumed = logs[0].read_text()
     assert "resuming from the last completed epoch" in resumed
     after = _epoch_losses(resumed)
-    assert min(after) > 2 and max(after) == EPOCHS, resumed[-3000:]   # the count continued, nothing redone
+    # The count went on from the last backup (the one after the last logged epoch, or the next if the kill
+    # fell between that epoch's backup and its log line); nothing finished was redone.
+    assert max(before) < min(after) <= max(before) + 2 and max(after) == 6, resumed[-3000:]
     assert _epoch_losses(logs[1].read_text()).keys() == after.keys()   # the other worker stepped with it
 
     history = json.loads((run / "history.json").read_text())
     assert history["distribute"] == {"strategy": "multi_worker", "workers": 2, "replicas": 2, "batch_per_replica": 8,
                                      "global_batch": 16, "lr_scaling": "linear", "lr_factor": 2}
     assert history["phases"][0]["loss"] == pytest.approx([after[e] for e in sorted(after)], rel=1e-3)
-    curve = [before[e] if e in before else after[e] for e in range(1, EPOCHS + 1)]
-    assert curve == pytest.approx(reference["loss"], rel=LOSS_TOL), (curve, reference["loss"])
+    seen = {**before, **after}   # constant lr: the first EPOCHS epochs are the reference's fit
+    curve = {e: seen[e] for e in range(1, EPOCHS + 1) if e in seen}
+    assert curve == pytest.approx({e: reference["loss"][e - 1] for e in curve}, rel=LOSS_TOL), (curve, reference)
 
     # The chief alone wrote the run directory; worker 1's temporary copies are gone.
     files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
