@@ -55,6 +55,18 @@ class Runner(abc.ABC):
     def _predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for a float32 NHWC batch already checked against the input shape."""
 
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        """Every output of a multi-output artifact (an anomaly model's score and map), float32, in the
+        artifact's own output order (converters may reorder outputs: tell them apart by shape).
+
+        The default is the one output ``__call__`` returns; runners of multi-output formats override it.
+        """
+        return [self(images)]
+
+    def _check_input(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        return images[None] if images.ndim == 3 else images
+
     @property
     def input_size(self) -> int:
         return int(self.input.shape[1])

@@ -44,3 +44,17 @@ class LiteRTRunner(Runner):
             self.interpreter.invoke()
             out[i] = dequantize(self.interpreter.get_tensor(self._out["index"]), self.output)[0]
         return out
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        self(images[:1])  # the shape check
+        details = self.interpreter.get_output_details()
+        specs = [_spec(d) for d in details]
+        outs: list[list[np.ndarray]] = [[] for _ in details]
+        for img in self._check_input(images):
+            x = img[None]
+            x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
+            self.interpreter.set_tensor(self._in["index"], x)
+            self.interpreter.invoke()
+            for k, (d, s) in enumerate(zip(details, specs)):
+                outs[k].append(dequantize(self.interpreter.get_tensor(d["index"]), s)[0])
+        return [np.stack(o) for o in outs]

@@ -46,3 +46,10 @@ class OrtRunner(Runner):
         out = [self.session.run([self.output.name], {self.input.name: images[i:i + 64]})[0]
                for i in range(0, len(images), 64)]
         return np.concatenate(out).astype(np.float32)
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        self(images[:1])  # the shape check
+        images = self._check_input(images)
+        names = [o.name for o in self.session.get_outputs()]
+        parts = [self.session.run(names, {self.input.name: images[i:i + 64]}) for i in range(0, len(images), 64)]
+        return [np.concatenate([p[k] for p in parts]).astype(np.float32) for k in range(len(names))]

@@ -1,12 +1,83 @@
 """``task: anomaly``: defect detection trained on good images only (``edgecnn.anomaly``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator
+
 from edgecnn._strict import Strict
+from edgecnn.errors import did_you_mean
 from edgecnn.tasks import TaskSpec, register_task
+
+__all__ = ["AnomalyConfig", "BACKBONES", "Backbone"]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One backbone an anomaly model may use: a zoo model with offline ImageNet weights, and its two taps.
+
+    The taps are feature maps at strides 4 and 8 of the input: the papers take strides 8 and 16 of a
+    WideResNet at 224-256 px; at this project's 128 px a stride-4 grid (32 x 32) is what resolves a
+    1-2 px scratch. They are the last block output at each stride (the residual sums): narrow, so the
+    distances are cheap, and on the bundled set as good as the 6x wider expansion activations (PatchCore
+    on a random bank: image AUROC 0.84 both, pixel AUROC 0.94 both).
+    """
+
+    model: str
+    taps: tuple[str, str]
+    channels: int  # the two taps' channels together
+
+
+BACKBONES: dict[str, Backbone] = {b.model: b for b in (
+    Backbone("mobilenet_v2", ("block3_add", "block6_add"), 24 + 32),
+    Backbone("efficientnet_lite0", ("block2b_add", "block3b_add"), 24 + 40),
+)}
+"""The one list of anomaly backbones (plain data here, so the recipe validates against it without TF)."""
 
 
 class AnomalyConfig(Strict):
-    """The recipe's ``anomaly:`` section (read when ``task: anomaly``)."""
+    """The recipe's ``anomaly:`` section (read when ``task: anomaly``).
+
+    ``method``: ``patchcore`` (Roth et al. 2022, nearest neighbour in a coreset memory bank) or
+    ``padim`` (Defard et al. 2020, a Gaussian per feature-map position). See docs/anomaly.md.
+    """
+
+    method: Literal["patchcore", "padim"] = "patchcore"
+    backbone: str = Field("mobilenet_v2", description="a key of BACKBONES (above)")
+    input_size: int = Field(128, ge=32, le=512, description="square input side; multiple of 16")
+    normal: str = Field("good", min_length=1, description="the class folder of defect-free images")
+    max_train_images: int = Field(300, ge=2, description="good images fitted (the first N of the train split)")
+    coreset_fraction: float = Field(0.02, gt=0, le=1, description="patchcore: share of train patches kept")
+    padim_dims: int = Field(100, ge=2, description="padim: random channel subset size (the paper's d)")
+    blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the map in pixels (0: none)")
+    score_margin: int = Field(8, ge=0, description="border pixels left out of the image score (not of the map)")
+    threshold: Literal["auto", "quantile", "f1"] = Field(
+        "auto", description="quantile of good val scores, best F1 on val (needs defects there); auto: f1 if "
+                            "val has defects, else quantile")
+    quantile: float = Field(0.99, gt=0.5, lt=1, description="the good-score quantile for threshold=quantile")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of good images held out for the threshold "
+                                                              "where the layout has no val split")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="class-folder layout: share held out for testing")
+    int8: bool = Field(True, description="try an int8 TFLite artifact (full int8, else int8 backbone + float head)")
+    max_int8_auroc_drop: float = Field(0.01, ge=0, le=1, description="val AUROC the int8 pick may lose")
+    seed: int = 0
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        if v not in BACKBONES:
+            raise ValueError(f"anomaly.backbone must be one of {list(BACKBONES)} (offline ImageNet weights); "
+                             f"received {v!r}.{did_you_mean(v, BACKBONES)}")
+        return v
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"anomaly.input_size must be a multiple of 16 (the stride-16 taps); received {v}; "
+                             f"use {max(32, round(v / 16) * 16)}.")
+        return v
 
 
 register_task(TaskSpec("anomaly", "anomaly detection from good images only: an image score and an anomaly map",
