@@ -115,6 +115,8 @@ def discover_anomaly(root: str | os.PathLike, *, normal: str = "good", val_fract
     if "train" in top and "test" in top and "val" not in top:
         layout = "mvtec"
         train_classes = _class_images(root / "train")
+        if not train_classes.get(normal):
+            _no_good(root, normal)
         others = sorted(c for c, ps in train_classes.items() if c != normal and ps)
         if others:
             raise EdgecnnError(
@@ -152,10 +154,7 @@ def discover_anomaly(root: str | os.PathLike, *, normal: str = "good", val_fract
         test = _items(root, "test", {**parts["test"], **{c: parts["test"].get(c, []) + ps
                                                            for c, ps in val_defects["test"].items()}}, normal)
     if not train:
-        found = sorted(top)
-        raise EdgecnnError(f"no good training images under {str(root)!r}: expected a folder named {normal!r} "
-                           f"(anomaly.normal) in train/ or at the top; found folders {found}. Put the defect-free "
-                           "images there, or set anomaly.normal to their folder's name.")
+        _no_good(root, normal)
     if not any(i.defect for i in test) or all(i.defect for i in test):
         raise EdgecnnError(f"the test split of {str(root)!r} needs good ({normal!r}) and defective images to measure "
                            f"AUROC; it has {len(test)} image(s), {sum(i.defect for i in test)} defective. Add "
@@ -163,6 +162,14 @@ def discover_anomaly(root: str | os.PathLike, *, normal: str = "good", val_fract
     ds = AnomalySet(root, layout, normal, train, val, test, unused)
     _check_masks(ds.val + ds.test)
     return ds
+
+
+def _no_good(root: Path, normal: str) -> None:
+    where = root / "train" if (root / "train").is_dir() else root
+    found = sorted(d.name for d in _subdirs(where))
+    raise EdgecnnError(f"no good training images under {str(where)!r}: expected images in a folder named {normal!r} "
+                       f"(anomaly.normal); found folders {found}. Put the defect-free images there, or set "
+                       "anomaly.normal to their folder's name.")
 
 
 def _check_masks(items: list[Item]) -> None:

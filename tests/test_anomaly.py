@@ -1,0 +1,220 @@
+"""task: anomaly: data layouts and their errors, the metrics, the threshold, the fitting (fast, no TF), and
+one end-to-end run of tests/recipes/anomaly-tiny.yaml (fit -> TFLite/ONNX -> evaluate -> report -> check ->
+serve an image), marked slow."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecnn.anomaly.data import discover_anomaly
+from edgecnn.anomaly.fit import fit_padim, greedy_coreset
+from edgecnn.anomaly.metrics import image_metrics, pixel_metrics, pro_score, rank_correlation
+from edgecnn.anomaly.threshold import choose_threshold
+from edgecnn.errors import EdgecnnError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _png(path: Path, size=(32, 32), value=128, mode="RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value,) * 3).save(path)
+    return path
+
+
+def _mvtec(root: Path, good: int = 6) -> Path:
+    for i in range(good):
+        _png(root / "train" / "good" / f"{i:03d}.png")
+    for i in range(2):
+        _png(root / "test" / "good" / f"{i:03d}.png")
+        _png(root / "test" / "crack" / f"{i:03d}.png")
+        _png(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mode="L", value=255)
+    return root
+
+
+# -- data layouts -------------------------------------------------------------------------------
+
+
+def test_mvtec_layout_holds_out_good_images_for_the_threshold_and_finds_masks(tmp_path):
+    ds = discover_anomaly(_mvtec(tmp_path / "cat"), val_fraction=0.34)
+    assert ds.layout == "mvtec" and len(ds.train) == 4 and [i.kind for i in ds.val] == ["good", "good"]
+    assert ds.defect_kinds == ["crack"]
+    assert all(i.mask and i.mask.endswith("_mask.png") for i in ds.test if i.defect)
+
+
+def test_split_folders_fit_on_good_only_and_leave_train_defects_out(tiny_defects):
+    ds = discover_anomaly(tiny_defects)
+    assert ds.layout == "split-folders" and all("/good/" in p for p in ds.train)
+    assert ds.unused and all("/good/" not in p for p in ds.unused)
+    assert {i.kind for i in ds.val} == {"good", "scratch", "crack", "spot"}
+    assert all(i.mask for i in ds.test if i.defect)  # the generator's masks/<split>/<class>/<name>.png
+
+
+def test_class_folders_with_a_named_normal_class(tmp_path):
+    for cls in ("ok", "dent"):
+        for i in range(10):
+            _png(tmp_path / cls / f"{i}.png")
+    ds = discover_anomaly(tmp_path, normal="ok")
+    assert ds.layout == "class-folders" and ds.train and all("/ok/" in p for p in ds.train)
+    assert any(i.defect for i in ds.test) and not any(i.defect for i in ds.test if "/ok/" in i.path)
+
+
+def test_defects_in_an_mvtec_train_folder_are_one_readable_error(tmp_path):
+    root = _mvtec(tmp_path / "cat")
+    _png(root / "train" / "scratch" / "x.png")
+    with pytest.raises(EdgecnnError) as e:
+        discover_anomaly(root)
+    msg = str(e.value)
+    assert "['scratch']" in msg and "good images only" in msg and "Move those folders" in msg
+
+
+def test_no_good_images_is_one_readable_error(tmp_path):
+    root = _mvtec(tmp_path / "cat")
+    with pytest.raises(EdgecnnError, match=r"no good training images .*'ok' \(anomaly.normal\); found folders \['good"):
+        discover_anomaly(root, normal="ok")
+
+
+def test_a_mask_of_the_wrong_size_is_one_readable_error(tmp_path):
+    root = _mvtec(tmp_path / "cat")
+    _png(root / "ground_truth" / "crack" / "001_mask.png", size=(16, 16), mode="L", value=255)
+    with pytest.raises(EdgecnnError, match=r"001_mask.png' is 16x16 but its image .* is 32x32"):
+        discover_anomaly(root)
+
+
+# -- metrics and threshold ----------------------------------------------------------------------
+
+
+def test_image_metrics_at_the_half_threshold():
+    scores = np.array([0.1, 0.2, 0.6, 0.7, 0.4, 0.9])
+    defect = np.array([False, False, False, True, True, True])
+    m = image_metrics(scores, defect, ["good"] * 3 + ["crack", "spot", "spot"], "good")
+    assert m["auroc"] == pytest.approx(8 / 9)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["recall_per_defect"] == {"crack": 1.0, "spot": 0.5} and m["good_pass_rate"] == pytest.approx(2 / 3)
+
+
+def test_pixel_metrics_perfect_and_blind_maps():
+    masks = np.zeros((2, 16, 16), bool)
+    masks[0, 2:5, 2:5] = masks[0, 10:12, 10:14] = True
+    perfect = masks.astype(np.float32)
+    m = pixel_metrics(perfect, masks)
+    assert m["pixel_auroc"] == 1.0 and m["iou"] == 1.0 and m["pro"] == pytest.approx(1.0, abs=1e-6)
+    blind = np.random.default_rng(0).uniform(size=masks.shape).astype(np.float32)
+    assert pro_score(blind, masks) < 0.3 and pixel_metrics(blind, masks)["pixel_auroc"] < 0.75
+
+
+def test_threshold_rules():
+    raw = np.array([1.0, 1.1, 1.2, 1.3, 2.0, 2.5])
+    defect = np.array([False] * 4 + [True] * 2)
+    f1 = choose_threshold(raw, defect)
+    assert f1["rule"] == "f1" and 1.3 < f1["threshold"] < 2.0 and f1["val_f1"] == 1.0
+    q = choose_threshold(raw[:4], defect[:4], quantile=0.5)
+    assert q["rule"] == "quantile" and q["threshold"] == pytest.approx(1.15) and q["scale"] == pytest.approx(0.3)
+    with pytest.raises(EdgecnnError, match="f1 needs defective validation images"):
+        choose_threshold(raw[:4], defect[:4], rule="f1")
+
+
+def test_rank_correlation_ignores_monotone_changes():
+    a = np.random.default_rng(1).normal(size=50)
+    assert rank_correlation(a, np.exp(a)) == pytest.approx(1.0) and rank_correlation(a, -a) == pytest.approx(-1.0)
+
+
+# -- fitting ------------------------------------------------------------------------------------
+
+
+def test_greedy_coreset_covers_separated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50]], np.float32)
+    pts = np.concatenate([c + rng.normal(size=(100, 2)) for c in centres]).astype(np.float32)
+    chosen = greedy_coreset(pts, 4)
+    assert {tuple(np.round(pts[c] / 50).astype(int)) for c in chosen} == {(0, 0), (1, 0), (0, 1), (1, 1)}
+
+
+def test_padim_streaming_statistics_equal_the_batch_ones():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(30, 2, 2, 6)).astype(np.float32)
+    stats = fit_padim(lambda: (feats[i:i + 7] for i in range(0, 30, 7)), dims=3, seed=0)
+    chan = np.argmax(stats["select"], 0)
+    x = feats.reshape(30, 4, 6)[:, :, chan]
+    assert np.allclose(stats["mean"], x.mean(0), atol=1e-5)
+    cov0 = np.cov(x[:, 0].T) + 0.01 * np.eye(3)
+    inv = stats["inv_chol"][0].astype(np.float64)
+    assert np.allclose(inv.T @ inv, np.linalg.inv(cov0), atol=1e-3)  # L^-T L^-1 = Sigma^-1
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def anomaly_run(tmp_path_factory, tiny_defects) -> Path:
+    from edgecnn.pipeline import run
+
+    out = tmp_path_factory.mktemp("anomaly") / "run"
+    result = run(ROOT / "tests" / "recipes" / "anomaly-tiny.yaml", data=tiny_defects, output=out)
+    assert result.ok, result.violations
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_recipe_end_to_end(anomaly_run):
+    manifest = json.loads((anomaly_run / "manifest.json").read_text())
+    assert manifest["task"] == "anomaly"
+    a = manifest["anomaly"]
+    assert a["method"] == "patchcore" and a["normalised_threshold"] == 0.5 and a["map_size"] == 48
+    assert a["threshold_rule"] == "f1" and a["scale"] > 0
+    assert {"model.fp32.tflite", "model.onnx"} <= set(manifest["artifacts"])
+    report = json.loads((anomaly_run / "report.json").read_text())
+    assert report["task"] == "anomaly" and report["verdict"] == "pass"
+    for name in ("model.fp32.tflite", "model.onnx"):
+        m = report["artifacts"][name]["metrics"]
+        assert m["score_correlation"] >= 0.99 and m["max_score_diff"] < 1e-3, name
+        assert {"auroc", "f1", "recall_per_defect", "pixel_auroc", "pro", "iou"} <= set(m)
+    int8 = json.loads((anomaly_run / "int8.json").read_text())
+    assert [c["route"] for c in int8["candidates"]][0] == "full-int8"
+    assert (int8["pick"] is not None) == ("model.int8.tflite" in manifest["artifacts"])
+    html = (anomaly_run / "report.html").read_text()
+    assert 'id="anomaly-scores"' in html and 'id="anomaly-gallery"' in html and "maps/00_" in html
+    assert (anomaly_run / "plots" / "anomaly_roc.png").is_file()
+
+
+@pytest.mark.slow
+def test_budgets_of_an_anomaly_run_in_edgecnn_check(anomaly_run, tmp_path):
+    from edgecnn.evaluate.check import check
+
+    for floor, code in ((0.0, 0), (1.01, 1)):
+        (tmp_path / "b.yaml").write_text(f"targets:\n  - name: d\n    artifacts: model.onnx\n"
+                                         f"    budgets: {{min_auroc: {floor}}}\n")
+        res = check(anomaly_run, tmp_path / "b.yaml")
+        assert res.exit_code == code, res.error
+
+
+@pytest.mark.slow
+def test_service_answers_an_image_with_score_verdict_and_map(anomaly_run, tmp_path):
+    import httpx
+
+    from serve_fixtures import Server
+
+    run_dir = tmp_path / "served"
+    shutil.copytree(anomaly_run, run_dir)
+    image = next((Path(json.loads((run_dir / "dataset.json").read_text())["root"]) / "test" / "crack").iterdir())
+    server = Server(run_dir, log_dir=tmp_path).wait_ready()
+    try:
+        url = f"{server.url}/v2/models/{json.loads((run_dir / 'manifest.json').read_text())['name']}/classify"
+        body = image.read_bytes()
+        r = httpx.post(url, content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 200, r.text
+        ans = r.json()
+        assert ans["verdict"] in ("good", "defect") and ans["threshold"] == 0.5 and ans["map_size"] == [48, 48]
+        r = httpx.post(url + "?map=png", content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size == (48, 48)
+        assert float(r.headers["X-Anomaly-Score"]) == pytest.approx(ans["score"], abs=1e-5)
+        r = httpx.post(url + "?map=jpg", content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 400 and "map must be one of ['png']" in r.text
+    finally:
+        server.stop()
