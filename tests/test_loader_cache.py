@@ -80,3 +80,18 @@ def test_shards_split_the_file_list_evenly():
     for p, y in shards:
         assert [int(s[1:]) for s in p] == list(y)
     assert shard_paths(paths, labels, None)[0] == paths
+
+
+def test_file_cache_over_budget_shuffles_within_the_budget(ds, tmp_path):
+    """A split over the memory budget goes to a file cache and its shuffle buffer holds only what the budget
+    allows: each epoch still has every image once, in another order than a full shuffle."""
+    per_image_mb = 48 * 48 * 3 / 2**20
+    small = dict(cache="disk", cache_dir=tmp_path, cache_memory_mb=20 * per_image_mb)   # a 20-image buffer
+    full = _epochs(make_dataset(ds, "train", 48, 8, training=True, seed=3, cache="none"), 1)
+    part = _epochs(make_dataset(ds, "train", 48, 8, training=True, seed=3, **small), 1)
+
+    def images(batches):
+        return sorted(x.tobytes() for b, _ in batches for x in b)
+
+    assert images(part) == images(full)
+    assert len(ds.paths("train")) > 20 and any(not np.array_equal(a, b) for (a, _), (b, _) in zip(part, full))

@@ -154,17 +154,26 @@ def make_dataset(ds: Dataset, split: str, size: int, batch_size: int, *, trainin
         log.info("%s cache: %s, %s, %.0f MB%s", split, plan.kind, plan.dtype, plan.mbytes,
                  f" ({plan.path})" if plan.path else "")
     paths, labels = shard_paths(ds.paths(split), ds.labels(split), shard)
+    n = len(paths)
     data = tf.data.Dataset.from_tensor_slices((paths, labels))
+    # A shuffle's order depends only on its seed and the element count, so shuffling the paths (no
+    # cache: nothing decoded waits in a buffer) or the cached images gives the same batches.
+    if training and plan.kind == "none":
+        data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     data = data.map(lambda p, y: (_decode(p, size, ds.channels), y), num_parallel_calls=AUTOTUNE,
                     deterministic=True)
     if plan.kind != "none":
-        if plan.dtype == "uint8":  # whole grey levels: the cast is exact, and undone right after the cache
+        if plan.dtype == "uint8":  # whole grey levels: the cast is exact, and undone after the shuffle buffer
             data = data.map(lambda x, y: (tf.cast(x, tf.uint8), y))
         data = data.cache(str(plan.path) if plan.path else "")
+        if training:
+            # The buffer holds cached images: all of them in memory; from a file cache, as many as the
+            # memory budget holds (the whole split, and the same batches, when it fits).
+            per_image = plan.mbytes / max(n, 1)
+            buffer = n if plan.kind == "memory" else min(n, max(16, int(cache_memory_mb / max(per_image, 1e-9))))
+            data = data.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         if plan.dtype == "uint8":
             data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    if training:
-        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
     if repeat:
         data = data.repeat()
