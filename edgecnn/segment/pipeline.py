@@ -38,8 +38,12 @@ def segment_data(run: Run):
                           test_fraction=d.test_fraction, seed=d.split_seed, channels=d.channels,
                           skip_bad_images=d.skip_bad_images)
     write_text(run.dir / "labels.txt", "\n".join(data.classes) + "\n")
+    # counts: images per split whose mask holds each class, where the folder says so (binary masks; a
+    # good image is all background); id and colour masks are counted under none (read only when training)
+    counts = {s: {c: sum(1 for p in pairs if (p.fill or 0) == i and (p.mask is None or p.fill is not None))
+                  for i, c in enumerate(data.classes)} for s, pairs in data.splits.items()}
     write_json(run.dir / "dataset.json", {"root": str(data.root), "layout": data.layout, "classes": data.classes,
-                                          "pairs": data.counts(), "task": "segment",
+                                          "pairs": data.counts(), "counts": counts, "task": "segment",
                                           "fingerprint": data.fingerprint()})
     log.info("segmentation data %s (%s): classes %s; %s", data.root, data.layout, data.classes,
              ", ".join(f"{k} {v}" for k, v in data.counts().items()))
