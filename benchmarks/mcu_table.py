@@ -167,10 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true", help="keep the JSON's rows of the nets not rerun")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mcu_table.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "microcontrollers.md")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the doc's table from the JSON")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edgecnn._io import write_json, write_text
+    if args.table_only:
+        saved = json.loads(args.json.read_text())
+        for r in saved["rows"]:   # rows from before per-row counts: the run's split sizes
+            r.setdefault("train_images", saved["dataset"]["train"])
+        _write_doc(args.doc, saved["rows"])
+        return 0
+    from edgecnn._io import write_json
     from edgecnn.data.defects import make_defects
     from edgecnn.data.folders import discover
     from edgecnn.data.loader import load_arrays
@@ -208,13 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         # written after every row, so a long run that is stopped keeps what it measured
         rows = [done.get(n[0]) or kept.get(n[0]) for n in NETS if n[0] in done or n[0] in kept]
         write_json(args.json, {"machine": machine, "tflm_version": tflm_version(), "dataset": dataset, "rows": rows})
-        if args.doc.is_file():
-            table = _table(rows)
-            new = re.sub(r"(<!-- BEGIN mcu -->\n).*?(\n<!-- END mcu -->)",
-                         lambda m, t=table: m.group(1) + t + m.group(2), args.doc.read_text(), flags=re.S)
-            write_text(args.doc, new)
+        _write_doc(args.doc, rows)
     print(json.dumps({"json": str(args.json), "rows": len(done)}))
     return 0
+
+
+def _write_doc(doc: Path, rows: list[dict]) -> None:
+    """Replace the table between the doc's markers (nothing happens when the doc is missing)."""
+    from edgecnn._io import write_text
+
+    if doc.is_file():
+        table = _table(rows)
+        write_text(doc, re.sub(r"(<!-- BEGIN mcu -->\n).*?(\n<!-- END mcu -->)",
+                               lambda m: m.group(1) + table + m.group(2), doc.read_text(), flags=re.S))
 
 
 if __name__ == "__main__":
