@@ -75,8 +75,8 @@ class AnomalyConfig(Strict):
     @classmethod
     def _multiple_of_16(cls, v: int) -> int:
         if v % 16:
-            raise ValueError(f"anomaly.input_size must be a multiple of 16 (the stride-16 taps); received {v}; "
-                             f"use {max(32, round(v / 16) * 16)}.")
+            raise ValueError(f"anomaly.input_size must be a multiple of 16 (the backbone's stride-8 map is upsampled "
+                             f"onto its stride-4 grid); received {v}; use {max(32, round(v / 16) * 16)}.")
         return v
 
 
