@@ -58,11 +58,13 @@ def answer_image(service: Any, state: Any, loaded: Any, data: bytes, params: dic
     score = float(scores[0])
     meta = state.manifest.get("anomaly", {})
     verdict = "defect" if score > 0.5 else "good"
-    if want == "png":
-        from fastapi.responses import Response
+    from fastapi.responses import JSONResponse, Response
 
+    if want == "png":
         return Response(map_png(maps[0]), media_type="image/png",
                         headers={"X-Anomaly-Score": f"{score:.6f}", "X-Anomaly-Verdict": verdict})
-    return {"model_name": state.name, "model_version": loaded.version, "score": score, "verdict": verdict,
-            "threshold": 0.5, "method": meta.get("method"), "map_size": list(maps.shape[1:]),
-            "map_max": float(maps[0].max()), "defect_pixels": float((maps[0] > 0.5).mean())}
+    # a Response, not a dict: the route's response model is the classifier's (image, predictions)
+    return JSONResponse({"model_name": state.name, "model_version": loaded.version, "score": score,
+                         "verdict": verdict, "threshold": 0.5, "method": meta.get("method"),
+                         "map_size": list(maps.shape[1:]), "map_max": float(maps[0].max()),
+                         "defect_pixels": float((maps[0] > 0.5).mean())})
