@@ -48,7 +48,8 @@ def summarise(run_dir: Path, stage_wall_s: float) -> dict:
     int8 = {n: a for n, a in arts.items() if a["precision"] == "int8"}
     return {"run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
             "model": json.loads((run_dir / "manifest.json").read_text())["model"],
-            "test_images": report["test_images"], "classes": report["classes"], "float_miou": float_miou,
+            "evaluated_at": report["created"], "test_images": report["test_images"], "classes": report["classes"],
+            "float_miou": float_miou,
             "float_iou": arts["model.keras"]["iou"], "float_defect_iou": arts["model.keras"]["defect_iou"],
             "artifacts": arts, "int8_choice": report.get("int8_choice"),
             "train_wall_s": history.get("wall_s"),
@@ -90,7 +91,9 @@ def main() -> int:
         best = max(results, key=lambda n: results[n]["float_miou"])
         out = {"benchmark": "segment", "recipe": str(Path(args.recipe).relative_to(ROOT)),
                "machine": machine_info(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-               "note": "2-core VM shared with other jobs; latencies are batch 1 at 1 thread, compare within this file",
+               "note": "2-core VM shared with other jobs; latencies are batch 1 at 1 thread, measured when each "
+                       "model's evaluate stage ran (evaluated_at; a resumed run keeps its report): compare "
+                       "artifacts of one model, not models of different runs",
                "best": best, "best_float_miou": results[best]["float_miou"],
                "acceptance": results[best]["acceptance"], "models": results}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # after each model: a partial file survives
