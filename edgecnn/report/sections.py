@@ -62,9 +62,13 @@ def verdict_section(ctx: ReportContext) -> str:
     smallest = min(r["artifacts"].items(), key=lambda kv: kv[1].get("bytes", 1 << 62))
     fastest = min(((n, latency_p50(a)[0]) for n, a in ctx.run.measured().items() if latency_p50(a)[0] is not None),
                   key=lambda kv: kv[1], default=(None, None))
-    lo, hi = ref.get("accuracy_ci95", (0, 0))
-    cards = [(f"{ref.get('accuracy', float('nan')):.1%}", f"reference top-1 (95 %: {lo:.1%} – {hi:.1%})"),
-             (f"{kb(smallest[1].get('bytes'))} KB", f"smallest: {short_name(smallest[0])}")]
+    label, key = _headline(ctx.run)[0]
+    if key == "accuracy":
+        lo, hi = ref.get("accuracy_ci95", (0, 0))
+        head = (f"{ref.get('accuracy', float('nan')):.1%}", f"reference top-1 (95 %: {lo:.1%} – {hi:.1%})")
+    else:
+        head = (f"{ref.get(key, float('nan')):.4f}", f"reference {label}")
+    cards = [head, (f"{kb(smallest[1].get('bytes'))} KB", f"smallest: {short_name(smallest[0])}")]
     if fastest[0]:
         cards.append((f"{fastest[1]:.2f} ms", f"fastest p50 @1 thr: {short_name(fastest[0])}"))
     cards.append((str(r.get("test_images", "?")), f"test images, {len(ctx.run.classes)} classes"))
@@ -73,6 +77,13 @@ def verdict_section(ctx: ReportContext) -> str:
             "".join(f'<div class="card"><div class="v">{v}</div><div class="k">{escape(k)}</div></div>'
                     for v, k in cards) +
             "</div>" + (f'<div class="notes"><b>Notes</b><ul>{notes}</ul></div>' if notes else ""))
+
+
+def _headline(run: RunFiles) -> tuple[tuple[str, str], ...]:
+    """The task's headline ``(label, metric)`` pairs (top-1 / macro F1 / agreement for a classifier)."""
+    from edgecnn.tasks import get_task
+
+    return get_task(run.task).headline
 
 
 def _budget_status(run: RunFiles) -> dict[str, tuple[int, list[dict]]]:
@@ -102,8 +113,10 @@ def artifacts_section(ctx: ReportContext) -> str:
     run = ctx.run
     threads = run.report.get("latency_protocol", {}).get("threads", [1])
     status = _budget_status(run)
-    head = ["artifact", "format / runtime", "precision", "size KB<br>(gzip)", "top-1<br>(95 % interval)",
-            "macro F1", "agreement"] + [f"p50 / p95 ms<br>@{t} thread{'s' if t != 1 else ''}" for t in threads]
+    headline = _headline(run)
+    head = ["artifact", "format / runtime", "precision", "size KB<br>(gzip)"]
+    head += [f"{escape(label)}<br>(95 % interval)" if key == "accuracy" else escape(label) for label, key in headline]
+    head += [f"p50 / p95 ms<br>@{t} thread{'s' if t != 1 else ''}" for t in threads]
     head += ["budgets"]
     rows, classes = [], []
     manifest_arts = (run.manifest or {}).get("artifacts", {})
@@ -116,7 +129,8 @@ def artifacts_section(ctx: ReportContext) -> str:
             rows.append([f"{mark}<code>{escape(name)}</code>",
                          f'{escape(m.get("format") or "")}<br><span class="muted">{escape(m.get("runtime") or "")}'
                          "</span>", escape(m.get("precision") or ""), kb(m.get("bytes")),
-                         f'<span class="muted">{escape(why)}</span>', "", ""] + ["—"] * len(threads) + [""])
+                         f'<span class="muted">{escape(why)}</span>'] + [""] * (len(headline) - 1) +
+                        ["—"] * len(threads) + [""])
             classes.append("")
             continue
         m = a.get("metrics", {})
@@ -133,15 +147,16 @@ def artifacts_section(ctx: ReportContext) -> str:
                       f"{'&lt;' if c['budget'].startswith('min') else '&gt;'} "
                       f"{num(c['allowed'])}{escape(unit_text(c['unit']))}"
                       for c in broken))
-        agreement = m.get("agreement")
         ci = f'<br><span class="muted">{lo:.3f} – {hi:.3f}</span>' if lo is not None else ""
+        figures = ["—" if not isinstance(m.get(key), (int, float)) else
+                   f"{m[key]:.3f}" if key == "macro_f1" else f"{m[key]:.4f}" + (ci if key == "accuracy" else "")
+                   for _, key in headline]
         rows.append([f"{mark}<code>{escape(name)}</code>",
                      f'{escape(a.get("format") or "")}<br><span class="muted">{escape(a.get("runtime") or "")}'
                      "</span>",
                      escape(a.get("precision") or ""),
-                     f'{kb(a.get("bytes"))}<br><span class="muted">{kb(a.get("gzip_bytes"))}</span>',
-                     f"{m.get('accuracy', float('nan')):.4f}{ci}", f"{m.get('macro_f1', float('nan')):.3f}",
-                     "—" if agreement is None else f"{agreement:.4f}"] + lat + [budget])
+                     f'{kb(a.get("bytes"))}<br><span class="muted">{kb(a.get("gzip_bytes"))}</span>'] +
+                    figures + lat + [budget])
         classes.append("front" if mark else "")
     return (table(head, rows, left=2, classes=classes, wrap=(-1,)) +
             '<p class="note">top-1 on the test split with its 95 % Wilson interval; agreement = share of test images '
@@ -376,6 +391,8 @@ def model_section(ctx: ReportContext) -> str:
                 f"<code>{escape(layers.get('source', '?'))}</code>)</summary>" +
                 table([escape(c.replace("_", " ")) for c in cols], rows, left=2,
                       wrap=tuple(i for i, c in enumerate(cols) if c in ("inputs", "note"))) + "</details>")
+    elif ctx.run.task != "classify":   # the per-layer findings are the classifier's; a task shows its own
+        body = ""
     else:
         body = note(NO_FINDINGS) if ctx.run.findings is None else note("Layer table not available.")
     if ctx.run.recipe_text:

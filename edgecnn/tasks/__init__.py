@@ -39,12 +39,16 @@ class TaskSpec:
             ``function(service, state, loaded, data: bytes, params: dict[str, str]) -> dict | Response``
             (``params`` are the request's query parameters, e.g. ``?map=png``). Empty for classify,
             which the service answers itself.
+        headline: ``(label, metric)`` pairs the report's verdict cards and artifact table show, read
+            from report.json's ``artifacts[name]["metrics"][metric]``; the first is the headline figure.
     """
 
     name: str
     summary: str
     runner: str
     image_handler: str = ""
+    headline: tuple[tuple[str, str], ...] = (("top-1", "accuracy"), ("macro F1", "macro_f1"),
+                                             ("agreement", "agreement"))
 
     def run(self, run: Any, force: bool = False) -> Any:
         """Run every stage of ``run`` (an :class:`edgecnn.pipeline.Run`); returns its RunResult."""

@@ -81,4 +81,6 @@ class AnomalyConfig(Strict):
 
 
 register_task(TaskSpec("anomaly", "anomaly detection from good images only: an image score and an anomaly map",
-                       "edgecnn.anomaly.pipeline:run_anomaly", image_handler="edgecnn.anomaly.serve:answer_image"))
+                       "edgecnn.anomaly.pipeline:run_anomaly", image_handler="edgecnn.anomaly.serve:answer_image",
+                       headline=(("image AUROC", "auroc"), ("pixel AUROC", "pixel_auroc"),
+                                 ("score rank correlation", "score_correlation"))))

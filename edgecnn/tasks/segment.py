@@ -47,4 +47,6 @@ class SegmentConfig(Strict):
 
 
 register_task(TaskSpec("segment", "semantic segmentation: a class per pixel, trained on masks",
-                       "edgecnn.segment.pipeline:run_segment", image_handler="edgecnn.segment.serve:answer_image"))
+                       "edgecnn.segment.pipeline:run_segment", image_handler="edgecnn.segment.serve:answer_image",
+                       headline=(("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"),
+                                 ("pixel agreement", "pixel_agreement"))))
