@@ -52,14 +52,20 @@ def _print_result(result) -> None:
     out.print(f"report: {result.run_dir / 'report.html'}  (also report.md, report.json, MODEL_CARD.md)")
     out.print(f"artifacts: {result.run_dir}  (manifest: {result.run_dir / 'manifest.json'})")
     if rep is not None:
+        from edgecnn.tasks import get_task
+
+        headline = get_task(rep.get("task") or "classify").headline   # top-1/agree, mIoU, AUROC, ...
         for name, a in rep["artifacts"].items():
             if a.get("skipped"):  # a runtime that cannot run here: the reason, not a crash
                 out.print(f"  {name:<22} skipped: {a['skipped']}", highlight=False, markup=False)
                 continue
-            lat = a["latency"].get("1") or next(iter(a["latency"].values()))
-            out.print(f"  {name:<22} top-1 {a['metrics']['accuracy']:.4f}  agree "
-                      f"{a['metrics'].get('agreement', 1.0):.4f}  p95 {lat['p95_ms']:.2f} ms  "
-                      f"{a['bytes'] / 1024:.0f} KB")
+            m = a.get("metrics", {})
+            figures = "  ".join(f"{label} {m[key]:.4f}" for label, key in headline
+                                if isinstance(m.get(key), (int, float)))
+            lat = a.get("latency", {}).get("1") or next(iter(a.get("latency", {}).values()), None)
+            timing = f"  p95 {lat['p95_ms']:.2f} ms" if lat else ""
+            size = f"  {a['bytes'] / 1024:.0f} KB" if a.get("bytes") is not None else ""
+            out.print(f"  {name:<22} {figures}{timing}{size}", highlight=False, markup=False)
     for v in result.violations:
         err.print(f"[red]budget broken[/red] {v}")
     if result.violations:

@@ -481,8 +481,10 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
             from edgecnn.tasks import get_task
 
             params = dict(request.query_params)
-            return await anyio.to_thread.run_sync(
+            answer = await anyio.to_thread.run_sync(
                 partial(get_task(task).serve_image, service, state, loaded, data, params), limiter=service.limiter)
+            # a Response as it is; a dict as JSON, not checked against the classifier's response model
+            return answer if isinstance(answer, Response) else JSONResponse(answer)
         k = min(top_k, loaded.num_classes)
         return await anyio.to_thread.run_sync(partial(service.classify, state, loaded, data, k),
                                               limiter=service.limiter)

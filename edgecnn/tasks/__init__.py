@@ -47,8 +47,8 @@ class TaskSpec:
     summary: str
     runner: str
     image_handler: str = ""
-    headline: tuple[tuple[str, str], ...] = (("top-1", "accuracy"), ("macro F1", "macro_f1"),
-                                             ("agreement", "agreement"))
+    headline: tuple[tuple[str, str], ...] = (("top-1", "accuracy"), ("agree", "agreement"),
+                                             ("macro F1", "macro_f1"))
 
     def run(self, run: Any, force: bool = False) -> Any:
         """Run every stage of ``run`` (an :class:`edgecnn.pipeline.Run`); returns its RunResult."""
