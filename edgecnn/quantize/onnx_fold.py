@@ -16,9 +16,8 @@ moves the broadcast back onto NHWC. The result computes the same function (to fl
 tests check it).
 
 The per-channel case (Split -> Pad -> Concat) is not applied by default: it made onnxruntime's int8
-0.78x faster on the default MobileNetV2, but its int8 lost accuracy — min/max PTQ agreement with
-Keras over ImageNet's 1000 classes at 224 px fell from 0.69 to 0.60, and a small Keras 3
-MobileNetV2 import's int8 chooser lost one of 80 validation images and so its budget — while
+0.78x faster on the default MobileNetV2, but min/max PTQ agreement with Keras over ImageNet's 1000
+classes at 224 px fell from 0.69 to 0.60 with it (reduce_range weights; 8-bit: 0.56 both), and
 keeping the new ops or the stem conv float did not bring it back; why is not yet understood.
 ``per_channel_padding=True`` applies it.
 """
