@@ -428,11 +428,12 @@ class Run:
             log.info("evaluate: up to date (report.json), skipped measuring; re-checking budgets")
             report = json.loads(report_path.read_text())
         else:
-            from edgecnn.data.loader import load_arrays
+            from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
 
-            images, labels = load_arrays(self.dataset(), "test", self.input_size)
+            # decoded once into the run directory, read a batch at a time (memory flat in the split's size)
+            test = decoded_split(self.dataset(), "test", self.input_size, self.dir / SPLITS_DIR)
             # an imported ONNX/TFLite source is its own float reference
-            report = evaluate_artifacts(self.recipe, self.dir, images, labels, self.dataset().classes,
+            report = evaluate_artifacts(self.recipe, self.dir, test, test.labels, self.dataset().classes,
                                         reference=reference)
             if self.import_record():
                 report["import"] = self.import_record()

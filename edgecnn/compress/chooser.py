@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn._io import artifact_bytes, copy_artifact, remove_artifact_path, write_bytes
+from edgecnn.data.decoded_split import DecodedSplit, Images, predict_in_batches
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import check_calibration
 
@@ -158,7 +159,7 @@ class ChooseContext:
     workdir: Path
     options: ChooseOptions = ChooseOptions()
     train: Any = None
-    val: tuple[np.ndarray, np.ndarray] | None = None
+    val: tuple[Images, np.ndarray] | None = None
     float_onnx: Path | None = None
     opset: int = 17
     cache: dict[str, Any] = field(default_factory=dict)
@@ -173,7 +174,7 @@ class ChooseContext:
         images, labels = self.val
         runner = load_runner(path, threads=0, runtime=runtime)
         try:
-            pred = runner(images).argmax(1)
+            pred = predict_in_batches(runner, images).argmax(1)
         finally:
             runner.close()
         drop = float(self.reference - (pred == labels).mean())
@@ -315,7 +316,7 @@ def _qat_model(ctx: ChooseContext):
     float_layers = unsupported_layers(ctx.model)
     o = ctx.options
     qat = quantize_aware(ctx.model, scheme=o.qat_scheme)
-    history = fine_tune_qat(qat, ctx.train, ctx.val, epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
+    history = fine_tune_qat(qat, ctx.train, _val_for_fit(ctx.val), epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
                             teacher=ctx.model if o.qat_distill else None)
     notes = {"scheme": o.qat_scheme, "epochs": o.qat_epochs, "lr": o.qat_lr, "distilled": o.qat_distill,
              "float_in_qat": [n for n, _, _ in float_layers],
@@ -342,7 +343,8 @@ def _onnx_nncf(ctx: ChooseContext, path: Path):
     from edgecnn.quantize.onnx_nncf import quantize_onnx_accuracy_control
 
     images, labels = ctx.val
-    return quantize_onnx_accuracy_control(ctx.onnx_path(), path, ctx.calibration, images, labels,
+    # NNCF validates from a list of images: the val split is read into memory for this route only
+    return quantize_onnx_accuracy_control(ctx.onnx_path(), path, ctx.calibration, np.asarray(images), labels,
                                           max_drop=ctx.options.max_accuracy_drop)
 
 
@@ -433,28 +435,38 @@ class _Skip(Exception):
 
 
 # ----------------------------------------------------------------------------------------- measure
-def _predict_keras(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(model(images[i:i + batch], training=False))
-                           for i in range(0, len(images), batch)])
+def _predict_keras(model, images: Images, batch: int = 64) -> np.ndarray:
+    return predict_in_batches(lambda x: model(x, training=False), images, batch)
 
 
-def _predict_onnx(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
+def _val_for_fit(val: tuple[Images, np.ndarray]):
+    """The val split as QAT's ``fit`` takes it: arrays as they are, a decoded split as a tf.data.Dataset
+    read a batch at a time (batches of 32, fine_tune_qat's, so the figures equal the arrays')."""
+    images, labels = val
+    if not isinstance(images, DecodedSplit):
+        return val
+    from edgecnn.data.loader import decoded_split_dataset
+
+    return decoded_split_dataset(images, batch_size=32)
+
+
+def _predict_onnx(path: str | os.PathLike, images: Images) -> np.ndarray:
     from edgecnn.runtime import load_runner
 
     runner = load_runner(Path(path), threads=0, runtime="onnxruntime")
     try:
-        return runner(images)
+        return predict_in_batches(runner, images)
     finally:
         runner.close()
 
 
-def _measure(c: Candidate, images: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
+def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
              threads: int, warmup: int, runs: int) -> None:
     from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
 
     runner = load_runner(c.artifact, threads=threads, runtime=c.runtime)  # the runtime the route is for
-    probs = runner(images)
+    probs = predict_in_batches(runner, images)
     pred = probs.argmax(1)
     c.accuracy = float((pred == labels).mean())
     c.drop = float(reference_acc - c.accuracy)
@@ -499,7 +511,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
     Args:
         model: the float ``tf_keras`` model (or a stripped pruned / clustered one), RGB 0-255 input; None with
             ``float_onnx`` runs only the routes that need no Keras model (see :func:`choose_onnx`).
-        val_images: (N, H, W, 3) float32 0-255 validation images (never the test split).
+        val_images: (N, H, W, 3) float32 0-255 validation images (never the test split), or a
+            :class:`edgecnn.data.decoded_split.DecodedSplit` (read a batch at a time: memory flat in N).
         val_labels: (N,) integer labels.
         calibration: (M, H, W, 3) training images for calibration, M >= 10.
         workdir: where candidate artifacts are written (created; e.g. ``<run>/compress``).
@@ -531,7 +544,8 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                            f"received min_agreement={min_agreement!r}.")
     agree_txt = f" and agreement >= {min_agreement:.4f}" if min_agreement is not None else ""
     cal = check_calibration(calibration, what="the chooser's int8 routes")
-    images = np.asarray(val_images, np.float32)
+    # a decoded split stays on disk (read a batch at a time); anything else becomes a float32 array
+    images = val_images if isinstance(val_images, DecodedSplit) else np.asarray(val_images, np.float32)
     labels = np.asarray(val_labels).astype(np.int64).ravel()
     if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
         raise EdgecnnError(f"validation images must be (N, H, W, 3) with N labels, N > 0; received images "

@@ -71,7 +71,8 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     """
     from edgecnn._tf import keras
     from edgecnn.compress.chooser import _predict_keras, choose, list_routes
-    from edgecnn.data.loader import calibration_arrays, load_arrays, make_dataset
+    from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
+    from edgecnn.data.loader import calibration_arrays, make_dataset
 
     cfg = recipe.compress
     run_dir = Path(run_dir)
@@ -82,7 +83,8 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     seed = recipe.train.seed
     model = keras.models.load_model(str(run_dir / "model.keras"), compile=False)
     calib = calibration_arrays(dataset, input_size, recipe.export.calibration_images, seed=seed)
-    val_x, val_y = load_arrays(dataset, "val", input_size)
+    val_x = decoded_split(dataset, "val", input_size, run_dir / SPLITS_DIR)   # read a batch at a time
+    val_y = val_x.labels
     # Shuffled, not augmented: QAT distilled on augmented images (teacher labelling each one) did
     # worse on the default recipe (test agreement 0.967 vs 0.981 without augmentation).
     train = make_dataset(dataset, "train", input_size, recipe.data.batch_size, training=True, seed=seed)
@@ -125,7 +127,8 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
         EdgecnnError: no model.onnx, or none of the recipe's routes runs without a Keras model.
     """
     from edgecnn.compress.chooser import choose_onnx, list_routes
-    from edgecnn.data.loader import calibration_arrays, load_arrays
+    from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
+    from edgecnn.data.loader import calibration_arrays
     from edgecnn.export import get_format
 
     cfg = recipe.compress
@@ -150,7 +153,8 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
     workdir.mkdir(parents=True, exist_ok=True)
     seed = recipe.train.seed
     calib = calibration_arrays(dataset, input_size, recipe.export.calibration_images, seed=seed)
-    val_x, val_y = load_arrays(dataset, "val", input_size)
+    val_x = decoded_split(dataset, "val", input_size, run_dir / SPLITS_DIR)
+    val_y = val_x.labels
     out: dict[str, Any] = {"max_accuracy_drop": cfg.max_accuracy_drop, "min_agreement": cfg.min_agreement,
                            "reference": "model.onnx", "val_images": int(len(val_y)),
                            "calibration_images": int(len(calib)), "runtimes": {}, "picks": {}}

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecnn._tf import keras, tf
 from edgecnn.data.config import AugmentConfig
+from edgecnn.data.decoded_split import DecodedSplit, at_input_size
 from edgecnn.data.folders import Dataset
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
@@ -85,17 +86,6 @@ def shard_paths(paths: list[str], labels: np.ndarray, shard: tuple[int, int] | N
     return [paths[i] for i in idx], np.asarray(labels)[idx]
 
 
-def _at_input_size(paths: list[str], size: int) -> bool:
-    """True when every file's header says size x size (no resize: whole grey levels). Reads headers only."""
-    from PIL import Image
-
-    for p in paths:
-        with Image.open(p) as im:
-            if im.size != (size, size):
-                return False
-    return True
-
-
 def cache_plan(ds: Dataset, split: str, size: int, *, cache: str = "auto", memory_mb: float = 1024,
                cache_dir: str | os.PathLike | None = None, shard: tuple[int, int] | None = None) -> CachePlan:
     """Decide where ``make_dataset`` caches a split: the recipe's ``data.cache`` against its budget.
@@ -113,7 +103,7 @@ def cache_plan(ds: Dataset, split: str, size: int, *, cache: str = "auto", memor
     paths, _ = shard_paths(ds.paths(split), ds.labels(split), shard)
     if cache == "none":
         return CachePlan("none", "float32", 0.0, None)
-    dtype = "uint8" if _at_input_size(paths, size) else "float32"
+    dtype = "uint8" if at_input_size(paths, size) else "float32"
     mbytes = len(paths) * size * size * ds.channels * (1 if dtype == "uint8" else 4) / 2**20
     kind = cache if cache != "auto" else ("memory" if mbytes <= memory_mb else "disk" if cache_dir else "none")
     if kind == "disk" and cache_dir is None:
@@ -185,13 +175,30 @@ def make_dataset(ds: Dataset, split: str, size: int, batch_size: int, *, trainin
 
 
 def load_arrays(ds: Dataset, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split as numpy (N, size, size, ds.channels) float32 0-255 and (N,) labels, for evaluation."""
-    data = make_dataset(ds, split, size, batch_size=64)
+    """A whole split as numpy (N, size, size, ds.channels) float32 0-255 and (N,) labels.
+
+    Memory grows with the split: the stages read splits batch by batch from
+    :func:`edgecnn.data.decoded_split.decoded_split` (same pixels); this is for small splits and tests.
+    """
+    data = make_dataset(ds, split, size, batch_size=64, cache="none")  # no second copy in a tf.data cache
     xs, ys = [], []
     for x, y in data:
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def decoded_split_dataset(split: DecodedSplit, batch_size: int = 32) -> tf.data.Dataset:
+    """A decoded split as a tf.data.Dataset of (images float32, labels int64) batches, read from its file a
+    batch at a time: what a Keras ``fit(validation_data=...)`` takes without the split in memory; the
+    batches equal ``from_tensor_slices((images, labels)).batch(batch_size)`` of the whole array."""
+    def batches():
+        for start, x in zip(range(0, len(split), batch_size), split.batches(batch_size)):
+            yield x, split.labels[start:start + batch_size]
+
+    h, w, c = split.shape[1:]
+    return tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec((None, h, w, c), tf.float32), tf.TensorSpec((None,), tf.int64)))
 
 
 def calibration_arrays(ds: Dataset, size: int, n: int, seed: int = 0) -> np.ndarray:

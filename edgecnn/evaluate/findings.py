@@ -265,13 +265,14 @@ def save_thumbnail(image: np.ndarray, path: str | os.PathLike, max_side: int = 1
 
 
 def _gallery_and_gradcam(run_dir: Path, model, ds, out: Path, findings: dict) -> None:
-    from edgecnn.data.loader import load_arrays
+    from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split, predict_in_batches
     from edgecnn.evaluate.gradcam import find_feature_layer, gradcam, gradcam_plot, localisation_score
 
     size = int(model.input_shape[1])
-    images, labels = load_arrays(ds, "test", size)
-    paths = ds.paths("test")
-    probs = model.predict(images, batch_size=64, verbose=0)
+    # the evaluate stage's decoded test split (decoded here when absent), read a batch at a time
+    images = decoded_split(ds, "test", size, run_dir / SPLITS_DIR)
+    labels, paths = images.labels, images.paths
+    probs = predict_in_batches(lambda x: model.predict(x, batch_size=64, verbose=0), images)
     pred = probs.argmax(1)
     classes = ds.classes
     wrong = np.flatnonzero(pred != labels)
@@ -296,7 +297,7 @@ def _gallery_and_gradcam(run_dir: Path, model, ds, out: Path, findings: dict) ->
         idx = np.flatnonzero(labels == classes.index(c))[:GRADCAM_PER_CLASS]
         if not len(idx):
             continue
-        maps = gradcam(model, images[idx], class_index=labels[idx], layer=layer)
+        maps = gradcam(model, images[idx], class_index=labels[idx], layer=layer)   # reads only these
         rows[c] = []
         for i, m in zip(idx, maps):
             rel = os.path.relpath(paths[i], ds.root).replace(os.sep, "/")

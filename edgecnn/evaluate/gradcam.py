@@ -220,14 +220,20 @@ def localisation_score(run_dir: str | os.PathLike, *, layer: str | None = None, 
                 if group and len(picked) < limit:
                     picked.append(group.pop(0))
         records = picked
-    size = int(model.input_shape[1])
+    from edgecnn.data.decoded_split import BATCH, decode_images
+
+    size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     paths = [str(root / r["path"]) for r in records]
     labels = np.array([classes.index(r["class"]) for r in records])
-    images = load_images(paths, labels, classes, size, int(model.input_shape[-1]))
     originals = [_image_hw(p) for p in paths]
     layer = layer or find_feature_layer(model)
-    maps = gradcam(model, images, class_index=labels, layer=layer)
-    hits = np.array([peak_inside(m, r["bbox"], o) for m, r, o in zip(maps, records, originals)])
+    hits_parts = []
+    for start in range(0, len(paths), BATCH):   # a batch of images and heatmaps at a time: memory flat in N
+        end = start + BATCH
+        maps = gradcam(model, decode_images(paths[start:end], size, channels), class_index=labels[start:end],
+                       layer=layer)
+        hits_parts += [peak_inside(m, r["bbox"], o) for m, r, o in zip(maps, records[start:end], originals[start:end])]
+    hits = np.array(hits_parts)
     areas = np.array([(r["bbox"][2] - r["bbox"][0]) * (r["bbox"][3] - r["bbox"][1]) / (o[0] * o[1])
                       for r, o in zip(records, originals)])
     per_class = {}
@@ -242,19 +248,6 @@ def localisation_score(run_dir: str | os.PathLike, *, layer: str | None = None, 
     if write:
         write_json(run_dir / GRADCAM_JSON, result)
     return result
-
-
-def load_images(paths: list[str], labels: np.ndarray, classes: list[str], size: int,
-                channels: int = 3) -> np.ndarray:
-    """Images as (N, size, size, channels) float32 0-255, decoded and resized exactly as evaluation does."""
-    from edgecnn.data.folders import Dataset
-    from edgecnn.data.loader import load_arrays
-
-    if not paths:
-        return np.zeros((0, size, size, channels), np.float32)
-    ds = Dataset(root=Path(paths[0]).parent, layout="list", classes=list(classes),
-                 splits={"test": [(p, int(y)) for p, y in zip(paths, labels)]}, channels=channels)
-    return load_arrays(ds, "test", size)[0]
 
 
 def _sha256_or_none(path: Path) -> str | None:

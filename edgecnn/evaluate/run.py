@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn._io import artifact_bytes, artifact_files, sha256_file
+from edgecnn.data.decoded_split import Images, predict_in_batches
 from edgecnn.errors import EdgecnnError
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
@@ -25,11 +26,13 @@ def gzip_size(path: Path) -> int:
     return sum(len(gzip.compress(p.read_bytes(), compresslevel=9)) for p in artifact_files(path))
 
 
-def evaluate_artifacts(recipe: Any, run_dir: Path, images: np.ndarray, labels: np.ndarray,
+def evaluate_artifacts(recipe: Any, run_dir: Path, images: Images, labels: np.ndarray,
                        classes: list[str], *, reference: str = REFERENCE) -> dict:
     """Accuracy, agreement with the Keras float model, latency at each thread count, and size of every
     artifact in every runtime that runs it.
 
+    ``images`` is the test split: a :class:`edgecnn.data.decoded_split.DecodedSplit` (the stage's: read
+    a batch at a time, so memory does not grow with the split) or an in-memory float32 array.
     ``report["artifacts"]`` holds, per artifact, an entry keyed by its file name, measured in the
     runtime its manifest names, and one entry keyed ``"<file>@<runtime>"`` per further registered
     runtime that runs the file (``evaluate.runtimes``; None = all), e.g. ``"model.int8.onnx@openvino"``.
@@ -97,7 +100,7 @@ def evaluate_artifacts(recipe: Any, run_dir: Path, images: np.ndarray, labels: n
     return report
 
 
-def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, labels: np.ndarray,
+def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: Images, labels: np.ndarray,
                   classes: list[str], cfg, thread_counts: list[int], reference, step, *, runtime: str | None = None,
                   label: str | None = None) -> tuple[dict, np.ndarray]:
     """One artifact in one runtime (None = its default): accuracy on the test split at all threads, then
@@ -111,7 +114,11 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: np.ndarray, 
         entry = verify_artifact(run_dir, name, manifest)
     step(0, f"{label} accuracy")
     runner = load_runner(path, threads=max(thread_counts), runtime=runtime)
-    probs = runner(images)
+    probs = predict_in_batches(runner, images)   # one batch of images in memory, N x classes out
+    if hasattr(runner, "_evaluated"):
+        # TFLite Micro compares its answers with LiteRT's on the largest call it answered; answered batch by
+        # batch, that is the whole split only when told so (it iterates the split a batch at a time).
+        runner._evaluated = (images, probs)
     metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference if reference is not None else probs)
     latency = {}
     for j, t in enumerate(thread_counts):
