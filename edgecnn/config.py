@@ -68,6 +68,16 @@ class FinetuneConfig(_Strict):
         "(smaller steps closer to the input); 1.0 = one rate for all"))
 
 
+class DistillConfig(_Strict):
+    """``train.distill``: learn from a teacher's soft targets as well as the labels (edgecnn/distill.py)."""
+
+    teacher: str | None = Field(None, description=(
+        "a classifier of the same classes: a Keras model file, a run directory (its model.keras) or a recipe "
+        "YAML (its run, trained first when missing); none: no distillation"))
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft (teacher) term; 1 - alpha on the labels")
+    temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of both sides' soft targets")
+
+
 class DistributeConfig(_Strict):
     """``train.distribute``: train in one process, on every local device, or on several workers.
 
@@ -129,6 +139,7 @@ class TrainConfig(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     early_stopping_patience: int = Field(3, ge=1)
     class_weights: bool = False
+    distill: DistillConfig = DistillConfig()
     distribute: DistributeConfig = DistributeConfig()
 
 

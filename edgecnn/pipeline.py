@@ -203,7 +203,14 @@ class Run:
 
     def train_fingerprint(self) -> str:
         r = self.recipe
-        return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
+        train = r.train.model_dump(mode="json")
+        if r.train.distill.teacher is None:
+            del train["distill"]   # runs made before distillation existed stay current
+        else:   # a retrained teacher retrains the student
+            from edgecnn.distill import resolve_teacher
+
+            train["distill"]["teacher_sha256"] = sha256_file(resolve_teacher(r.train.distill.teacher)[0])
+        return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), train,
                    r.data.augment.model_dump(mode="json"), r.data.batch_size)
 
     def train(self, force: bool = False) -> bool:
@@ -475,6 +482,8 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
         recipe.data.path = str(data)
         recipe.data.generate = None  # a user's folder is never overwritten by the generator
     recipe.data.path = str(Path(recipe.data.path).resolve())  # recipe.yaml must work from any cwd
+    if recipe.train.distill.teacher is not None:
+        recipe.train.distill.teacher = str(Path(recipe.train.distill.teacher).resolve())
     if skip_bad_images is not None:
         recipe.data.skip_bad_images = skip_bad_images
     run_dir = Path(output) if output else Path("export") / recipe.name

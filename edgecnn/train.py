@@ -236,16 +236,23 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
                ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None,
-               val_steps: int | None = None, chief: bool = True) -> tuple[dict, bool]:
+               val_steps: int | None = None, chief: bool = True, teacher=None) -> tuple[dict, bool]:
     """Compile and fit one phase with per-epoch backup; returns (history, resumed).
 
     ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
     ``val_steps`` (distributed: the datasets repeat, so Keras needs both counts) fits ``steps`` per epoch.
+    With a ``teacher`` the model learns from its soft targets too (:class:`edgecnn.distill.Distiller`).
     """
     t = recipe.train
+    if teacher is not None:
+        from edgecnn.distill import Distiller
+
+        student = model
+        model = Distiller(student, teacher, alpha=t.distill.alpha, temperature=t.distill.temperature)
     var_scales = None
     if lr_scales:
-        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in model.layers
+        layers = (student if teacher is not None else model).layers
+        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in layers
                       if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
     model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum, var_scales),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -362,10 +369,16 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
     except TypeError as e:  # a stray key in model.args
         raise EdgecnnError(f"model.args of the recipe: {e}") from None
     model = with_input_channels(model, ds.channels)
+    teacher = None
+    if t.distill.teacher is not None:
+        from edgecnn.distill import load_teacher, teacher_accuracy
+
+        teacher = load_teacher(t.distill.teacher, ds.classes)
 
     d = recipe.data
     bs = d.batch_size
     cw = class_weights(ds.labels("train"), len(ds.classes)) if t.class_weights else None
+    history: dict[str, Any] = {"phases": []}
     cache = {"cache": d.cache, "cache_memory_mb": d.cache_memory_mb, "cache_dir": out_dir / "cache"}
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     lr_factor = replicas if t.distribute.lr_scaling == "linear" else 1
@@ -394,9 +407,14 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         log.info("train.distribute: %s, %d worker(s), %d replica(s), global batch %d, lr x %g",
                  t.distribute.strategy, workers, replicas, bs * replicas, lr_factor)
         cw = None   # applied as sample weights above
+    if teacher is not None:   # what the student learns from: the teacher on the student's own inputs
+        t_acc = teacher_accuracy(teacher, make_dataset(ds, "val", size, bs, cache="none")) if chief else None
+        history["distill"] = {"teacher": str(t.distill.teacher), "alpha": t.distill.alpha,
+                              "temperature": t.distill.temperature, "teacher_val_accuracy": t_acc}
+        log.info("distill: teacher %s, val top-1 %.4f at the student's input (%d px), alpha %g, T %g",
+                 t.distill.teacher, t_acc or float("nan"), size, t.distill.alpha, t.distill.temperature)
     pretrained = args.get("weights") not in (None, "")
     freeze = {"auto": pretrained, "yes": True, "no": False}[t.freeze_backbone]
-    history: dict[str, Any] = {"phases": []}
     resumed_any = False
 
     phase1_done = ckpt_dir / "phase1.weights.h5"
@@ -409,7 +427,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
         h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
-                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief)
+                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, teacher=teacher)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
                                   "lr": head_lr, **h})
@@ -428,7 +446,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         lr = _schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
-                                steps, scales, val_steps=val_steps, chief=chief)
+                                steps, scales, val_steps=val_steps, chief=chief, teacher=teacher)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
                                   "lr": head_lr * ft.lr_factor, "schedule": ft.schedule, "lr_decay": ft.lr_decay,

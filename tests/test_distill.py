@@ -1,0 +1,105 @@
+"""Knowledge distillation (``train.distill``): the soft term, the student-only updates, the teacher checks."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgecnn._tf import keras, tf
+from edgecnn.config import recipe_from_dict
+from edgecnn.errors import EdgecnnError
+
+TINY_RECIPE = Path(__file__).resolve().parent / "recipes" / "tiny.yaml"
+
+
+def _recipe(data: Path, **distill):
+    raw = yaml.safe_load(TINY_RECIPE.read_text())
+    raw["data"]["path"] = str(data)
+    raw["train"] = {"head": {"epochs": 1, "lr": 0.003}, "distill": distill}
+    return recipe_from_dict(raw)
+
+
+def test_soft_loss_is_t2_times_the_kl_divergence():
+    from edgecnn.distill import soft_loss
+
+    rng = np.random.default_rng(0)
+    t_logits, s_logits, temp = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3, 4.0
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p, q = softmax(t_logits / temp), softmax(s_logits / temp)
+    expected = np.mean(np.sum(p * np.log(p / q), -1)) * temp ** 2
+    got = float(soft_loss(tf.constant(p, tf.float32), tf.constant(s_logits, tf.float32), temp))
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert float(soft_loss(tf.constant(p, tf.float32), tf.constant(t_logits, tf.float32), temp)) == \
+        pytest.approx(0.0, abs=1e-5)
+
+
+def test_logits_of_a_zoo_model_are_its_pre_softmax_outputs():
+    from edgecnn.arch import create_model
+    from edgecnn.distill import logits_of
+
+    model = create_model("dsconv", num_classes=3, input_size=32, alpha=0.25, depth=2)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    logits = logits_of(model)(x).numpy()
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_student_learns_from_a_run_directory_teacher(tiny_defects, tiny_run, tmp_path):
+    """The tiny run's model teaches a fresh student: only the student moves, the figures are recorded."""
+    from edgecnn.data.folders import discover
+    from edgecnn.distill import load_teacher, teacher_accuracy
+    from edgecnn.data.loader import make_dataset
+    from edgecnn.train import train
+
+    ds = discover(tiny_defects, min_images_per_class=5)
+    recipe = _recipe(tiny_defects, teacher=str(tiny_run), alpha=0.7, temperature=3.0)
+    teacher = load_teacher(tiny_run, ds.classes)
+    before = [w.copy() for w in teacher.get_weights()]
+    result = train(recipe, ds, tmp_path / "run")
+    info = result.history["distill"]
+    assert info["alpha"] == 0.7 and info["temperature"] == 3.0 and info["teacher"] == str(tiny_run)
+    expected = teacher_accuracy(teacher, make_dataset(ds, "val", 32, 16, cache="none"))
+    assert info["teacher_val_accuracy"] == pytest.approx(expected)
+    phase = result.history["phases"][0]
+    assert phase["distill_loss"][0] > 0 and np.isfinite(phase["val_loss"][0])
+    for a, b in zip(before, teacher.get_weights()):  # the teacher never trains (a fresh load: same file)
+        np.testing.assert_array_equal(a, b)
+    saved = keras.models.load_model(str(tmp_path / "run" / "model.keras"), compile=False)
+    assert saved.name == "dsconv" and saved.output_shape[-1] == len(ds.classes)  # the student, not the wrapper
+
+
+def test_teacher_of_other_classes_is_refused(tiny_defects, tiny_run, tmp_path):
+    from edgecnn.distill import load_teacher
+
+    with pytest.raises(EdgecnnError, match="answers 4 classes; the data set has 3"):
+        load_teacher(tiny_run / "model.keras", ["a", "b", "c"])
+    other = tmp_path / "teacher"
+    shutil.copytree(tiny_run, other)
+    names = (other / "labels.txt").read_text().split()
+    (other / "labels.txt").write_text("\n".join(reversed(names)) + "\n")
+    with pytest.raises(EdgecnnError, match="same classes in the same order"):
+        load_teacher(other, names)
+    with pytest.raises(EdgecnnError, match="does not exist"):
+        load_teacher(tmp_path / "nothing.keras", names)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgecnnError, match="has no model.keras"):
+        load_teacher(tmp_path / "empty", names)
+
+
+def test_teacher_file_is_part_of_the_training_fingerprint(tiny_defects, tmp_path):
+    """A retrained teacher (another file at the same path) retrains the student."""
+    from edgecnn.pipeline import Run
+
+    teacher = tmp_path / "teacher.keras"
+    fps = []
+    for content in (b"one", b"two"):
+        teacher.write_bytes(content)
+        fps.append(Run(_recipe(tiny_defects, teacher=str(teacher)), tmp_path / "run").train_fingerprint())
+    fps.append(Run(_recipe(tiny_defects), tmp_path / "run").train_fingerprint())
+    assert len(set(fps)) == 3
