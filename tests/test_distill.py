@@ -53,8 +53,8 @@ def test_logits_of_a_zoo_model_are_its_pre_softmax_outputs():
 def test_student_learns_from_a_run_directory_teacher(tiny_defects, tiny_run, tmp_path):
     """The tiny run's model teaches a fresh student: only the student moves, the figures are recorded."""
     from edgecnn.data.folders import discover
-    from edgecnn.distill import load_teacher, teacher_accuracy
     from edgecnn.data.loader import make_dataset
+    from edgecnn.distill import load_teacher, teacher_accuracy
     from edgecnn.train import train
 
     ds = discover(tiny_defects, min_images_per_class=5)
