@@ -35,6 +35,7 @@ from edgecnn._tf import keras, tf
 from edgecnn.config import DistributeConfig, Recipe
 from edgecnn.data.folders import Dataset
 from edgecnn.data.loader import make_dataset
+from edgecnn.distill import indexed
 from edgecnn.errors import EdgecnnError
 from edgecnn.progress import progress
 
@@ -236,23 +237,24 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
                ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None,
-               val_steps: int | None = None, chief: bool = True, teacher=None) -> tuple[dict, bool]:
+               val_steps: int | None = None, chief: bool = True,
+               distill: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, bool]:
     """Compile and fit one phase with per-epoch backup; returns (history, resumed).
 
     ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
     ``val_steps`` (distributed: the datasets repeat, so Keras needs both counts) fits ``steps`` per epoch.
-    With a ``teacher`` the model learns from its soft targets too (:class:`edgecnn.distill.Distiller`).
+    With ``distill`` (the teacher's soft targets and the labels per training image; the training batches
+    label each image by its row) the model learns from both (:class:`edgecnn.distill.Distiller`).
     """
     t = recipe.train
-    if teacher is not None:
+    student = model
+    if distill is not None:
         from edgecnn.distill import Distiller
 
-        student = model
-        model = Distiller(student, teacher, alpha=t.distill.alpha, temperature=t.distill.temperature)
+        model = Distiller(student, *distill, alpha=t.distill.alpha, temperature=t.distill.temperature)
     var_scales = None
     if lr_scales:
-        layers = (student if teacher is not None else model).layers
-        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in layers
+        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in student.layers
                       if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
     model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum, var_scales),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -274,6 +276,25 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
     if chief:
         shutil.rmtree(backup, ignore_errors=True)
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
+
+
+def _soft_targets(t, ds: Dataset) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """The teacher's soft targets at temperature T for every training image, the labels, and what the history
+    records of the teacher (its top-1 on train and val at its own input)."""
+    from edgecnn.distill import load_teacher, teacher_logits
+
+    teacher = load_teacher(t.distill.teacher, ds.classes)
+    logits = {s: teacher_logits(teacher, ds, s) for s in ("train", "val")}
+    acc = {s: float(np.mean(np.argmax(z, -1) == ds.labels(s))) for s, z in logits.items()}
+    z = logits["train"] / t.distill.temperature
+    soft = np.exp(z - z.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    log.info("distill: teacher %s (%d px) top-1 train %.4f, val %.4f; alpha %g, T %g", t.distill.teacher,
+             teacher.input_shape[1], acc["train"], acc["val"], t.distill.alpha, t.distill.temperature)
+    info = {"teacher": str(t.distill.teacher), "teacher_input_size": int(teacher.input_shape[1]),
+            "alpha": t.distill.alpha, "temperature": t.distill.temperature,
+            "teacher_train_accuracy": acc["train"], "teacher_val_accuracy": acc["val"]}
+    return (soft.astype(np.float32), ds.labels("train")), info
 
 
 def make_strategy(cfg: DistributeConfig):
@@ -369,21 +390,23 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
     except TypeError as e:  # a stray key in model.args
         raise EdgecnnError(f"model.args of the recipe: {e}") from None
     model = with_input_channels(model, ds.channels)
-    teacher = None
+    history: dict[str, Any] = {"phases": []}
+    distill, train_view = None, ds
     if t.distill.teacher is not None:
-        from edgecnn.distill import load_teacher, teacher_accuracy
-
-        teacher = load_teacher(t.distill.teacher, ds.classes)
+        distill, history["distill"] = _soft_targets(t, ds)
+        train_view = indexed(ds)   # training batches carry each image's row of the soft-target table
 
     d = recipe.data
     bs = d.batch_size
     cw = class_weights(ds.labels("train"), len(ds.classes)) if t.class_weights else None
-    history: dict[str, Any] = {"phases": []}
+    if cw and distill is not None:   # by row, as the batches are labelled
+        cw = {i: cw[int(y)] for i, y in enumerate(distill[1])}
     cache = {"cache": d.cache, "cache_memory_mb": d.cache_memory_mb, "cache_dir": out_dir / "cache"}
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     lr_factor = replicas if t.distribute.lr_scaling == "linear" else 1
     if strategy is None:
-        train_ds = make_dataset(ds, "train", size, bs, training=True, augment=d.augment, seed=t.seed, **cache)
+        train_ds = make_dataset(train_view, "train", size, bs, training=True, augment=d.augment, seed=t.seed,
+                                **cache)
         val_ds = make_dataset(ds, "val", size, bs, **cache)
         steps, val_steps = math.ceil(len(ds.paths("train")) / bs), None
     else:
@@ -396,7 +419,8 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
 
         def inputs(split: str, training: bool):
             def fn(ctx):
-                data = make_dataset(ds, split, size, ctx.get_per_replica_batch_size(bs * replicas),
+                data = make_dataset(train_view if training else ds, split, size,
+                                    ctx.get_per_replica_batch_size(bs * replicas),
                                     training=training, augment=d.augment if training else None, seed=t.seed,
                                     shard=(ctx.num_input_pipelines, ctx.input_pipeline_id), repeat=True, **cache)
                 return _with_class_weights(data, cw) if training else data
@@ -407,12 +431,6 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         log.info("train.distribute: %s, %d worker(s), %d replica(s), global batch %d, lr x %g",
                  t.distribute.strategy, workers, replicas, bs * replicas, lr_factor)
         cw = None   # applied as sample weights above
-    if teacher is not None:   # what the student learns from: the teacher on the student's own inputs
-        t_acc = teacher_accuracy(teacher, make_dataset(ds, "val", size, bs, cache="none")) if chief else None
-        history["distill"] = {"teacher": str(t.distill.teacher), "alpha": t.distill.alpha,
-                              "temperature": t.distill.temperature, "teacher_val_accuracy": t_acc}
-        log.info("distill: teacher %s, val top-1 %.4f at the student's input (%d px), alpha %g, T %g",
-                 t.distill.teacher, t_acc or float("nan"), size, t.distill.alpha, t.distill.temperature)
     pretrained = args.get("weights") not in (None, "")
     freeze = {"auto": pretrained, "yes": True, "no": False}[t.freeze_backbone]
     resumed_any = False
@@ -427,7 +445,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
         h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
-                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, teacher=teacher)
+                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, distill=distill)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
                                   "lr": head_lr, **h})
@@ -446,7 +464,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         lr = _schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
-                                steps, scales, val_steps=val_steps, chief=chief, teacher=teacher)
+                                steps, scales, val_steps=val_steps, chief=chief, distill=distill)
         resumed_any |= resumed
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
                                   "lr": head_lr * ft.lr_factor, "schedule": ft.schedule, "lr_decay": ft.lr_decay,
