@@ -163,6 +163,8 @@ def test_openvino_agrees_with_onnxruntime(tiny_onnx):
     np.testing.assert_allclose(ov(x[0]), want[:1], atol=1e-4)    # one HWC image is a batch of one
     with pytest.raises(EdgecnnError, match="input must have shape"):
         ov(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(EdgecnnError, match="input must have shape"):  # every output: the same check
+        ort.predict_outputs(np.zeros((1, 8, 8, 3), np.float32))
 
 
 def test_openvino_runs_the_qdq_int8_onnx(tiny_onnx, tmp_path):

@@ -40,16 +40,7 @@ class Runner(abc.ABC):
         self.threads = threads
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 3:
-            images = images[None]
-        expected = self.input.shape[1:]
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
-            raise EdgecnnError(
-                f"{self.path.name}: input must have shape (N, {', '.join(map(str, expected))}). "
-                f"Received shape {tuple(images.shape)}; resize the images to the model's input size."
-            )
-        return self._predict(images)
+        return self._predict(self._check_input(images))
 
     @abc.abstractmethod
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -64,8 +55,17 @@ class Runner(abc.ABC):
         return [self(images)]
 
     def _check_input(self, images: np.ndarray) -> np.ndarray:
+        """A float32 NHWC batch (one HWC image gets N = 1), or one readable error naming the expected shape."""
         images = np.asarray(images, dtype=np.float32)
-        return images[None] if images.ndim == 3 else images
+        if images.ndim == 3:
+            images = images[None]
+        expected = self.input.shape[1:]
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
+            raise EdgecnnError(
+                f"{self.path.name}: input must have shape (N, {', '.join(map(str, expected))}). "
+                f"Received shape {tuple(images.shape)}; resize the images to the model's input size."
+            )
+        return images
 
     @property
     def input_size(self) -> int:
