@@ -147,7 +147,7 @@ _OPTIMIZERS = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
 _LAYERWISE = {k: type(f"Layerwise{c.__name__}", (_LayerwiseLr, c), {}) for k, c in _OPTIMIZERS.items()}
 
 
-def _optimizer(name: str, lr, momentum: float, lr_scales: dict[str, float] | None = None):
+def make_optimizer(name: str, lr, momentum: float, lr_scales: dict[str, float] | None = None):
     """The recipe's optimizer; with ``lr_scales`` (variable name -> factor) a layer-wise-lr variant of it."""
     table = _LAYERWISE if lr_scales else _OPTIMIZERS
     cls = table.get(name, table["adam"])
@@ -162,7 +162,7 @@ def _optimizer(name: str, lr, momentum: float, lr_scales: dict[str, float] | Non
     return opt
 
 
-def _schedule(kind: str, lr: float, steps: int):
+def lr_schedule(kind: str, lr: float, steps: int):
     if kind == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
     if kind == "step":
@@ -171,7 +171,7 @@ def _schedule(kind: str, lr: float, steps: int):
     return lr
 
 
-class _LrLogger(keras.callbacks.Callback):
+class LrLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         opt = self.model.optimizer
         lr = opt.learning_rate
@@ -179,28 +179,33 @@ class _LrLogger(keras.callbacks.Callback):
         logs["lr"] = float(tf.keras.backend.get_value(value) if not hasattr(value, "numpy") else value.numpy())
 
 
-class _RestoreBest(keras.callbacks.Callback):
-    """Keep the weights of the epoch with the lowest validation loss and put them back when the fit ends.
+class RestoreBest(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the best ``monitor`` (``mode`` min or max) and put them back when the
+    fit ends.
 
-    In memory, on every worker alike: the validation loss is the same all-reduced figure on each, so
+    In memory, on every worker alike: the validation figures are the same all-reduced values on each, so
     they pick the same epoch (reading BatchNorm statistics is a collective op, so all must read).
     After a resume it compares only the epochs run since, as a restarted ModelCheckpoint would.
     """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min"):
+        super().__init__()
+        self.monitor, self.sign = monitor, (1.0 if mode == "min" else -1.0)
 
     def on_train_begin(self, logs=None):
         self.best, self.weights = math.inf, None
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("val_loss", math.inf)
-        if loss < self.best:
-            self.best, self.weights = loss, self.model.get_weights()
+        value = self.sign * (logs or {}).get(self.monitor, self.sign * math.inf)
+        if value < self.best:
+            self.best, self.weights = value, self.model.get_weights()
 
     def on_train_end(self, logs=None):
         if self.weights is not None:
             self.model.set_weights(self.weights)
 
 
-class _EpochLog(keras.callbacks.Callback):
+class EpochLog(keras.callbacks.Callback):
     """A progress bar over the phase's batches (terminal) and one log line per epoch (always)."""
 
     def __init__(self, phase: str, epochs: int, steps: int):
@@ -235,47 +240,63 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
-               ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None,
-               val_steps: int | None = None, chief: bool = True,
-               distill: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, bool]:
-    """Compile and fit one phase with per-epoch backup; returns (history, resumed).
+def variable_lr_scales(model, lr_scales: dict[str, float] | None) -> dict[str, float] | None:
+    """Block factors (:func:`layerwise_lr_scales`) as the optimizer takes them: per trainable variable name."""
+    if not lr_scales:
+        return None
+    return {v.name: lr_scales[block_of(layer.name)] for layer in model.layers
+            if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
 
-    ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
-    ``val_steps`` (distributed: the datasets repeat, so Keras needs both counts) fits ``steps`` per epoch.
-    With ``distill`` (the teacher's soft targets and the labels per training image; the training batches
-    label each image by its row) the model learns from both (:class:`edgecnn.distill.Distiller`).
+
+def fit_phase(model, phase: str, epochs: int, *, optimizer, loss, metrics: list, train_ds, val_ds, ckpt_dir: Path,
+              steps: int, patience: int, monitor: str = "val_loss", mode: str = "min", class_weight=None,
+              val_steps: int | None = None, chief: bool = True) -> tuple[dict, bool]:
+    """Compile and fit one training phase; returns (history, resumed). Every task's trainer uses it.
+
+    Keras ``BackupAndRestore`` checkpoints every epoch under ``ckpt_dir/<phase>-backup`` (a killed run
+    resumes there); the epoch with the best ``monitor`` (``mode`` min or max) is restored at the end;
+    early stopping after ``patience`` epochs without improvement. ``val_steps`` (distributed: the
+    datasets repeat, so Keras needs both counts) fits ``steps`` per epoch.
     """
-    t = recipe.train
-    student = model
-    if distill is not None:
-        from edgecnn.distill import Distiller
-
-        model = Distiller(student, *distill, alpha=t.distill.alpha, temperature=t.distill.temperature)
-    var_scales = None
-    if lr_scales:
-        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in student.layers
-                      if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
-    model.compile(optimizer=_optimizer(t.optimizer, lr, t.momentum, var_scales),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     backup = ckpt_dir / f"{phase}-backup"   # under multi_worker: the chief's, read by all (shared storage)
     resumed = backup.exists()
     if resumed:
         log.info("%s: resuming from the last completed epoch in %s", phase, backup)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),   # a non-chief writes a temporary copy, Keras removes it
-        _RestoreBest(),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience),
-        _LrLogger(),
-        _EpochLog(phase, cfg_epochs, steps),
+        RestoreBest(monitor, mode),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+        LrLogger(),
+        EpochLog(phase, epochs, steps),
     ]
     counts = {"steps_per_epoch": steps, "validation_steps": val_steps} if val_steps else {}
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg_epochs, callbacks=callbacks,
-                     class_weight=cw, verbose=0, **counts)
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                     class_weight=class_weight, verbose=0, **counts)
     if chief:
         shutil.rmtree(backup, ignore_errors=True)
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
+
+
+def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds, val_ds,
+               ckpt_dir: Path, cw, steps: int, lr_scales: dict[str, float] | None = None,
+               val_steps: int | None = None, chief: bool = True,
+               distill: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, bool]:
+    """One phase of the classifier (:func:`fit_phase` with cross-entropy and accuracy).
+
+    ``lr_scales`` maps a block to its learning-rate factor (layer-wise decay); blocks not named get 1.
+    With ``distill`` (the teacher's soft targets and the labels per training image; the training batches
+    label each image by its row) the model learns from both (:class:`edgecnn.distill.Distiller`).
+    """
+    t = recipe.train
+    optimizer = make_optimizer(t.optimizer, lr, t.momentum, variable_lr_scales(model, lr_scales))
+    if distill is not None:
+        from edgecnn.distill import Distiller
+
+        model = Distiller(model, *distill, alpha=t.distill.alpha, temperature=t.distill.temperature)
+    return fit_phase(model, phase, cfg_epochs, optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                     metrics=["accuracy"], train_ds=train_ds, val_ds=val_ds, ckpt_dir=ckpt_dir, steps=steps,
+                     patience=t.early_stopping_patience, class_weight=cw, val_steps=val_steps, chief=chief)
 
 
 def _soft_targets(t, ds: Dataset) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
@@ -461,7 +482,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         blocks = backbone_blocks(model)
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
-        lr = _schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
+        lr = lr_schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
                                 steps, scales, val_steps=val_steps, chief=chief, distill=distill)

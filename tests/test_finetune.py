@@ -11,7 +11,7 @@ from edgecnn._tf import tf
 from edgecnn.arch import create_model
 from edgecnn.config import recipe_from_dict
 from edgecnn.errors import EdgecnnError
-from edgecnn.train import _optimizer, backbone_blocks, layerwise_lr_scales
+from edgecnn.train import backbone_blocks, layerwise_lr_scales, make_optimizer
 
 TINY_RECIPE = Path(__file__).resolve().parent / "recipes" / "tiny.yaml"
 
@@ -23,8 +23,8 @@ def test_layerwise_optimizer_steps_like_a_smaller_learning_rate(name, graph):
     grads = [tf.constant(g, tf.float32) for g in np.random.default_rng(0).normal(size=(5, 3))]
     slow, fast = tf.Variable([1.0, -2.0, 0.5], name="slow"), tf.Variable([1.0, -2.0, 0.5], name="fast")
     ref_slow, ref_fast = tf.Variable(slow.numpy(), name="ref_slow"), tf.Variable(fast.numpy(), name="ref_fast")
-    opt = _optimizer(name, 0.1, 0.9, {slow.name: 0.25})
-    plain_slow, plain_fast = _optimizer(name, 0.025, 0.9), _optimizer(name, 0.1, 0.9)
+    opt = make_optimizer(name, 0.1, 0.9, {slow.name: 0.25})
+    plain_slow, plain_fast = make_optimizer(name, 0.025, 0.9), make_optimizer(name, 0.1, 0.9)
     step = tf.function(lambda g: opt.apply_gradients([(g, slow), (g, fast)])) if graph else \
         (lambda g: opt.apply_gradients([(g, slow), (g, fast)]))
     for g in grads:

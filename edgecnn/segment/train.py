@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from edgecnn._io import atomic_path, write_json
 from edgecnn._tf import keras, tf
 from edgecnn.arch.segmentation import DECODER_PREFIX
 from edgecnn.errors import EdgecnnError
-from edgecnn.train import _EpochLog, _LrLogger, _optimizer, _schedule, block_of, layerwise_lr_scales
+from edgecnn.train import block_of, fit_phase, layerwise_lr_scales, lr_schedule, make_optimizer, variable_lr_scales
 
 log = logging.getLogger("edgecnn.segment")
 MAX_CLASS_WEIGHT = 50.0
@@ -132,31 +131,12 @@ def make_batches(images: np.ndarray, masks: np.ndarray, batch_size: int, *, trai
 
 def _fit_phase(model, phase: str, epochs: int, lr, train: Any, loss, num_classes: int, train_ds, val_ds,
                ckpt_dir: Path, steps: int, lr_scales: dict[str, float] | None = None) -> tuple[dict, bool]:
-    """Compile and fit one phase, keeping the best val mIoU; per-epoch backup. Returns (history, resumed)."""
-    var_scales = None
-    if lr_scales:
-        var_scales = {v.name: lr_scales[block_of(layer.name)] for layer in model.layers
-                      if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
-    model.compile(optimizer=_optimizer(train.optimizer, lr, train.momentum, var_scales), loss=loss,
-                  metrics=["accuracy", _MeanIoU(num_classes)])
-    backup = ckpt_dir / f"{phase}-backup"
-    best = ckpt_dir / f"{phase}-best.weights.h5"
-    resumed = backup.exists()
-    if resumed:
-        log.info("%s: resuming from the last completed epoch in %s", phase, backup)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.ModelCheckpoint(str(best), monitor="val_miou", mode="max", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_miou", mode="max", patience=train.early_stopping_patience),
-        _LrLogger(),
-        _EpochLog(phase, epochs, steps),
-    ]
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
-    if best.exists():
-        model.load_weights(str(best))
-    shutil.rmtree(backup, ignore_errors=True)
-    return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed
+    """One phase of the segmenter (:func:`edgecnn.train.fit_phase`), keeping the epoch with the best val mIoU."""
+    optimizer = make_optimizer(train.optimizer, lr, train.momentum, variable_lr_scales(model, lr_scales))
+    return fit_phase(model, phase, epochs, optimizer=optimizer, loss=loss,
+                     metrics=["accuracy", _MeanIoU(num_classes)], train_ds=train_ds, val_ds=val_ds,
+                     ckpt_dir=ckpt_dir, steps=steps, patience=train.early_stopping_patience,
+                     monitor="val_miou", mode="max")
 
 
 def build_model(model_cfg: Any, num_classes: int, size: int):
@@ -224,7 +204,7 @@ def train_segmenter(recipe: Any, data: Any, size: int, run_dir: Path, *, train_a
         blocks = encoder_blocks(model)
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
-        lr = _schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
+        lr = lr_schedule(ft.schedule, t.head.lr * ft.lr_factor, ft.epochs * steps)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, _ = _fit_phase(model, "phase2", ft.epochs, lr, t, loss, k, train_ds, val_ds, ckpt_dir, steps, scales)
         history["phases"].append({"name": "finetune", "trainable": sorted(top, key=blocks.index),
