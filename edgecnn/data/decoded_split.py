@@ -218,8 +218,9 @@ def decoded_split(ds, split: str, size: int, folder: str | os.PathLike, *,
         except (EdgecnnError, ValueError, OSError) as e:
             log.warning("decoded %s split %s is unreadable (%s); decoding it again", split, path, e)
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(f"{tag}-*.npy"):   # other data's decodes of this split
-        old.unlink()
+    # other data's decodes of this split, and the temp file of a decode that was killed (atomic_path's ".<stem>.*")
+    for old in [*folder.glob(f"{tag}-*.npy"), *folder.glob(f".{tag}-*.npy")]:
+        old.unlink(missing_ok=True)
     try:
         if not at_input_size(paths, size):
             raise _NotExact
