@@ -180,6 +180,8 @@ def test_tiny_recipe_end_to_end(anomaly_run):
     html = (anomaly_run / "report.html").read_text()
     assert 'id="anomaly-scores"' in html and 'id="anomaly-gallery"' in html and "maps/00_" in html
     assert (anomaly_run / "plots" / "anomaly_roc.png").is_file()
+    card = (anomaly_run / "MODEL_CARD.md").read_text()   # the task's use and figures, not a classifier's
+    assert "Flag surface images" in card and "| image AUROC | pixel AUROC |" in card and "top-1" not in card
 
 
 @pytest.mark.slow

@@ -210,6 +210,8 @@ def test_tiny_recipe_end_to_end(seg_run, tiny_defects):
     for anchor in ("segment-metrics", "segment-int8", "segment-examples", "segment-training"):
         assert f'id="{anchor}"' in html
     assert report["examples"] and all((run_dir / e["file"]).is_file() for e in report["examples"])
+    card = (run_dir / "MODEL_CARD.md").read_text()   # the task's use and figures, not a classifier's
+    assert "Label every pixel" in card and "| mIoU | pixel accuracy |" in card and "top-1" not in card
     # a second run changes nothing
     import edgecnn
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from edgecnn._io import sha256_file, write_text
 from edgecnn.report.markup import num, unit_text
 from edgecnn.report.run_files import RunFiles, latency_p50, read_run
+from edgecnn.tasks import get_task
 
 __all__ = ["write_model_card", "render_model_card", "MODEL_CARD"]
 
@@ -48,6 +49,15 @@ def _pct(x: float) -> str:
 
 def _kb(b: float | None) -> str:
     return "—" if b is None else f"{b / 1024:,.1f} KB"
+
+
+def _latency_cell(a: dict) -> str:
+    """p50 / p95 at one thread, else the p50 measured (and how)."""
+    lat1 = a.get("latency", {}).get("1")
+    if lat1:
+        return f"{lat1['p50_ms']:.2f} / {lat1['p95_ms']:.2f}"
+    p50, note = latency_p50(a)
+    return f"{p50:.2f} ({note})" if p50 else "—"
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -80,14 +90,16 @@ def render_model_card(run: RunFiles) -> str:
         lines.append("- **Made with**: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".")
     lines.append("")
 
+    spec = get_task(run.task)
+    classify = run.task == "classify"
     lines += ["## Intended use", "",
-              f"Classify one image of a surface into {', '.join(f'`{c}`' for c in classes)}, on a line-side PC, a "
+              f"{spec.use.format(classes=', '.join(f'`{c}`' for c in classes))}, on a line-side PC, a "
               "phone or an embedded board, using one of the artifacts below (pick by the accuracy / latency / size "
               "trade-off and the budgets).",
               f"- Input: RGB pixels 0–255, resized to {size}×{size}"
               + (" (normalisation is inside the graph: do not normalise again)." if pre.get("in_graph") else ".")
               + " The runtime only resizes.",
-              "- Output: class probabilities (softmax) in the order of `labels.txt`.",
+              f"- Output: {spec.output}.",
               "- Suited to: flagging parts for review, triage, monitoring defect rates.",
               "- Not suited to: being the only safety-critical accept/reject decision; surfaces, lighting, "
               "cameras or defect types unlike the training data; images of another size or colour order "
@@ -129,39 +141,7 @@ def render_model_card(run: RunFiles) -> str:
                      + (f" with {ph['schedule']} decay" if ph.get("schedule") else "") + ".")
     lines.append("")
 
-    lines += ["## Metrics", "",
-              f"On the test split ({r.get('test_images', '?')} images). Intervals are 95 % Wilson score intervals of "
-              "the top-1 accuracy: with this many test images, differences inside them are not evidence. "
-              "Agreement: share of test images whose top-1 equals the float reference's. Latency: batch 1, "
-              f"p50/p95 on {r.get('machine', {}).get('cpu', '?')} ({r.get('machine', {}).get('cores', '?')} cores).",
-              ""]
-    rows = []
-    for name, a in r["artifacts"].items():
-        if "metrics" not in a:  # a runtime that cannot run on the evaluation machine
-            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}", "",
-                         "", "", ""])
-            continue
-        m = a.get("metrics", {})
-        lo, hi = m.get("accuracy_ci95", (0.0, 0.0))
-        p50, note = latency_p50(a)
-        lat1 = a.get("latency", {}).get("1")
-        lat = f"{lat1['p50_ms']:.2f} / {lat1['p95_ms']:.2f}" if lat1 else (f"{p50:.2f} ({note})" if p50 else "—")
-        rows.append([f"`{name}`", a.get("precision") or "", f"{m.get('accuracy', 0):.4f}", f"{lo:.3f} – {hi:.3f}",
-                     f"{m.get('macro_f1', 0):.3f}", f"{m.get('agreement', 1.0):.4f}", lat])
-    lines += _md_table(["artifact", "precision", "top-1", "95 % interval", "macro F1", "agreement",
-                        "p50 / p95 ms @1 thread"], rows)
-    per_class = ref.get("per_class", {})
-    if per_class:
-        lines += ["", f"Per class (`{ref_name}`):", ""]
-        lines += _md_table(["class", "precision", "recall", "F1", "support"],
-                           [[f"`{c}`", f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
-                             str(v["support"])] for c, v in per_class.items()])
-    if loc and loc.get("fraction") is not None:
-        lines += ["", f"Grad-CAM localisation (`{ref_name}`, layer `{loc.get('layer', '?')}`): the heatmap peak of the "
-                      f"true class falls inside the defect's bounding box on **{_pct(loc['fraction'])}** of "
-                      f"{loc['n']} defect test images, against {_pct(loc['chance'])} by chance (mean box area / "
-                      "image area)."]
-    lines.append("")
+    lines += _task_metrics(run, spec) if not classify else _classifier_metrics(run, ref_name, ref, loc)
 
     lines += ["## Artifacts and budgets", ""]
     checks: dict[str, list[dict]] = {}
@@ -194,6 +174,7 @@ def render_model_card(run: RunFiles) -> str:
         lim.append("**Trained and tested on synthetic defects** drawn on three textures. Real scratches, cracks and "
                    "stains, other materials, lighting and optics will look different: measure on real images "
                    "before relying on it.")
+    per_class = ref.get("per_class", {}) if classify else {}
     if per_class:
         low = sorted(per_class.items(), key=lambda kv: kv[1]["recall"])[:2]
         lim.append("Lowest recall: " + ", ".join(f"`{c}` {v['recall']:.2f}" for c, v in low) +
@@ -205,11 +186,12 @@ def render_model_card(run: RunFiles) -> str:
             if cm[worst[0]][worst[1]]:
                 lim.append(f"Most frequent confusion: `{classes[worst[0]]}` predicted as `{classes[worst[1]]}` "
                            f"({cm[worst[0]][worst[1]]} of {sum(cm[worst[0]])} test images).")
-    lo, hi = ref.get("accuracy_ci95", (0.0, 1.0))
-    lim.append(f"The test split is small ({r.get('test_images', '?')} images): the reference accuracy is only known "
-               f"to within {lo:.3f} – {hi:.3f}.")
+    if classify:
+        lo, hi = ref.get("accuracy_ci95", (0.0, 1.0))
+        lim.append(f"The test split is small ({r.get('test_images', '?')} images): the reference accuracy is only "
+                   f"known to within {lo:.3f} – {hi:.3f}.")
     disagree = [(n, a["metrics"]["agreement"]) for n, a in r["artifacts"].items()
-                if a.get("metrics", {}).get("agreement", 1.0) < 0.99]
+                if classify and a.get("metrics", {}).get("agreement", 1.0) < 0.99]
     if disagree:
         lim.append("Quantised artifacts do not always agree with the float model: " +
                    ", ".join(f"`{n}` {ag:.3f}" for n, ag in disagree) + ".")
@@ -233,6 +215,69 @@ def render_model_card(run: RunFiles) -> str:
               "library versions gives the same model up to floating-point differences between machines. "
               "Each artifact's sha256 is in `manifest.json`.", ""]
     return "\n".join(lines)
+
+
+def _classifier_metrics(run: RunFiles, ref_name: str, ref: dict, loc: dict | None) -> list[str]:
+    """A classifier's Metrics section: top-1 with its Wilson interval, agreement, latency; per class; Grad-CAM."""
+    r = run.report
+    lines: list[str] = []
+    lines += ["## Metrics", "",
+              f"On the test split ({r.get('test_images', '?')} images). Intervals are 95 % Wilson score intervals of "
+              "the top-1 accuracy: with this many test images, differences inside them are not evidence. "
+              "Agreement: share of test images whose top-1 equals the float reference's. Latency: batch 1, "
+              f"p50/p95 on {r.get('machine', {}).get('cpu', '?')} ({r.get('machine', {}).get('cores', '?')} cores).",
+              ""]
+    rows = []
+    for name, a in r["artifacts"].items():
+        if "metrics" not in a:  # a runtime that cannot run on the evaluation machine
+            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}", "",
+                         "", "", ""])
+            continue
+        m = a.get("metrics", {})
+        lo, hi = m.get("accuracy_ci95", (0.0, 0.0))
+        lat = _latency_cell(a)
+        rows.append([f"`{name}`", a.get("precision") or "", f"{m.get('accuracy', 0):.4f}", f"{lo:.3f} – {hi:.3f}",
+                     f"{m.get('macro_f1', 0):.3f}", f"{m.get('agreement', 1.0):.4f}", lat])
+    lines += _md_table(["artifact", "precision", "top-1", "95 % interval", "macro F1", "agreement",
+                        "p50 / p95 ms @1 thread"], rows)
+    per_class = ref.get("per_class", {})
+    if per_class:
+        lines += ["", f"Per class (`{ref_name}`):", ""]
+        lines += _md_table(["class", "precision", "recall", "F1", "support"],
+                           [[f"`{c}`", f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                             str(v["support"])] for c, v in per_class.items()])
+    if loc and loc.get("fraction") is not None:
+        lines += ["", f"Grad-CAM localisation (`{ref_name}`, layer `{loc.get('layer', '?')}`): the heatmap peak of the "
+                      f"true class falls inside the defect's bounding box on **{_pct(loc['fraction'])}** of "
+                      f"{loc['n']} defect test images, against {_pct(loc['chance'])} by chance (mean box area / "
+                      "image area)."]
+    lines.append("")
+
+    return lines
+
+
+def _task_metrics(run: RunFiles, spec) -> list[str]:
+    """Another task's Metrics section: its headline figures (``TaskSpec.headline``) and latency per artifact."""
+    r = run.report
+    lines = ["## Metrics", "",
+             f"On the test split ({r.get('test_images', '?')} images). Latency: batch 1, p50/p95 on "
+             f"{r.get('machine', {}).get('cpu', '?')} ({r.get('machine', {}).get('cores', '?')} cores). "
+             "report.html and report.json hold every figure.", ""]
+    rows = []
+    for name, a in r["artifacts"].items():
+        if "metrics" not in a:
+            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}"]
+                        + [""] * len(spec.headline))
+            continue
+        m = a["metrics"]
+        lat = _latency_cell(a)
+        rows.append([f"`{name}`", a.get("precision") or ""]
+                    + [f"{m[key]:.4f}" if isinstance(m.get(key), (int, float)) else "—" for _, key in spec.headline]
+                    + [lat])
+    lines += _md_table(["artifact", "precision", *(label for label, _ in spec.headline), "p50 / p95 ms @1 thread"],
+                       rows)
+    lines.append("")
+    return lines
 
 
 def _dataset_meta(run) -> dict | None:

@@ -41,6 +41,8 @@ class TaskSpec:
             which the service answers itself.
         headline: ``(label, metric)`` pairs the report's verdict cards and artifact table show, read
             from report.json's ``artifacts[name]["metrics"][metric]``; the first is the headline figure.
+        use: the model card's "Intended use" sentence, ``{classes}`` standing for the class names.
+        output: the model card's description of what the artifacts answer.
     """
 
     name: str
@@ -49,6 +51,8 @@ class TaskSpec:
     image_handler: str = ""
     headline: tuple[tuple[str, str], ...] = (("top-1", "accuracy"), ("agree", "agreement"),
                                              ("macro F1", "macro_f1"))
+    use: str = "Classify one image of a surface into {classes}"
+    output: str = "class probabilities (softmax) in the order of `labels.txt`"
 
     def run(self, run: Any, force: bool = False) -> Any:
         """Run every stage of ``run`` (an :class:`edgecnn.pipeline.Run`); returns its RunResult."""

@@ -83,4 +83,8 @@ class AnomalyConfig(Strict):
 register_task(TaskSpec("anomaly", "anomaly detection from good images only: an image score and an anomaly map",
                        "edgecnn.anomaly.pipeline:run_anomaly", image_handler="edgecnn.anomaly.serve:answer_image",
                        headline=(("image AUROC", "auroc"), ("pixel AUROC", "pixel_auroc"),
-                                 ("score rank correlation", "score_correlation"))))
+                                 ("score rank correlation", "score_correlation")),
+                       use="Flag surface images that differ from the good ones it was fitted on (any defect kind, "
+                           "new ones included) and show where",
+                       output="an anomaly score (N, 1) normalised so that 0.5 is the threshold, and an anomaly map "
+                              "(N, M, M, 1) on the same scale"))

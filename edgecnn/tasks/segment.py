@@ -49,4 +49,8 @@ class SegmentConfig(Strict):
 register_task(TaskSpec("segment", "semantic segmentation: a class per pixel, trained on masks",
                        "edgecnn.segment.pipeline:run_segment", image_handler="edgecnn.segment.serve:answer_image",
                        headline=(("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"),
-                                 ("pixel agreement", "pixel_agreement"))))
+                                 ("pixel agreement", "pixel_agreement")),
+                       use="Label every pixel of a surface image as one of {classes}, to measure a defect's area, "
+                           "length and position",
+                       output="per-pixel class probabilities (N, H, W, K), classes in the order of `labels.txt` "
+                              "(the service answers per-class areas, or the mask as PNG)"))
