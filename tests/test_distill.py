@@ -123,3 +123,21 @@ def test_teacher_file_is_part_of_the_training_fingerprint(tiny_defects, tmp_path
         fps.append(Run(_recipe(tiny_defects, teacher=str(teacher)), tmp_path / "run").train_fingerprint())
     fps.append(Run(_recipe(tiny_defects), tmp_path / "run").train_fingerprint())
     assert len(set(fps)) == 3
+
+
+@pytest.mark.parametrize("mode, best_epoch", [("max", 1), ("min", 2)])
+def test_restore_best_follows_the_monitored_figure(mode, best_epoch):
+    """A distilled student is restored at its best val top-1 (max), a plain one at its lowest val loss (min)."""
+    from edgecnn.train import RestoreBest
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    cb = RestoreBest("val_x", mode)
+    cb.set_model(model)
+    cb.on_train_begin()
+    weights = []
+    for epoch, value in enumerate((0.5, 0.9, 0.1)):
+        model.set_weights([np.full((2, 1), epoch, np.float32), np.zeros(1, np.float32)])
+        weights.append(model.get_weights()[0].copy())
+        cb.on_epoch_end(epoch, {"val_x": value})
+    cb.on_train_end()
+    np.testing.assert_array_equal(model.get_weights()[0], weights[best_epoch])
