@@ -47,23 +47,11 @@ def logits_of(model):
 
 
 def resolve_teacher(spec: str | os.PathLike) -> tuple[Path, Path | None]:
-    """(model file, its labels.txt or None) for a teacher given as a file, a run directory or a recipe."""
+    """(model file, its labels.txt or None) for a teacher given as a model file or a run directory."""
     p = Path(spec)
-    if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise EdgecnnError(f"train.distill.teacher: no recipe at {str(p)!r}. Give a recipe YAML, a run "
-                               "directory with model.keras, or a Keras model file.")
-        from edgecnn._io import write_text
-        from edgecnn.config import dump_recipe, load_recipe
-        from edgecnn.pipeline import Run
-
-        recipe = load_recipe(p)
-        recipe.data.path = str(Path(recipe.data.path).resolve())
-        run = Run(recipe, Path("export") / recipe.name)   # where `edgecnn run` of that recipe puts it
-        write_text(run.dir / "recipe.yaml", dump_recipe(recipe))
-        log.info("distill: the teacher is %s's model in %s (trained now unless current)", p, run.dir)
-        run.train()
-        p = run.dir
+    if p.suffix in (".yaml", ".yml"):   # the pipeline trains a recipe teacher and passes its run directory
+        raise EdgecnnError(f"train.distill.teacher: {str(p)!r} is a recipe; `edgecnn run` trains it and uses its "
+                           "run directory. Called directly, give the run directory or the model file.")
     if p.is_dir():
         model = p / "model.keras"
         if not model.is_file():

@@ -209,7 +209,7 @@ class Run:
         else:   # a retrained teacher retrains the student
             from edgecnn.distill import resolve_teacher
 
-            train["distill"]["teacher_sha256"] = sha256_file(resolve_teacher(r.train.distill.teacher)[0])
+            train["distill"]["teacher_sha256"] = sha256_file(resolve_teacher(teacher_run(r.train.distill.teacher))[0])
         return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), train,
                    r.data.augment.model_dump(mode="json"), r.data.batch_size)
 
@@ -241,7 +241,11 @@ class Run:
         write_text(marker, fp)
         from edgecnn.train import train
 
-        result = train(self.recipe, self.dataset(), self.dir)
+        recipe = self.recipe
+        if recipe.train.distill.teacher is not None:   # a recipe teacher: its run directory
+            recipe = recipe.model_copy(deep=True)
+            recipe.train.distill.teacher = teacher_run(recipe.train.distill.teacher)
+        result = train(recipe, self.dataset(), self.dir)
         self._mark("train", fp, ["model.keras", "history.json"])
         self.state.pop("compress", None)
         self.state.pop("export", None)
@@ -456,6 +460,24 @@ class Run:
         write_findings(self.dir, self.dataset())  # gallery, Grad-CAM, layer table; skipped while unchanged
         render_report(self.dir)  # report.html, plots/, MODEL_CARD.md: renders only what is in the run directory
         return RunResult(self.dir, report, violations)
+
+
+def teacher_run(spec: str) -> str:
+    """``train.distill.teacher`` as a model file or run directory: a recipe YAML becomes its run directory
+    (``export/<name>``, where ``edgecnn run`` of that recipe puts it), trained first unless current."""
+    p = Path(spec)
+    if p.suffix not in (".yaml", ".yml"):
+        return spec
+    if not p.is_file():
+        raise EdgecnnError(f"train.distill.teacher: no recipe at {spec!r}. Give a recipe YAML, a run directory "
+                           "with model.keras, or a Keras model file.")
+    recipe = load_recipe(p)
+    recipe.data.path = str(Path(recipe.data.path).resolve())
+    teacher = Run(recipe, Path("export") / recipe.name)
+    write_text(teacher.dir / "recipe.yaml", dump_recipe(recipe))
+    log.info("distill: the teacher is %s's model in %s (trained now unless current)", spec, teacher.dir)
+    teacher.train()
+    return str(teacher.dir)
 
 
 def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: str | os.PathLike | None = None,

@@ -110,6 +110,11 @@ def test_teacher_of_other_classes_is_refused(tiny_defects, tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgecnnError, match="has no model.keras"):
         load_teacher(tmp_path / "empty", names)
+    from edgecnn.pipeline import teacher_run
+
+    with pytest.raises(EdgecnnError, match="no recipe at"):
+        teacher_run(str(tmp_path / "missing.yaml"))
+    assert teacher_run(str(other)) == str(other)   # a run directory is used as it is
 
 
 def test_teacher_file_is_part_of_the_training_fingerprint(tiny_defects, tmp_path):
