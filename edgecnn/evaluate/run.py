@@ -115,10 +115,7 @@ def _evaluate_one(run_dir: Path, name: str, manifest: dict, images: Images, labe
     step(0, f"{label} accuracy")
     runner = load_runner(path, threads=max(thread_counts), runtime=runtime)
     probs = predict_in_batches(runner, images)   # one batch of images in memory, N x classes out
-    if hasattr(runner, "_evaluated"):
-        # TFLite Micro compares its answers with LiteRT's on the largest call it answered; answered batch by
-        # batch, that is the whole split only when told so (it iterates the split a batch at a time).
-        runner._evaluated = (images, probs)
+    runner.evaluated(images, probs)   # TFLite Micro compares its answers with LiteRT's on this split
     metrics = classification_metrics(probs, labels, classes, cfg.top_k, reference if reference is not None else probs)
     latency = {}
     for j, t in enumerate(thread_counts):

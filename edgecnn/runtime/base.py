@@ -54,6 +54,10 @@ class Runner(abc.ABC):
         """
         return [self(images)]
 
+    def evaluated(self, images, outputs: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Told the whole split the evaluator ran (an array or a batch-readable split) and this runner's answers
+        to it; a runner whose extra figures compare itself with another runtime keeps them. Default: nothing."""
+
     def _check_input(self, images: np.ndarray) -> np.ndarray:
         """A float32 NHWC batch (one HWC image gets N = 1), or one readable error naming the expected shape."""
         images = np.asarray(images, dtype=np.float32)

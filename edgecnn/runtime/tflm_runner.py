@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version as _dist_version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -593,7 +594,7 @@ class TFLMRunner(Runner):
         self.output = _spec(self.interpreter.get_output_details(0), sg.tensors[sg.outputs[0]].name)
         self.ops = list(dict.fromkeys(u.op for u in uses))
         self._figures: dict | None = None
-        self._evaluated: tuple[np.ndarray, np.ndarray] | None = None   # the largest batch run: (images, probs)
+        self._evaluated: tuple[Any, np.ndarray] | None = None   # the evaluated split and the answers to it
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         out = np.empty((len(images), *self.output.shape[1:]), np.float32)
@@ -603,13 +604,15 @@ class TFLMRunner(Runner):
             self.interpreter.set_input(x, 0)
             self.interpreter.invoke()
             out[i] = dequantize(np.asarray(self.interpreter.get_output(0)), self.output)[0]
-        if len(images) > 1 and (self._evaluated is None or len(images) >= len(self._evaluated[0])):
-            self._evaluated = (images, out)
         return out
+
+    def evaluated(self, images, outputs: np.ndarray) -> None:
+        """Keep the evaluated split and TFLM's answers: :meth:`extra_figures` compares them with LiteRT's."""
+        self._evaluated = (images, outputs)
 
     def extra_figures(self) -> dict:
         """``{"mcu": mcu_figures(...)}`` for the evaluator's report.json entry (computed once per runner), with
-        ``litert_agreement`` (:func:`litert_agreement`) on the largest batch this runner answered (the test split)."""
+        ``litert_agreement`` (:func:`litert_agreement`) on the split the evaluator ran (:meth:`evaluated`)."""
         if self._figures is None:
             mcu = mcu_figures(self.data, self.path.name)
             if self._evaluated is not None:
