@@ -20,7 +20,6 @@ images upsampled). Training batches carry each image's index into the table as t
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from edgecnn._tf import keras, tf
 from edgecnn.errors import EdgecnnError
 
 __all__ = ["Distiller", "indexed", "load_teacher", "logits_of", "resolve_teacher", "soft_loss", "teacher_logits"]
-
-log = logging.getLogger("edgecnn.train")
 
 
 def logits_of(model):

@@ -47,6 +47,7 @@ class Run:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._dataset = None
+        self._teacher: str | None = None
         self.state = self._read_state()
 
     # -- construction -------------------------------------------------------------------------
@@ -201,6 +202,14 @@ class Run:
                      ", ".join(f"{s} {sum(c.values())}" for s, c in ds.counts().items()))
         return self._dataset
 
+    def teacher(self) -> str | None:
+        """``train.distill.teacher`` as a model file or run directory (:func:`teacher_run`: a recipe teacher is
+        trained first unless current), resolved once per Run; None without a teacher."""
+        spec = self.recipe.train.distill.teacher
+        if spec is not None and self._teacher is None:
+            self._teacher = teacher_run(spec)
+        return self._teacher if spec is not None else None
+
     def train_fingerprint(self) -> str:
         r = self.recipe
         train = r.train.model_dump(mode="json")
@@ -209,7 +218,7 @@ class Run:
         else:   # a retrained teacher retrains the student
             from edgecnn.distill import resolve_teacher
 
-            train["distill"]["teacher_sha256"] = sha256_file(resolve_teacher(teacher_run(r.train.distill.teacher))[0])
+            train["distill"]["teacher_sha256"] = sha256_file(resolve_teacher(self.teacher())[0])
         return _fp(self.dataset().fingerprint(), r.model.model_dump(mode="json"), train,
                    r.data.augment.model_dump(mode="json"), r.data.batch_size)
 
@@ -244,7 +253,7 @@ class Run:
         recipe = self.recipe
         if recipe.train.distill.teacher is not None:   # a recipe teacher: its run directory
             recipe = recipe.model_copy(deep=True)
-            recipe.train.distill.teacher = teacher_run(recipe.train.distill.teacher)
+            recipe.train.distill.teacher = self.teacher()
         result = train(recipe, self.dataset(), self.dir)
         self._mark("train", fp, ["model.keras", "history.json"])
         self.state.pop("compress", None)

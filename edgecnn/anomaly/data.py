@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgecnn.data.decoded_split import decode_images
 from edgecnn.data.folders import _class_images, _stratified_split, _subdirs
-from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 
 __all__ = ["AnomalySet", "Item", "discover_anomaly", "load_masks", "load_images"]
@@ -184,9 +184,8 @@ def _check_masks(items: list[Item]) -> None:
 
 
 def load_images(paths: list[str], size: int) -> np.ndarray:
-    """(N, size, size, 3) float32 RGB 0-255 through the one preprocessing (:func:`load_image`)."""
-    return np.stack([load_image(p, size) for p in paths]).astype(np.float32) if paths else np.zeros(
-        (0, size, size, 3), np.float32)
+    """(N, size, size, 3) float32 RGB 0-255 through the one preprocessing (`load_image`), decoded in threads."""
+    return decode_images(paths, size, 3)
 
 
 def load_masks(items: list[Item], size: int) -> np.ndarray:

@@ -60,7 +60,8 @@ def at_input_size(paths: list[str], size: int) -> bool:
 def decode_images(paths: list[str], size: int, channels: int = 3) -> np.ndarray:
     """Files as one (N, size, size, channels) float32 0-255 array, by ``load_image``, decoded in threads.
 
-    For the few images a caller shows (Grad-CAM, a gallery); a whole split goes through :func:`decoded_split`.
+    For a batch: of a split being written (:func:`decoded_split`, which a whole split goes through), or the
+    few images a caller shows (Grad-CAM, a gallery, the anomaly stages' batches).
     """
     if not paths:
         return np.zeros((0, size, size, channels), np.float32)
@@ -222,9 +223,7 @@ def decoded_split(ds, split: str, size: int, folder: str | os.PathLike, *,
     for old in [*folder.glob(f"{tag}-*.npy"), *folder.glob(f".{tag}-*.npy")]:
         old.unlink(missing_ok=True)
     try:
-        if not at_input_size(paths, size):
-            raise _NotExact
-        _write(path, paths, size, ds.channels, np.uint8, batch_size)
+        _write(path, paths, size, ds.channels, np.uint8 if at_input_size(paths, size) else np.float32, batch_size)
     except _NotExact:
         _write(path, paths, size, ds.channels, np.float32, batch_size)
     out = DecodedSplit(path, labels, paths)
@@ -241,11 +240,10 @@ def _write(path: Path, paths: list[str], size: int, channels: int, dtype, batch_
     """
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
               "shape": (len(paths), size, size, channels)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f, \
-            ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         for start in range(0, len(paths), batch_size):
-            batch = np.stack(list(pool.map(lambda p: load_image(p, size, channels), paths[start:start + batch_size])))
+            batch = decode_images(paths[start:start + batch_size], size, channels)
             stored = batch.astype(dtype)
             if dtype is np.uint8 and not np.array_equal(stored, batch):
                 raise _NotExact

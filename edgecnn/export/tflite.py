@@ -2,7 +2,7 @@
 
 The conversions themselves live in :mod:`edgecnn.quantize` (shared with compression); TensorFlow
 is imported only when an exporter runs, so listing formats needs no TensorFlow. Every format converts
-the same SavedModel of the model, saved once (:func:`edgecnn.quantize.tflite_source.converter_source`).
+the same SavedModel of the model, saved once by ``tflite_converter`` (:mod:`edgecnn.quantize.tflite_source`).
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from pathlib import Path
 from edgecnn._io import write_bytes
 from edgecnn.export.registry import ExportContext, register_format
 from edgecnn.quantize import quantize_scope, share_quantization_vectors, tflite_converter, tflite_int8
-from edgecnn.quantize.tflite_source import converter_source
 
 
 @register_format("tflite-fp32", filename="model.fp32.tflite", runtime="litert", precision="fp32",
                  description="float32 TFLite, the reference for every other TFLite artifact")
 def export_tflite_fp32(model, path: Path, ctx: ExportContext) -> Path:
     with quantize_scope():
-        return write_bytes(path, tflite_converter(converter_source(model)).convert())
+        return write_bytes(path, tflite_converter(model).convert())
 
 
 @register_format("tflite-fp16", filename="model.fp16.tflite", runtime="litert", precision="fp16",
@@ -26,7 +25,7 @@ def export_tflite_fp32(model, path: Path, ctx: ExportContext) -> Path:
 def export_tflite_fp16(model, path: Path, ctx: ExportContext) -> Path:
     from edgecnn._tf import tf
 
-    conv = tflite_converter(converter_source(model))
+    conv = tflite_converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
     with quantize_scope():
@@ -38,7 +37,7 @@ def export_tflite_fp16(model, path: Path, ctx: ExportContext) -> Path:
 def export_tflite_dynamic(model, path: Path, ctx: ExportContext) -> Path:
     from edgecnn._tf import tf
 
-    conv = tflite_converter(converter_source(model))
+    conv = tflite_converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     with quantize_scope():
         return write_bytes(path, share_quantization_vectors(conv.convert()))

@@ -52,9 +52,12 @@ def quantize_scope(extra: Mapping[str, type] | None = None) -> contextlib.Abstra
 def tflite_converter(model) -> Any:
     """A ``tf.lite.TFLiteConverter`` for a float, pruned or QAT ``tf_keras`` model, or for a SavedModel folder
     (a path: its ``serving_default`` signature); call ``convert()`` in :func:`quantize_scope` when the model may
-    be a QAT one."""
+    be a QAT one. A ``tf_keras`` model is saved once and every later conversion of it reuses that folder
+    (:func:`edgecnn.quantize.tflite_source.converter_source`)."""
     from edgecnn._tf import tf
+    from edgecnn.quantize.tflite_source import converter_source
 
+    model = converter_source(model)
     if isinstance(model, (str, os.PathLike)):  # so tflite_int8 (minmax, percentile) takes SavedModels too
         return tf.lite.TFLiteConverter.from_saved_model(str(model))
     with quantize_scope():

@@ -14,7 +14,6 @@ from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import MIN_CALIBRATION, check_calibration, representative_dataset
 from edgecnn.quantize.converters import quantize_scope, tflite_converter
 from edgecnn.quantize.tflite_pack import share_quantization_vectors
-from edgecnn.quantize.tflite_source import converter_source
 
 TFLITE_CALIBRATION_METHODS = ("minmax", "percentile")
 
@@ -25,7 +24,7 @@ def tflite_int8(model, calibration, *, method: str = "minmax", percentile: float
 
     Args:
         model: a ``tf_keras`` model taking NHWC RGB 0-255 (QAT models: their ranges are used), or a SavedModel
-            folder; a model is saved for the converter once and reused (:func:`converter_source`).
+            folder; a model is saved for the converter once and reused (``tflite_converter``).
         calibration: (N, H, W, 3) float32 0-255, N >= ``MIN_CALIBRATION``; fills every range QAT did not learn.
         method: ``'minmax'`` (the converter's) or ``'percentile'`` (:mod:`edgecnn.quantize.tflite_percentile`).
         percentile: the percentile for ``method='percentile'``, in [99, 100).
@@ -53,7 +52,7 @@ def tflite_int8(model, calibration, *, method: str = "minmax", percentile: float
                            f"received percentile={percentile!r}.")
     deny = list(denylisted_nodes)
     with quantize_scope():
-        conv = tflite_converter(converter_source(model))   # the model saved once, reused by every route
+        conv = tflite_converter(model)   # the model saved once, reused by every route
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative_dataset(cal)
         if deny:

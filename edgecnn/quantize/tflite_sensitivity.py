@@ -15,7 +15,6 @@ import math
 from edgecnn.errors import EdgecnnError
 from edgecnn.quantize.calibration import check_calibration, representative_dataset
 from edgecnn.quantize.converters import quantize_scope, tflite_converter
-from edgecnn.quantize.tflite_source import converter_source
 
 
 def tflite_layer_statistics(model, calibration, *, max_images: int = 16) -> list[dict]:
@@ -29,7 +28,7 @@ def tflite_layer_statistics(model, calibration, *, max_images: int = 16) -> list
 
     cal = check_calibration(calibration, what="TFLite sensitivity analysis")
     with quantize_scope():
-        conv = tflite_converter(converter_source(model))
+        conv = tflite_converter(model)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative_dataset(cal)
         debugger = tf.lite.experimental.QuantizationDebugger(
