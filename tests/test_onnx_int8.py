@@ -84,6 +84,31 @@ def test_onnx_float_ops_counts_heavy_ops_left_float(tiny_onnx, tmp_path):
     assert onnx_float_ops(ends)["heavy_float"] == 2  # the first conv and the classifier stay float
 
 
+@pytest.mark.parametrize("method, rtol", [("minmax", 0.0), ("percentile", 0.05)])
+def test_calibration_in_strides_matches_one_pass(tiny_onnx, tmp_path, monkeypatch, method, rtol):
+    """onnxruntime is fed CALIBRATION_STRIDE images at a time (its calibrators hold every tensor of every
+    image fed at once) and merges: min/max ranges are exactly those of one pass, percentile ones close."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecnn.quantize import calibration, quantize_onnx
+
+    src, cal, _, _ = tiny_onnx
+    assert calibration.CalibrationReader(cal, "image").stride() == 15       # 60 images: 4 passes of 15
+
+    def scales(path):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith("_scale")}
+
+    strided = scales(quantize_onnx(src, tmp_path / "strided.onnx", cal, method=method))
+    monkeypatch.setattr(calibration, "CALIBRATION_STRIDE", len(cal))
+    assert calibration.CalibrationReader(cal, "image").stride() == len(cal)
+    whole = scales(quantize_onnx(src, tmp_path / "whole.onnx", cal, method=method))
+    assert strided.keys() == whole.keys() and len(whole) > 4
+    for name in whole:
+        np.testing.assert_allclose(strided[name], whole[name], rtol=rtol, err_msg=name)
+
+
 def test_drop_clips_before_quantize_only_where_the_range_is_inside(tmp_path):
     import onnx
     from onnx import helper, numpy_helper

@@ -17,6 +17,10 @@ from edgecnn.errors import EdgecnnError
 MIN_CALIBRATION = 10
 """Fewest calibration images any int8 quantiser accepts (a few hundred across classes is typical)."""
 
+CALIBRATION_STRIDE = 16
+"""Images per onnxruntime calibration pass: its calibrators hold every intermediate tensor of every
+image they are fed (200 images of MobileNetV2 at 128 px: ~4 GB), so they are fed this many at a time."""
+
 
 def check_calibration(calibration, minimum: int = MIN_CALIBRATION, what: str = "int8") -> np.ndarray:
     """The calibration images as float32 NHWC RGB (or grey) 0-255, or one EdgecnnError when there are too few.
@@ -58,17 +62,31 @@ class CalibrationReader:
 
     def __init__(self, images: np.ndarray, input_name: str):
         self.images, self.input_name = images, input_name
-        self._i = 0
+        self._i, self._end = 0, len(images)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= len(self.images):
+        if self._i >= self._end:
             return None
         x = self.images[self._i][None].astype(np.float32)
         self._i += 1
         return {self.input_name: x}
 
     def rewind(self) -> None:
-        self._i = 0
+        self._i, self._end = 0, len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Feed images ``[start_index, end_index)`` only: onnxruntime's ``CalibStridedMinMax`` calibrates
+        one stride at a time and merges, so it never holds every activation of every image."""
+        self._i, self._end = start_index, min(end_index, len(self.images))
+
+    def stride(self) -> int:
+        """The largest stride <= :data:`CALIBRATION_STRIDE` that divides the image count (onnxruntime
+        requires it)."""
+        n = len(self.images)
+        return next(d for d in range(min(CALIBRATION_STRIDE, n), 0, -1) if n % d == 0)
 
     def __iter__(self):  # qdq_loss_debug.collect_activations iterates over the reader
         self.rewind()

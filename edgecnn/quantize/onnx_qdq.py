@@ -118,7 +118,9 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
         if tensor_ranges:
             extra["TensorQuantOverrides"] = _range_overrides(prep, tensor_ranges)
         with atomic_path(dst) as tmp:
-            quantize_static(str(prep), str(tmp), CalibrationReader(cal, onnx_input_name(prep)),
+            reader = CalibrationReader(cal, onnx_input_name(prep))
+            extra["CalibStridedMinMax"] = reader.stride()     # despite the name, every method; bounds memory
+            quantize_static(str(prep), str(tmp), reader,
                             quant_format=QuantFormat.QDQ, activation_type=qtype[act],
                             weight_type=qtype[cpu.onnx_weight_type], per_channel=per_channel, reduce_range=reduce,
                             calibrate_method=calib_method, nodes_to_exclude=exclude or None, extra_options=extra)
