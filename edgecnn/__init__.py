@@ -10,9 +10,15 @@ Example:
 from __future__ import annotations
 
 import os
+import platform
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN kernels on by itself only on x86 CPUs with AVX-512 VNNI/BF16 or AMX; on
+# AVX2-only ones (many AMD and older Intel machines) it falls back to Eigen, and training runs at half
+# the speed (MobileNetV2 128 px, batch 32, 2 cores: 1,185 -> 580 ms a step). Set it to 0 to opt out.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import edgecnn  # noqa: E402, F401  (sets TensorFlow's environment before any test imports it)
+
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 ROOT = Path(__file__).resolve().parent.parent
