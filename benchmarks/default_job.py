@@ -9,8 +9,9 @@ and int8 figures come from its report.json. Issue 19's target: the whole job <= 
     python benchmarks/default_job.py --reuse-train    # the later stages again on the last run's model
 
 Runs go to export/bench-default-job/ (deleted first: every stage starts cold). ``--reuse-train`` keeps
-the last run's training outputs and its train figures (marked ``"reused": true``) and reruns compress,
-export and evaluate from cold: the loop for work on the stages after training.
+the last run's trained model and its train figures (marked ``"reused": true``), deletes the run's
+caches (decoded splits, chooser candidates) and reruns compress, export and evaluate with ``--force``:
+the loop for work on the stages after training.
 """
 from __future__ import annotations
 
@@ -40,18 +41,12 @@ def main() -> None:
     run = ROOT / "export" / "bench-default-job"
     out_json = ROOT / "benchmarks" / "results" / "default_job.json"
     log = ROOT / "export" / "bench-default-job.log"
-    stages = {}
+    stages, again = {}, []
     if "--reuse-train" in sys.argv[1:]:
-        state = json.loads((run / "state.json").read_text())
-        for stale in ("compress", "compress.json", "splits", "findings", "plots", "report.json",
-                     "report.md", "report.html", "MODEL_CARD.md", "gradcam.json", "manifest.json"):
-            path = run / stale
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for name in run.glob("model.*"):
-            if name.name != "model.keras":
-                name.unlink()
-        write_json(run / "state.json", {"train": state["train"]})
+        for cache in ("splits", "compress"):     # decoded splits and chooser candidates: a fresh run has neither
+            shutil.rmtree(run / cache, ignore_errors=True)
         stages["train"] = {**json.loads(out_json.read_text())["stages"]["train"], "reused": True}
+        again = ["--force"]
     else:
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
@@ -61,7 +56,7 @@ def main() -> None:
         if stage in stages:
             continue
         print(f"[default job] {stage}", flush=True)
-        stages[stage] = measured([*edgecnn, stage, str(run)], log)
+        stages[stage] = measured([*edgecnn, stage, str(run), *again], log)
         print(f"  {stages[stage]}", flush=True)
     report = json.loads((run / "report.json").read_text())
     figures = {n: {k: a["metrics"][k] for k in ("accuracy", "agreement", "accuracy_drop") if k in a["metrics"]}

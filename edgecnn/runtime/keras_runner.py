@@ -52,7 +52,7 @@ def _frozen(model):
 
     from edgecnn._tf import tf
 
-    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(*specs)
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)    # one float input, as the runner checks
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(fn)
     return lambda x: frozen(tf.constant(x))
