@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 0])
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="only these artifacts (model.keras included only if named; it needs TensorFlow)")
     ap.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/bench_latency.json")
     args = ap.parse_args(argv)
 
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     size = manifest["model"]["input_size"]
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     names = ["model.keras"] + list(manifest["artifacts"])
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            ap.error(f"--only {' '.join(unknown)}: not in {args.run_dir}; it has {', '.join(names)}")
+        names = [n for n in names if n in args.only]
     threads = sorted({resolve_threads(t) for t in args.threads})
     rows = []
     for name in names:
