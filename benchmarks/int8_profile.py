@@ -96,8 +96,9 @@ def ov_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[t
 
     core = ov.Core()
     xml = next(Path(path).glob("*.xml")) if Path(path).is_dir() else path
+    # the settings edgecnn's OpenVINO runner uses (f32: on bf16/AMX CPUs the plugin would pick bf16)
     compiled = core.compile_model(str(xml), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,
-                                                    "PERFORMANCE_HINT": "LATENCY"})
+                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()
     total: dict[str, float] = defaultdict(float)
     order: dict[str, str] = {}

@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         ref, calib_n, extra = keras_logits(model, images), len(calib), {}
         tmp = tempfile.TemporaryDirectory(prefix="mnv2-224-")
         arts = build_artifacts(model, calib, Path(tmp.name))
-    rows = measure(arts, images, ref.argmax(1), args)
-    out = summarise(rows, images, calib_n, args)
+    rows = measure(arts, images, ref, args)
+    out = summarise(rows, images, ref, calib_n, args)
     out.update(extra)
     if args.profile:
         out["profile_1_thread"] = profile(arts, images[:1], args.runs * args.rounds)
@@ -237,8 +237,8 @@ def load(folder: Path):
     return images, np.load(folder / "keras_logits.npy"), arts, manifest["calibration_images"], extra
 
 
-def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref_top1: np.ndarray, args) -> dict:
-    """Agreement with Keras and interleaved p50/p95 at 1 thread and all cores, per artifact."""
+def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref: np.ndarray, args) -> dict:
+    """Agreement with Keras (``ref``: its softmax) and interleaved p50/p95 at 1 thread and all cores, per artifact."""
     from edgecnn.evaluate.latency import resolve_threads
     from edgecnn.runtime import load_runner
 
@@ -247,7 +247,13 @@ def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref_top1: np.
     for name, (path, rt) in arts.items():
         runner = load_runner(path, threads=0, runtime=rt)
         logits = np.concatenate([runner(images[i:i + 50]) for i in range(0, len(images), 50)])
-        rows[name]["agreement"] = float((logits.argmax(1) == ref_top1).mean())
+        rows[name]["agreement"] = float((logits.argmax(1) == ref.argmax(1)).mean())
+        # the images are mostly off-ImageNet with small top-1 margins (+-2 px noise alone moves fp32 to 0.76):
+        # two views that a small margin does not decide
+        confident = ref.max(1) >= 0.5
+        rows[name]["agreement_keras_confident"] = float((logits.argmax(1) == ref.argmax(1))[confident].mean())
+        top5 = np.argsort(-logits, 1)[:, :5]
+        rows[name]["keras_top1_in_top5"] = float((top5 == ref.argmax(1)[:, None]).any(1).mean())
         runner.close()
         print(f"{name:<28} agreement {rows[name]['agreement']:.4f}", file=sys.stderr)
     for t in sorted({1, resolve_threads(0)}):
@@ -264,7 +270,7 @@ def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref_top1: np.
     return rows
 
 
-def summarise(rows: dict, images: np.ndarray, calib_n: int, args) -> dict:
+def summarise(rows: dict, images: np.ndarray, ref: np.ndarray, calib_n: int, args) -> dict:
     from edgecnn.evaluate.latency import machine_info
     from edgecnn.quantize import cpu_features
 
@@ -278,6 +284,7 @@ def summarise(rows: dict, images: np.ndarray, calib_n: int, args) -> dict:
             "calibration_images": calib_n, "rounds": args.rounds, "runs_per_round": args.runs,
             "threads": threads, "cpu": sorted(cpu_features().flags), "machine": machine_info(),
             "versions": runtime_versions(), "min_agreement": args.min_agreement, "results": rows,
+            "keras_confident_images": int((ref.max(1) >= 0.5).sum()),
             "cpu_pick": ort_pick, "pick": pick,
             "pick_ratio_1_thread": rows[pick]["threads_1"]["p50_ratio_to_litert_fp32"] if pick else None,
             "fastest_int8_1_thread": fastest,

@@ -184,14 +184,19 @@ class ChooseContext:
             o.min_agreement is None or agree >= o.min_agreement - 1e-9)
 
     def onnx_path(self) -> Path:
-        """The float ONNX (exported once into the workdir unless one was given)."""
+        """The float ONNX: the one given, else ``model`` exported into the workdir once per ``cache``.
+
+        A ``model.onnx`` an earlier run left there is not reused: the model (or the exporter) may have
+        changed since, and its int8 candidates would then quantise the old one.
+        """
         if self.float_onnx is not None and Path(self.float_onnx).is_file():
             return Path(self.float_onnx)
         path = self.workdir / "model.onnx"
-        if not path.is_file():
+        if self.cache.get("float_onnx_of") is not self.model or not path.is_file():
             from edgecnn.quantize import keras_to_onnx
 
             keras_to_onnx(self.model, path, opset=self.opset)
+            self.cache["float_onnx_of"] = self.model
         self.float_onnx = path
         return path
 
