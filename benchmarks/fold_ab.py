@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecnn.export.openvino import onnx_to_openvino_ir
     from edgecnn.runtime import load_runner
     from int8_profile import ort_profile, ov_profile, summarise
+    from mobilenetv2_224 import interleaved_latency
 
     work = Path(tempfile.mkdtemp(prefix="fold-ab-"))
     arts: dict[str, tuple[Path, str]] = {}
@@ -45,18 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     size = load_runner(next(iter(arts.values()))[0], threads=1).input.shape[1]
     x = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     runners = {k: load_runner(p, threads=1, runtime=rt) for k, (p, rt) in arts.items()}
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for r in runners.values():
-        for _ in range(10):
-            r(x)
-    for _ in range(args.rounds):
-        for k, r in runners.items():
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                r(x)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    out = {"p50_ms": {k: float(np.median(v)) for k, v in times.items()},
-           "p95_ms": {k: float(np.percentile(v, 95)) for k, v in times.items()},
+    lat = interleaved_latency(runners, x, args.rounds, args.runs, warmup=10)
+    out = {"p50_ms": {k: v["p50_ms"] for k, v in lat.items()}, "p95_ms": {k: v["p95_ms"] for k, v in lat.items()},
            "profile": {k: summarise(ov_profile(p, x, 200, 1) if rt == "openvino" else ort_profile(p, x, 200, 1))
                        for k, (p, rt) in arts.items()},
            "machine": machine_info(), "rounds": args.rounds, "runs_per_round": args.runs}

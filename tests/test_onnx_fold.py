@@ -7,8 +7,6 @@ weights do to the mean it now sees.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from edgecnn._tf import keras
 from edgecnn.arch._layers import normalize
 from edgecnn.quantize import keras_to_onnx, quantize_onnx
-from edgecnn.quantize.onnx_fold import FOLD_KEY, fold_input_normalisation
+from edgecnn.quantize.onnx_fold import fold_input_normalisation, fold_record
 
 
 def _net(mean, std, padding: str, stride: int = 2):
@@ -87,7 +85,7 @@ def test_int8_bias_is_corrected_for_the_folded_mean(tmp_path):
     (mean, std), padding, stride, _ = CASES["per-channel mean, padding conv"]
     path = keras_to_onnx(_net(mean, std, padding, stride), tmp_path / "m.onnx")
     flt = onnx.load(str(path))
-    fold = json.loads({p.key: p.value for p in flt.metadata_props}[FOLD_KEY])
+    fold = fold_record(flt)
     calib = np.random.default_rng(2).uniform(0, 255, (32, 20, 20, 3)).astype(np.float32)
     q = onnx.load(str(quantize_onnx(path, tmp_path / "q.onnx", calib, per_channel=True, reduce_range=True)))
 

@@ -34,7 +34,7 @@ import logging
 import numpy as np
 
 log = logging.getLogger("edgecnn.quantize")
-FOLD_KEY = "edgecnn.input_fold"   # model metadata: {"conv", "weight", "mean"} of the fold, for the bias correction
+FOLD_KEY = "edgecnn.input_fold"   # model metadata: {"conv", "weight", "bias", "mean"} of the fold (bias correction)
 
 
 def _consumers(graph, name: str) -> list:
@@ -145,52 +145,49 @@ def fold_input_normalisation(model, *, per_channel_padding: bool = True) -> str 
     del g.initializer[:]
     g.initializer.extend(keep)
     record = model.metadata_props.add()
-    record.key, record.value = FOLD_KEY, json.dumps({"conv": conv.name, "weight": w_name, "mean": mean.tolist()})
+    record.key, record.value = FOLD_KEY, json.dumps({"conv": conv.name, "weight": w_name, "bias": b_name,
+                                                     "mean": mean.tolist()})
     what = f"folded the input normalisation's {folded} into {conv.name}"
     log.info("onnx: %s", what)
     return what
+
+
+def fold_record(model) -> dict | None:
+    """What :func:`fold_input_normalisation` recorded in ``model``'s metadata, or None when it folded nothing."""
+    value = next((p.value for p in model.metadata_props if p.key == FOLD_KEY), None)
+    return json.loads(value) if value is not None else None
 
 
 def correct_folded_bias(float_model, quantized_model) -> str | None:
     """Remove the per-channel offset int8 weights put on a folded mean (module docstring); in place.
 
     ``float_model`` is the folded float ``onnx.ModelProto`` (its metadata names the conv, its float
-    weights and the mean), ``quantized_model`` its QDQ quantisation. The conv's bias becomes
-    ``b' + sum((W - W_q) * mean)`` over each output channel, in int32 steps where the bias is quantised.
-    Returns what was done, or None (nothing folded, or the conv's weights are not int8 there).
+    weights and bias, and the mean), ``quantized_model`` its QDQ quantisation. The conv's int32 bias is
+    requantised from ``b' + sum((W - W_q) * mean)`` over each output channel.
+    Returns what was done, or None (nothing folded, or the conv's weights and bias are not int there).
     """
     from onnx import numpy_helper
 
-    meta = {p.key: p.value for p in float_model.metadata_props}
-    if FOLD_KEY not in meta:
+    fold = fold_record(float_model)
+    if fold is None:
         return None
-    fold = json.loads(meta[FOLD_KEY])
-    w_float = next((numpy_helper.to_array(i) for i in float_model.graph.initializer if i.name == fold["weight"]), None)
+    floats = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in float_model.graph.initializer
+              if i.name in (fold["weight"], fold["bias"])}
     g = quantized_model.graph
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
     conv = next((n for n in g.node if n.op_type == "Conv" and n.name == fold["conv"]), None)
-    w_dq = producer.get(conv.input[1]) if conv is not None else None
-    if w_float is None or w_dq is None or w_dq.op_type != "DequantizeLinear" or len(conv.input) < 3:
+    w_dq, b_dq = (producer.get(conv.input[1]), producer.get(conv.input[2])) if conv is not None else (None, None)
+    if len(floats) < 2 or any(dq is None or dq.op_type != "DequantizeLinear" for dq in (w_dq, b_dq)):
         log.warning("onnx: the folded conv %s has no int8 weights after quantisation; bias left as it is",
                     fold["conv"])
         return None
-    w_q = _dequantize(w_dq, inits)
     mean = np.asarray(fold["mean"], np.float64)
-    offset = ((w_float.astype(np.float64) - w_q) * mean[None, :, None, None]).sum(axis=(1, 2, 3))
-    b_dq = producer.get(conv.input[2])
-    if b_dq is not None and b_dq.op_type == "DequantizeLinear":   # int32 bias: requantise it from the float one
-        q = numpy_helper.to_array(inits[b_dq.input[0]])
-        scale = numpy_helper.to_array(inits[b_dq.input[1]]).astype(np.float64)
-        b_float = _float_bias(float_model, fold["conv"])
-        b_float = q.astype(np.float64) * scale if b_float is None else b_float   # else one more rounding step
-        new = np.round((b_float + offset) / scale)
-        inits[b_dq.input[0]].CopyFrom(numpy_helper.from_array(new.astype(q.dtype), b_dq.input[0]))
-    elif conv.input[2] in inits:
-        b = numpy_helper.to_array(inits[conv.input[2]])
-        inits[conv.input[2]].CopyFrom(numpy_helper.from_array((b + offset).astype(b.dtype), conv.input[2]))
-    else:
-        return None
+    offset = ((floats[fold["weight"]] - _dequantize(w_dq, inits)) * mean[None, :, None, None]).sum(axis=(1, 2, 3))
+    q = numpy_helper.to_array(inits[b_dq.input[0]])
+    scale = numpy_helper.to_array(inits[b_dq.input[1]]).astype(np.float64)
+    new = np.round((floats[fold["bias"]] + offset) / scale)
+    inits[b_dq.input[0]].CopyFrom(numpy_helper.from_array(new.astype(q.dtype), b_dq.input[0]))
     what = (f"corrected {conv.name}'s bias for the folded mean (largest shift {np.abs(offset).max():.4g}, "
             f"weight-quantisation offset times the mean)")
     log.info("onnx: %s", what)
@@ -281,16 +278,6 @@ def input_plumbing(model, conv_name: str) -> list[str]:
         out.append(node.name)
         todo.extend(i for i in node.input if i and i not in inits)
     return out
-
-
-def _float_bias(float_model, conv_name: str) -> np.ndarray | None:
-    from onnx import numpy_helper
-
-    conv = next((n for n in float_model.graph.node if n.name == conv_name), None)
-    if conv is None or len(conv.input) < 3:
-        return None
-    return next((numpy_helper.to_array(i).astype(np.float64) for i in float_model.graph.initializer
-                 if i.name == conv.input[2]), None)
 
 
 def _dequantize(dq, inits: dict) -> np.ndarray:

@@ -117,7 +117,8 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
                                    f"{did_you_mean(unknown[0], names)}")
         if tensor_ranges:
             extra["TensorQuantOverrides"] = _range_overrides(prep, tensor_ranges)
-        plumbing = _fold_plumbing(src, prep)   # the folded normalisation's padding stays float (copies)
+        folded = _folded(src)   # a normalisation folded into the first conv: its padding stays float (copies)
+        plumbing = _fold_plumbing(folded, prep)
         with atomic_path(dst) as tmp:
             reader = CalibrationReader(cal, onnx_input_name(prep))
             extra["CalibStridedMinMax"] = reader.stride()     # despite the name, every method; bounds memory
@@ -126,37 +127,42 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
                             weight_type=qtype[cpu.onnx_weight_type], per_channel=per_channel, reduce_range=reduce,
                             calibrate_method=calib_method, nodes_to_exclude=(exclude + plumbing) or None,
                             extra_options=extra)
-            _correct_fold(src, tmp)
+            if folded is not None:
+                _correct_fold(folded, tmp)
     log.info("quantised %s -> %s (%s, %s activations, per_channel=%s, reduce_range=%s, %d node(s) float)", src.name,
              dst.name, method, act, per_channel, reduce, len(exclude))
     return dst
 
 
-def _fold_plumbing(src: Path, prep: Path) -> list[str]:
-    """The data-movement nodes before a folded first conv (``onnx_fold.input_plumbing``), in ``prep``'s names."""
-    import json
-
+def _folded(src: Path):
+    """The float model when the export folded its normalisation (``onnx_fold.fold_record``), else None."""
     import onnx
 
-    from edgecnn.quantize.onnx_fold import FOLD_KEY, input_plumbing
+    from edgecnn.quantize.onnx_fold import fold_record
 
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    if FOLD_KEY not in meta:
+    model = onnx.load(str(src))
+    return model if fold_record(model) is not None else None
+
+
+def _fold_plumbing(folded, prep: Path) -> list[str]:
+    """The data-movement nodes before a folded first conv (``onnx_fold.input_plumbing``), in ``prep``'s names."""
+    import onnx
+
+    from edgecnn.quantize.onnx_fold import fold_record, input_plumbing
+
+    if folded is None:
         return []
-    return input_plumbing(onnx.load(str(prep), load_external_data=False), json.loads(meta[FOLD_KEY])["conv"])
+    return input_plumbing(onnx.load(str(prep), load_external_data=False), fold_record(folded)["conv"])
 
 
-def _correct_fold(src: Path, quantized: Path) -> None:
+def _correct_fold(folded, quantized: Path) -> None:
     """Bias correction for a normalisation folded into the first conv (``onnx_fold.correct_folded_bias``)."""
     import onnx
 
-    from edgecnn.quantize.onnx_fold import FOLD_KEY, correct_folded_bias
+    from edgecnn.quantize.onnx_fold import correct_folded_bias
 
-    flt = onnx.load(str(src))
-    if not any(p.key == FOLD_KEY for p in flt.metadata_props):
-        return
     q = onnx.load(str(quantized))
-    if correct_folded_bias(flt, q):
+    if correct_folded_bias(folded, q):
         onnx.save(q, str(quantized))
 
 
