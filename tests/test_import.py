@@ -489,7 +489,8 @@ def test_keras3_mobilenet_v2_int8_keeps_top1(levels, tmp_path):
     spec.loader.exec_module(bench)
     (x, y), (tx, ty) = _arrays(levels["data"], "train", 48), _arrays(levels["data"], "test", 48)
     model = bench.build_keras3_mobilenet_v2(4, 48, alpha=0.35, imagenet=False, bn_momentum=0.8)
-    bench.train_keras3(model, x, y, None, None, head_epochs=0, finetune_epochs=3, lr=1e-2, batch_size=16)
+    bench.train_keras3(model, x, y, None, None, head_epochs=0, finetune_epochs=3, lr=1e-1, batch_size=16,
+                       optimizer="sgd", jit_compile=False)
     model.save(tmp_path / "mnv2.keras")
     source = float(np.mean(np.asarray(model.predict(tx, verbose=0)).argmax(1) == ty))
     keras.backend.clear_session()
