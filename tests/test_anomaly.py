@@ -14,7 +14,7 @@ from PIL import Image
 
 from edgecnn.anomaly.data import discover_anomaly
 from edgecnn.anomaly.fit import fit_padim, greedy_coreset
-from edgecnn.anomaly.metrics import image_metrics, pixel_metrics, pro_score, rank_correlation
+from edgecnn.anomaly.metrics import PixelAccumulator, image_metrics, pixel_metrics, pro_score, rank_correlation
 from edgecnn.anomaly.threshold import choose_threshold
 from edgecnn.errors import EdgecnnError
 
@@ -108,6 +108,39 @@ def test_pixel_metrics_perfect_and_blind_maps():
     assert pro_score(blind, masks) < 0.3 and pixel_metrics(blind, masks)["pixel_auroc"] < 0.75
 
 
+def test_pixel_metrics_streamed_in_batches_match_the_exact_figures():
+    """Batches into the accumulator give sklearn's pixel AUROC (float16 ties aside), the exact PRO (every
+    pixel of every region; one region is over the 1,024 points a region keeps) and the exact IoU."""
+    from scipy.ndimage import gaussian_filter, label
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((12, 64, 64), bool)
+    for i in range(0, 12, 2):
+        y, x, h, w = rng.integers(0, 30), rng.integers(0, 30), rng.integers(2, 20), rng.integers(2, 20)
+        masks[i, y:y + h, x:x + w] = True
+    masks[1, 10:50, 10:50] = True  # 1,600 pixels
+    maps = (gaussian_filter(rng.normal(size=masks.shape), (0, 2, 2)) * 3 + masks * 0.8 + 0.3).astype(np.float32)
+    acc = PixelAccumulator()
+    for s in range(0, 12, 5):
+        acc.update(maps[s:s + 5], masks[s:s + 5])
+    got = acc.result()
+    assert got["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-4)
+    neg, fprs = np.sort(maps[~masks]), np.linspace(0.0, 0.3, 200)
+    thresholds = neg[np.clip(np.ceil((1 - fprs) * len(neg)).astype(int) - 1, 0, len(neg) - 1)]
+    overlaps = []
+    for m, gt in zip(maps, masks):
+        regions, n = label(gt)
+        for r in range(1, n + 1):
+            vals = np.sort(m[regions == r])
+            overlaps.append(1.0 - np.searchsorted(vals, thresholds, side="right") / len(vals))
+    assert got["pro"] == pytest.approx(np.trapezoid(np.mean(overlaps, 0), fprs) / 0.3, abs=2e-3)
+    assert 0.05 < got["pro"] < 0.95 and 0.6 < got["pixel_auroc"] < 0.95  # neither trivial
+    pred = maps > 0.5
+    assert got["iou"] == pytest.approx((pred & masks).sum() / (pred | masks).sum())
+    assert PixelAccumulator().result() == {}
+
+
 def test_threshold_rules():
     raw = np.array([1.0, 1.1, 1.2, 1.3, 2.0, 2.5])
     defect = np.array([False] * 4 + [True] * 2)
@@ -158,6 +191,26 @@ def anomaly_run(tmp_path_factory, tiny_defects) -> Path:
     result = run(ROOT / "tests" / "recipes" / "anomaly-tiny.yaml", data=tiny_defects, output=out)
     assert result.ok, result.violations
     return out
+
+
+@pytest.mark.slow
+def test_evaluation_decodes_the_test_split_a_batch_at_a_time(anomaly_run, tiny_defects, tmp_path, monkeypatch):
+    """Memory flat in the test split: no decode is larger than a batch, and a rerun gives the same figures."""
+    from edgecnn.anomaly import evaluate
+    from edgecnn.pipeline import run
+
+    copy = tmp_path / "run"
+    shutil.copytree(anomaly_run, copy)
+    (copy / "report.json").unlink()  # evaluate again; fit and export stay up to date
+    sizes, decode = [], evaluate.load_images
+    monkeypatch.setattr(evaluate, "load_images", lambda paths, size: sizes.append(len(paths)) or decode(paths, size))
+    result = run(ROOT / "tests" / "recipes" / "anomaly-tiny.yaml", data=tiny_defects, output=copy)
+    before = json.loads((anomaly_run / "report.json").read_text())
+    assert sizes and max(sizes) <= evaluate.BATCH
+    assert sum(sizes) >= len(before["artifacts"]) * before["test_images"]  # every artifact saw every image
+    for name, art in before["artifacts"].items():
+        for key in ("auroc", "pixel_auroc", "pro", "iou", "score_correlation"):
+            assert result.report["artifacts"][name]["metrics"][key] == pytest.approx(art["metrics"][key], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -6,6 +6,10 @@ where masks exist ``pixel_auroc``, ``pro``, ``iou``; and ``score_correlation``, 
 of its scores with model.keras's. Latency at each ``evaluate.threads``, as the classifier's.
 ``scores.json`` (test scores per artifact, labels, kinds, val threshold) and ``maps/`` (the float
 model's worst cases as heatmap overlays) feed the report's anomaly sections.
+
+The test split is decoded ``BATCH`` images at a time for each artifact and its maps go into a
+:class:`PixelAccumulator`, so memory holds a batch, the scores and the accumulator's histograms, not the
+split's images or maps; the gallery's few images are decoded and scored again at the end.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ import numpy as np
 
 from edgecnn._io import artifact_bytes, atomic_path, sha256_file, write_json, write_text
 from edgecnn.anomaly.data import AnomalySet, load_images, load_masks
-from edgecnn.anomaly.metrics import image_metrics, pixel_metrics, rank_correlation, roc_points
+from edgecnn.anomaly.metrics import PixelAccumulator, image_metrics, rank_correlation, roc_points
 from edgecnn.anomaly.serve import split_outputs
 
 log = logging.getLogger("edgecnn.anomaly")
 REFERENCE = "model.keras"
 GALLERY = 8
+BATCH = 16
 
 
 def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
@@ -33,29 +38,51 @@ def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _write_gallery(r, ds: AnomalySet, images, masks, scores, maps) -> list[dict]:
-    """The worst cases of the float model: the highest-scored good images and the lowest-scored defects."""
+def _write_gallery(r, ds: AnomalySet, runner, size: int, scores: np.ndarray) -> list[dict]:
+    """The worst cases of the float model: the highest-scored good images and the lowest-scored defects
+    (those few decoded and scored again, so the evaluation never holds the split's images or maps)."""
     from PIL import Image
 
     defect = np.array([i.defect for i in ds.test])
     good_idx = np.where(~defect)[0][np.argsort(-scores[~defect])][:GALLERY // 2]
     bad_idx = np.where(defect)[0][np.argsort(scores[defect])][:GALLERY // 2]
+    picked = [int(i) for i in (*bad_idx, *good_idx)]
     folder = r.dir / "maps"
     folder.mkdir(exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
-    items = []
-    for rank, i in enumerate([*bad_idx, *good_idx]):
+    if not picked:
+        return []
+    items = [ds.test[i] for i in picked]
+    images, masks = load_images([i.path for i in items], size), load_masks(items, size)
+    _, maps = split_outputs(runner.predict_outputs(images))
+    out = []
+    for rank, (i, image, amap, mask) in enumerate(zip(picked, images, maps, masks)):
         name = f"maps/{rank:02d}_{ds.test[i].kind}.png"
-        tile = np.concatenate([images[i].astype(np.uint8), _overlay(images[i], maps[i]),
-                               np.repeat((masks[i] * 255).astype(np.uint8)[..., None], 3, -1)], 1)
+        tile = np.concatenate([image.astype(np.uint8), _overlay(image, amap),
+                               np.repeat((mask * 255).astype(np.uint8)[..., None], 3, -1)], 1)
         with atomic_path(r.dir / name, suffix=".png") as tmp:
             Image.fromarray(tile).save(tmp, "PNG")
-        items.append({"file": name, "kind": ds.test[i].kind, "score": float(scores[i]), "image": ds.test[i].path,
-                      "why": "missed defect" if defect[i] and scores[i] <= 0.5 else
-                      "false alarm" if not defect[i] and scores[i] > 0.5 else
-                      "lowest-scored defect" if defect[i] else "highest-scored good"})
-    return items
+        out.append({"file": name, "kind": ds.test[i].kind, "score": float(scores[i]), "image": ds.test[i].path,
+                    "why": "missed defect" if defect[i] and scores[i] <= 0.5 else
+                    "false alarm" if not defect[i] and scores[i] > 0.5 else
+                    "lowest-scored defect" if defect[i] else "highest-scored good"})
+    return out
+
+
+def _score_split(runner, ds: AnomalySet, size: int, known: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(scores (N,), pixel metrics) of one artifact over the test split, ``BATCH`` images at a time."""
+    scores, pixels, any_mask = [], PixelAccumulator(), False
+    for start in range(0, len(ds.test), BATCH):
+        items = ds.test[start:start + BATCH]
+        s, maps = split_outputs(runner.predict_outputs(load_images([i.path for i in items], size)))
+        scores.append(s)
+        keep = known[start:start + BATCH]
+        if keep.any():
+            masks = load_masks(items, size)[keep]
+            any_mask |= bool(masks.any())
+            pixels.update(maps[keep], masks)
+    return np.concatenate(scores), pixels.result() if any_mask else {}
 
 
 def _f(v) -> str:
@@ -106,31 +133,28 @@ def evaluate_stage(r, ds: AnomalySet, force: bool = False):
         from edgecnn.anomaly import graph  # noqa: F401  (the custom layers, for the Keras reference)
 
         size = cfg.input_size
-        images = load_images([i.path for i in ds.test], size)
-        masks = load_masks(ds.test, size)
         defect = np.array([i.defect for i in ds.test])
         kinds = [i.kind for i in ds.test]
         known = np.array([not i.defect or i.mask is not None for i in ds.test])  # pixel metrics: masks known
         threads = sorted({resolve_threads(t) for t in ecfg.threads})
         report = {"task": "anomaly", "name": r.recipe.name,
                   "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "reference": REFERENCE, "test_images": len(images), "classes": [cfg.normal, *ds.defect_kinds],
+                  "reference": REFERENCE, "test_images": len(ds.test), "classes": [cfg.normal, *ds.defect_kinds],
                   "dataset": ds.to_json(), "anomaly": manifest.get("anomaly", {}), "machine": machine_info(),
                   "latency_protocol": {"batch": 1, "warmup": ecfg.warmup, "runs": ecfg.runs, "threads": threads},
                   "artifacts": {}}
         all_scores: dict[str, list[float]] = {}
-        ref_scores = ref_auroc = None
+        ref_scores = ref_auroc = ref_runner = None
+        first = load_images([ds.test[0].path], size)[0]  # the latency probe
         for name in [REFERENCE, *manifest["artifacts"]]:
             entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}
             if name != REFERENCE:
                 entry = verify_artifact(r.dir, name, manifest)
             runner = load_runner(r.dir / name, threads=max(threads), runtime=entry.get("runtime"))
-            scores, maps = split_outputs(runner.predict_outputs(images))
-            metrics = image_metrics(scores, defect, kinds, cfg.normal)
-            if masks[known].any():
-                metrics.update(pixel_metrics(maps[known], masks[known]))
+            scores, pixel = _score_split(runner, ds, size, known)
+            metrics = {**image_metrics(scores, defect, kinds, cfg.normal), **pixel}
             if ref_scores is None:
-                ref_scores, ref_auroc, ref_maps = scores, metrics["auroc"], maps
+                ref_scores, ref_auroc, ref_runner = scores, metrics["auroc"], runner
             metrics["auroc_drop"] = ref_auroc - metrics["auroc"]
             metrics["score_correlation"] = rank_correlation(ref_scores, scores)
             metrics["max_score_diff"] = float(np.abs(ref_scores - scores).max())
@@ -139,7 +163,7 @@ def evaluate_stage(r, ds: AnomalySet, force: bool = False):
                 if runner.backend == "keras" and t != max(threads):
                     continue
                 run_t = runner if t == max(threads) else load_runner(r.dir / name, threads=t, runtime=runner.backend)
-                latency[str(t)] = measure_latency(run_t, images[0], warmup=ecfg.warmup, runs=ecfg.runs)
+                latency[str(t)] = measure_latency(run_t, first, warmup=ecfg.warmup, runs=ecfg.runs)
             report["artifacts"][name] = {
                 "file": name, "format": entry.get("format"), "runtime": runner.backend,
                 "precision": entry.get("precision"), "route": entry.get("route"),
@@ -151,7 +175,7 @@ def evaluate_stage(r, ds: AnomalySet, force: bool = False):
                      f"{metrics.get('pixel_auroc', float('nan')):.4f}", metrics["f1"], metrics["score_correlation"],
                      lat["p50_ms"])
         report["reference_auroc"] = ref_auroc
-        report["gallery"] = _write_gallery(r, ds, images, masks, ref_scores, ref_maps)
+        report["gallery"] = _write_gallery(r, ds, ref_runner, size, ref_scores)
         write_json(r.dir / "scores.json", {"threshold": 0.5, "normal": cfg.normal, "defect": defect.tolist(),
                                            "kinds": kinds, "scores": all_scores,
                                            "threshold_rule": manifest.get("anomaly", {}).get("threshold_rule")})

@@ -1,6 +1,7 @@
 """``task: anomaly``: fit -> export -> evaluate over a run directory, each stage resumable.
 
-* **fit**: patch features of at most ``max_train_images`` good training images, streamed in batches;
+* **fit**: patch features of at most ``max_train_images`` good training images, streamed in batches
+  (so are the validation scores here and in the int8 choice);
   PatchCore's coreset or PaDiM's Gaussians (:mod:`edgecnn.anomaly.fit`); the threshold from the
   validation images (:mod:`edgecnn.anomaly.threshold`), written into the graph so 0.5 is the threshold;
   ``model.keras`` and ``fit.json``.
@@ -52,6 +53,20 @@ def anomaly_dataset(r) -> AnomalySet:
     return ds
 
 
+def _scores(predict, paths: list[str], size: int) -> np.ndarray:
+    """Image scores over ``paths``, decoded ``BATCH`` at a time (memory does not grow with the split);
+    ``predict`` maps a batch of images to its scores (N,)."""
+    return np.concatenate([predict(load_images(paths[i:i + BATCH], size)) for i in range(0, len(paths), BATCH)])
+
+
+def _keras_scores(model):
+    return lambda x: model.predict(x, verbose=0)[0][:, 0]
+
+
+def _runner_scores(runner):
+    return lambda x: split_outputs(runner.predict_outputs(x))[0]
+
+
 def _batches(paths: list[str], size: int, feature_model):
     def gen():
         for i in range(0, len(paths), BATCH):
@@ -82,8 +97,7 @@ def fit_stage(r, ds: AnomalySet, force: bool = False) -> bool:
     fit_s = time.perf_counter() - t0
     model = build_anomaly_model(cfg.backbone, size, cfg.method, stats, map_size=size, sigma=cfg.blur_sigma,
                                 score_margin=cfg.score_margin)
-    val_images = load_images([i.path for i in ds.val], size)
-    raw = model.predict(val_images, batch_size=BATCH, verbose=0)[0][:, 0]  # normalisation is the identity here
+    raw = _scores(_keras_scores(model), [i.path for i in ds.val], size)  # normalisation is the identity here
     thr = choose_threshold(raw, np.array([i.defect for i in ds.val]), rule=cfg.threshold, quantile=cfg.quantile)
     set_normalisation(model, thr["threshold"], thr["scale"])
     with atomic_path(r.dir / MODEL, suffix=".keras") as tmp:
@@ -125,9 +139,9 @@ def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
     from edgecnn.runtime import load_runner
 
     cfg = r.recipe.anomaly
-    val_images = load_images([i.path for i in ds.val], cfg.input_size)
+    val = [i.path for i in ds.val]
     defect = np.array([i.defect for i in ds.val])
-    ref = model.predict(val_images, batch_size=BATCH, verbose=0)[0][:, 0]
+    ref = _scores(_keras_scores(model), val, cfg.input_size)
 
     def quality(scores):
         out = {"score_correlation": rank_correlation(ref, scores)}
@@ -147,7 +161,7 @@ def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
         tmp.parent.mkdir(exist_ok=True)
         try:
             write_bytes(tmp, tflite_int8(model, calib, denylisted_nodes=deny or ()))
-            scores, _ = split_outputs(load_runner(tmp, threads=1).predict_outputs(val_images))
+            scores = _scores(_runner_scores(load_runner(tmp, threads=1)), val, cfg.input_size)
             cand = {"route": route, "artifact": str(tmp.relative_to(r.dir)), **quality(scores)}
         except Exception as e:  # a converter failure drops the candidate, not the run
             cand = {"route": route, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
