@@ -22,12 +22,12 @@ import numpy as np
 from edgecnn._io import artifact_bytes, atomic_path, sha256_file, write_json, write_text
 from edgecnn.anomaly.data import AnomalySet, load_images, load_masks
 from edgecnn.anomaly.metrics import PixelAccumulator, image_metrics, rank_correlation, roc_points
+from edgecnn.anomaly.pipeline import BATCH
 from edgecnn.anomaly.serve import split_outputs
 
 log = logging.getLogger("edgecnn.anomaly")
 REFERENCE = "model.keras"
 GALLERY = 8
-BATCH = 16
 
 
 def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:

@@ -53,10 +53,18 @@ def anomaly_dataset(r) -> AnomalySet:
     return ds
 
 
+def _batches(paths: list[str], size: int, predict):
+    """A function giving a fresh iterator of ``predict`` over ``paths``, decoded ``BATCH`` at a time (one call
+    per pass over the images; memory does not grow with their number)."""
+    def gen():
+        for i in range(0, len(paths), BATCH):
+            yield predict(load_images(paths[i:i + BATCH], size))
+    return gen
+
+
 def _scores(predict, paths: list[str], size: int) -> np.ndarray:
-    """Image scores over ``paths``, decoded ``BATCH`` at a time (memory does not grow with the split);
-    ``predict`` maps a batch of images to its scores (N,)."""
-    return np.concatenate([predict(load_images(paths[i:i + BATCH], size)) for i in range(0, len(paths), BATCH)])
+    """Image scores over ``paths``; ``predict`` maps a batch of images to its scores (N,)."""
+    return np.concatenate(list(_batches(paths, size, predict)()))
 
 
 def _keras_scores(model):
@@ -65,13 +73,6 @@ def _keras_scores(model):
 
 def _runner_scores(runner):
     return lambda x: split_outputs(runner.predict_outputs(x))[0]
-
-
-def _batches(paths: list[str], size: int, feature_model):
-    def gen():
-        for i in range(0, len(paths), BATCH):
-            yield feature_model.predict(load_images(paths[i:i + BATCH], size), verbose=0)
-    return gen
 
 
 def fit_stage(r, ds: AnomalySet, force: bool = False) -> bool:
@@ -89,7 +90,7 @@ def fit_stage(r, ds: AnomalySet, force: bool = False) -> bool:
     train = ds.train[:cfg.max_train_images]
     t0 = time.perf_counter()
     features = build_feature_model(cfg.backbone, size, cfg.method)
-    batches = _batches(train, size, features)
+    batches = _batches(train, size, lambda x: features.predict(x, verbose=0))
     if cfg.method == "patchcore":
         stats = fit_patchcore(batches, fraction=cfg.coreset_fraction, seed=cfg.seed)
     else:
