@@ -19,11 +19,21 @@ def test_metrics_by_hand():
 
 
 def test_topk_only_above_five_classes():
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(8), 50)
-    labels = rng.integers(0, 8, 50)
-    m = classification_metrics(probs, labels, [str(i) for i in range(8)], top_k=5)
-    assert m["top5_accuracy"] >= m["accuracy"]
+    """Six classes: top-5 counts a label ranked 1st to 5th, not 6th; five or fewer classes: no top-k key."""
+    p = np.array([0.40, 0.25, 0.15, 0.10, 0.07, 0.03])
+    probs = np.stack([p, p, p, p[::-1]])
+    labels = np.array([0,      # ranked 1st: top-1 and top-5
+                       4,      # ranked 5th: top-5 only
+                       5,      # ranked 6th: neither
+                       1])     # p reversed, class 1 ranked 5th: top-5 only
+    classes = [str(i) for i in range(6)]
+    m = classification_metrics(probs, labels, classes)
+    assert m["accuracy"] == 0.25 and m["top5_accuracy"] == 0.75
+    assert classification_metrics(probs, labels, classes, top_k=2)["top2_accuracy"] == 0.25   # row 0 only
+    assert classification_metrics(probs, labels, classes, top_k=9)["top6_accuracy"] == 1.0    # k capped at 6
+    five = probs[:, :5] / probs[:, :5].sum(1, keepdims=True)
+    small = classification_metrics(five, np.array([0, 4, 4, 1]), classes[:5])
+    assert small["accuracy"] == 0.25 and not [k for k in small if k.startswith("top")]
 
 
 def test_wilson():
