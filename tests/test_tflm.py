@@ -1,6 +1,8 @@
 """TensorFlow Lite Micro: int8 files in the real TFLM interpreter agree with LiteRT, the minimal arena
-is exact, float files are refused, the firmware folder holds the same bytes, an op TFLM lacks is named
-with its layer, and max_arena_kb / max_flash_kb budgets judge the measured figures.
+is exact, float files are refused, the firmware folder holds the same bytes and builds with g++ (its
+op_resolver.h against a stub resolver with exactly the Add* methods of TFLM's header), every builtin op
+gets the header's resolver method or a readable refusal, an op TFLM lacks is named with its layer, and
+max_arena_kb / max_flash_kb budgets judge the measured figures.
 
 One tiny dsconv (32 px, 3 classes, a few seconds of training on coloured noise) is quantised once per
 module and shared by every test.
@@ -115,12 +117,102 @@ def test_firmware_folder_is_the_same_model(int8_file, images, tmp_path):
     assert len(adds) == len(set(adds)) == len(figures["ops"])
     assert f"kModelOpCount = {len(adds)};" in resolver and "MicroMutableOpResolver<kModelOpCount>" in resolver
     assert {"AddConv2D", "AddDepthwiseConv2D", "AddFullyConnected", "AddSoftmax"} <= set(adds)
-    if shutil.which("g++"):  # the array and header compile as C++ (the resolver needs TFLM's headers)
-        subprocess.run(["g++", "-std=c++17", "-c", "model_data.cc", "-o", str(tmp_path / "model_data.o")],
-                       cwd=folder, check=True)
+    _build_firmware(folder, tmp_path)   # model_data.cc and op_resolver.h compile, link and register the ops
     assert [r.name for r in runtimes_for(folder)] == ["tflm"]
     x, _ = images
     assert np.array_equal(load_runner(folder)(x[:8]), load_runner(int8_file, runtime="tflm")(x[:8]))
+
+
+def _resolver_stub(include: Path) -> None:
+    """A stand-in for TFLM's ``micro_mutable_op_resolver.h`` (not installed: the wheel ships no headers)
+    whose ``MicroMutableOpResolver`` has exactly the fact table's ``Add*`` methods, so a method name the
+    header does not have fails the compile."""
+    from edgecnn.export.tflm_ops import RESOLVER_METHODS
+
+    adds = "\n".join(f"  TfLiteStatus {m}() {{ return kTfLiteOk; }}" for m in sorted(RESOLVER_METHODS.values()))
+    header = include / "tensorflow" / "lite" / "micro" / "micro_mutable_op_resolver.h"
+    header.parent.mkdir(parents=True)
+    header.write_text("#pragma once\ntypedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;\n"
+                      "namespace tflite {\ntemplate <unsigned int tOpCount>\nclass MicroMutableOpResolver {\n"
+                      f" public:\n{adds}\n}};\n}}  // namespace tflite\n")
+
+
+def _build_firmware(folder: Path, tmp_path: Path) -> None:
+    """Compile ``model_data.cc`` and a ``main`` that includes both headers and calls ``RegisterModelOps``
+    against the stub resolver, link, run: g++ is a prerequisite, so its absence fails the test."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.fail("g++ not found: the firmware folder is checked by compiling it, and gcc (with its C++ "
+                    "compiler) is a prerequisite in the README; install g++ (apt-get install g++) and rerun.")
+    include, main, program = tmp_path / "stub", tmp_path / "main.cc", tmp_path / "firmware"
+    _resolver_stub(include)
+    main.write_text('#include "model_data.h"\n#include "op_resolver.h"\n\nint main() {\n'
+                    "  static ModelOpResolver resolver;\n"
+                    "  return RegisterModelOps(resolver) == kTfLiteOk && g_model_data_len > 0 ? 0 : 1;\n}\n")
+    build = subprocess.run([gxx, "-std=c++17", "-Wall", "-Werror", f"-I{include}", f"-I{folder}",
+                            str(folder / "model_data.cc"), str(main), "-o", str(program)],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, f"the firmware files do not build:\n{build.stderr}"
+    assert subprocess.run([str(program)], timeout=30).returncode == 0
+
+
+def test_resolver_method_is_the_tflm_header_fact_or_refused_for_every_builtin_op():
+    from tflite_micro import runtime
+
+    from edgecnn.export.tflm_c import resolver_method
+    from edgecnn.export.tflm_ops import RESOLVER_METHODS
+
+    builtins = [k for k in vars(runtime.schema_fb.BuiltinOperator) if not k.startswith("_")]
+    assert len(builtins) > 200 and set(RESOLVER_METHODS) <= set(builtins)
+    refused = []
+    for op in builtins:
+        if op in RESOLVER_METHODS:
+            assert resolver_method(op) == RESOLVER_METHODS[op], op
+            continue
+        with pytest.raises(EdgecnnError, match=rf"TFLite Micro does not register the op {op}[ :]") as e:
+            resolver_method(op)
+        assert "\n" not in str(e.value) and "MicroMutableOpResolver" in str(e.value) and "Fix:" in str(e.value)
+        refused.append(op)
+    assert resolver_method("PADV2") == "AddPadV2"
+    assert resolver_method("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM"
+    assert {"GELU", "RELU_N1_TO_1", "STABLEHLO_ADD", "CUSTOM"} <= set(refused)
+    with pytest.raises(EdgecnnError, match="custom op 'MyOp'"):
+        resolver_method("CUSTOM:MyOp")
+
+
+def test_fact_table_is_the_builtin_kernels_of_the_pinned_tflm():
+    """The table's ops are exactly the builtin kernels (``Register_<OP>()``) the installed TFLM interpreter
+    links: a tflite-micro bump that adds or drops one fails here until the table is read again."""
+    from tflite_micro import runtime
+
+    from edgecnn.export.tflm_ops import RESOLVER_METHODS
+
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.fail("nm not found: it comes with gcc (binutils), a prerequisite in the README; install it and rerun.")
+    lib = next(Path(runtime.__file__).parent.glob("_runtime*.so"))
+    symbols = subprocess.run([nm, "-D", "-C", str(lib)], capture_output=True, text=True, check=True).stdout
+    builtins = {k for k in vars(runtime.schema_fb.BuiltinOperator) if not k.startswith("_")}
+    linked = set(re.findall(r"\bRegister_([A-Z0-9_]+)\(\)", symbols)) & builtins
+    table = set(RESOLVER_METHODS)
+    assert linked == table, f"linked, not in the table: {sorted(linked - table)}; in the table, not linked: " \
+                            f"{sorted(table - linked)}"
+
+
+def test_op_resolver_for_every_tflm_op_builds(tmp_path):
+    """op_resolver.h naming every op of the fact table (PADV2, UNIDIRECTIONAL_SEQUENCE_LSTM, ...) compiles
+    against the stub resolver, so no method name is spelt differently from TFLM's header."""
+    from edgecnn.export.tflm_c import c_array, c_header, op_resolver
+    from edgecnn.export.tflm_ops import RESOLVER_METHODS
+
+    folder = tmp_path / "model.int8.tflm"
+    folder.mkdir()
+    figures = {"tflm_version": "test", "arena_bytes": 1000, "arena_recommended_bytes": 2048,
+               "rules": {"recommended": "test"}}
+    (folder / "model_data.cc").write_text(c_array(bytes(range(20))))
+    (folder / "model_data.h").write_text(c_header(20, figures))
+    (folder / "op_resolver.h").write_text(op_resolver(list(RESOLVER_METHODS)))
+    _build_firmware(folder, tmp_path)
 
 
 def test_unsupported_op_is_named_with_its_layer_and_skipped_by_the_evaluator(tmp_path):

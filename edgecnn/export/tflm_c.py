@@ -22,35 +22,38 @@ and the TFLM version it was checked with. The ``tflm`` runtime reads the bytes b
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from edgecnn._io import atomic_dir
 from edgecnn.errors import EdgecnnError
 from edgecnn.export.registry import ExportContext, get_format, register_format
+from edgecnn.export.tflm_ops import RESOLVER_METHODS, TFLM_HEADER, TFLM_HEADER_VERSION, TFLM_REPOSITORY
 
 ARRAY_NAME = "g_model_data"
 BYTES_PER_LINE = 12
 
-# BuiltinOperator names whose MicroMutableOpResolver method is not their CamelCase spelling.
-_METHOD_OVERRIDES = {"BATCH_MATMUL": "AddBatchMatMul", "RELU_N1_TO_1": "AddReluN1To1", "L2_NORMALIZATION":
-                     "AddL2Normalization", "LOG_SOFTMAX": "AddLogSoftmax", "CUMSUM": "AddCumSum",
-                     "EMBEDDING_LOOKUP": "AddEmbeddingLookup", "SQUARED_DIFFERENCE": "AddSquaredDifference"}
-
 
 def resolver_method(op: str) -> str:
-    """``CONV_2D`` -> ``AddConv2D``, ``DEPTHWISE_CONV_2D`` -> ``AddDepthwiseConv2D``, ``RELU6`` -> ``AddRelu6``.
+    """The ``MicroMutableOpResolver`` method that adds a builtin op, as TFLM's header spells it
+    (:data:`edgecnn.export.tflm_ops.RESOLVER_METHODS`).
+
+    Example:
+        >>> resolver_method("CONV_2D"), resolver_method("PADV2")
+        ('AddConv2D', 'AddPadV2')
 
     Raises:
-        EdgecnnError: a custom op (``CUSTOM:<code>``): the firmware must register its own kernel.
+        EdgecnnError: a custom op (``CUSTOM:<code>``): the firmware must register its own kernel; or a
+            builtin op TFLM does not register (no ``Add`` method in its resolver).
     """
     if op.startswith("CUSTOM:"):
         raise EdgecnnError(f"the model uses the custom op {op[7:]!r}, which MicroMutableOpResolver cannot add; "
                            "rebuild the layer from builtin ops or register your own kernel with AddCustom().")
-    if op in _METHOD_OVERRIDES:
-        return _METHOD_OVERRIDES[op]
-    parts = [p if re.fullmatch(r"\d+D", p) else p[:1] + p[1:].lower() for p in op.split("_")]
-    return "Add" + "".join(parts)
+    if op not in RESOLVER_METHODS:
+        raise EdgecnnError(f"TFLite Micro does not register the op {op}: MicroMutableOpResolver has no Add method "
+                           f"for it ({TFLM_REPOSITORY} {TFLM_HEADER}, {TFLM_HEADER_VERSION}), so op_resolver.h "
+                           "cannot add it. Fix: rebuild the layer that uses it from ops TFLM registers (conv, "
+                           "depthwise conv, dense, relu/relu6/hard_swish, pooling, add, mul, reshape, softmax).")
+    return RESOLVER_METHODS[op]
 
 
 def c_array(data: bytes, name: str = ARRAY_NAME) -> str:
