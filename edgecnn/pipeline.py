@@ -23,6 +23,22 @@ log = logging.getLogger("edgecnn")
 STATE = "state.json"
 
 
+def _trust_scope(method):
+    """Run a stage of an import made with ``--trust-code`` inside :func:`edgecnn._trust.trusted_code`, so its
+    Keras model (which may hold a Lambda) loads; every other run keeps tf_keras' safe mode."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        from edgecnn._trust import trusted_code
+
+        imp = self.recipe.import_
+        with trusted_code(imp is not None and imp.trust_code):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _fp(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -100,6 +116,7 @@ class Run:
         rec = self.import_record()
         return rec["reference"] if rec else "model.keras"
 
+    @_trust_scope
     def import_source(self, force: bool = False) -> bool:
         """The train stage of an imported run: write model.keras (Keras sources) or the ONNX/TFLite
         artifacts from ``recipe.import_``. Returns True when it imported."""
@@ -281,6 +298,7 @@ class Run:
             return {}
         return json.loads(path.read_text()).get("picks", {})
 
+    @_trust_scope
     def compress(self, force: bool = False) -> bool:
         """Run the compress stage (recipe ``compress.enabled``) unless compress.json is current."""
         fp = self.compress_fingerprint()
@@ -331,6 +349,7 @@ class Run:
         self._save_state()
         return True
 
+    @_trust_scope
     def export(self, formats: list[str] | None = None, force: bool = False) -> list[str]:
         """Export every configured format whose artifact is missing or stale; returns the names exported."""
         from edgecnn.export import ExportContext, format_depth, get_format
@@ -372,11 +391,11 @@ class Run:
         if not todo:
             log.info("export: all %d artifacts up to date, skipped", len(specs))
             return []
-        from edgecnn._tf import keras
+        from edgecnn._trust import load_keras
         from edgecnn.data.loader import calibration_arrays
         from edgecnn.progress import progress
 
-        model = keras.models.load_model(str(self.dir / "model.keras"), compile=False)
+        model = load_keras(self.dir / "model.keras")
         # What the graph's own normalize layer does (ImageNet mean/std, [-1, 1], Caffe mean...).
         pre = imported["preprocessing"] if imported else preprocessing_of(model)
         init_manifest(self.dir, preprocessing={**pre, "resize": [size, size], "channels": int(model.input_shape[-1])})
@@ -429,6 +448,7 @@ class Run:
         p = self.dir / spec.filename
         return bool(rec and rec["fingerprint"] == fp and p.exists() and sha256_file(p) == rec["sha256"])
 
+    @_trust_scope
     def evaluate(self, force: bool = False) -> RunResult:
         """Evaluate every artifact (unless report.json is current), apply the budgets, write the findings
         (``findings/``: what the report shows of the model on images), then render the report."""

@@ -517,3 +517,65 @@ def test_keras3_mobilenet_v2_int8_keeps_top1(levels, tmp_path):
     for name in ("model.int8.tflite", "model.int8.onnx"):
         assert source - arts[name]["metrics"]["accuracy"] <= 0.05, name
 
+
+
+def _lambda_sources(sources, out: Path) -> dict[str, Path]:
+    """The trained unit CNN behind a ``Lambda(lambda t: t / 255.0)``, saved as .h5 and as a tf_keras .keras."""
+    from edgecnn._tf import keras
+
+    net = keras.models.load_model(str(sources["dir"] / "unit_cnn.h5"), compile=False)
+    inp = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inp, net(keras.layers.Lambda(lambda t: t / 255.0, name="to_unit")(inp)))
+    paths = {"h5": out / "lam.h5", "keras": out / "lam.keras"}
+    for p in paths.values():
+        model.save(str(p))
+    return paths
+
+
+@pytest.mark.slow
+def test_trust_code_imports_a_lambda_model_end_to_end(sources, tiny_defects, tmp_path):
+    """--trust-code: a Lambda model imports, and every later stage (compress, export, evaluate) reloads it."""
+    from edgecnn._trust import code_trusted, trusted_code
+
+    recipe = {**BASE, "export": {"formats": ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8"],
+                                 "calibration_images": 20},
+              "compress": {"enabled": True, "routes": ["tflite-int8", "onnx-int8-minmax-pc"], "latency_runs": 0,
+                           "runtimes": ["litert", "onnxruntime"], "max_accuracy_drop": 1.0, "min_agreement": 0.0}}
+    for kind, src in _lambda_sources(sources, tmp_path).items():
+        res = _import(src, tiny_defects, tmp_path / f"run_{kind}", trust_code=True, recipe=recipe)
+        run = res.run_dir
+        comp = json.loads((run / "compress.json").read_text())
+        assert set(comp["picks"]) == {"tflite-int8", "onnx-int8"}, kind
+        arts = res.report["artifacts"]
+        assert {"model.keras", "model.fp32.tflite", "model.int8.tflite", "model.onnx", "model.int8.onnx"} <= set(arts)
+        assert not code_trusted()   # the permission ended with the run
+        with trusted_code(True):   # reading model.keras outside the run: the reader vouches for it too
+            for name in ("model.keras", "model.fp32.tflite", "model.onnx"):
+                assert _max_dprob(run, name, sources["reference"], tiny_defects) < 1e-4, (kind, name)
+
+
+def test_lambda_h5_refused_as_strictly_as_keras(sources, tiny_defects, tmp_path):
+    """Without --trust-code a Lambda in .h5 is refused before loading, even with its class name JSON-escaped
+    (the config is read as data), and tf_keras' safe mode refuses it too when the scan is bypassed."""
+    import h5py
+
+    from edgecnn.importing import keras2
+    from edgecnn.pipeline import import_model
+
+    paths = _lambda_sources(sources, tmp_path)
+    with h5py.File(paths["h5"], "r+") as f:
+        cfg = f.attrs["model_config"]
+        cfg = cfg.decode() if isinstance(cfg, bytes) else cfg
+        f.attrs["model_config"] = cfg.replace('"class_name": "Lambda"', '"class_name": "\\u004cambda"')
+    for kind, src in paths.items():
+        with pytest.raises(EdgecnnError, match="Lambda.*--trust-code"):
+            import_model(src, data=tiny_defects, output=tmp_path / f"a_{kind}")
+        assert not (tmp_path / f"a_{kind}").exists()
+    # the second net: with the scan bypassed, the .h5 loader itself refuses the lambda
+    with pytest.raises(EdgecnnError, match="Python lambda.*--trust-code"):
+        original = keras2.refuse_code
+        keras2.refuse_code = lambda path, trust_code: None
+        try:
+            keras2.load_tf_keras(paths["h5"], trust_code=False)
+        finally:
+            keras2.refuse_code = original

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after edgecnn._tf)
 
 from edgecnn._tf import keras
+from edgecnn._trust import load_keras
 from edgecnn.compress import _fit
 from edgecnn.compress._flatten import flatten
 from edgecnn.compress._quantize_configs import (
@@ -182,7 +183,7 @@ def save_qat(model, path) -> Path:
 def load_qat(path):
     """Load a model saved by :func:`save_qat` (with the quantize configs in scope)."""
     with quantize_scope():
-        return keras.models.load_model(str(path), compile=False)
+        return load_keras(path)
 
 
 __all__ = ["save_qat", "load_qat", "SCHEMES", "quantize_aware", "unsupported_layers", "fine_tune_qat", "to_tflite_int8",

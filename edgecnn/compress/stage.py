@@ -69,7 +69,7 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     Raises:
         EdgecnnError: no trained model, too few calibration images, or no route produced an artifact.
     """
-    from edgecnn._tf import keras
+    from edgecnn._trust import load_keras
     from edgecnn.compress.chooser import _predict_keras, choose, list_routes
     from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
     from edgecnn.data.loader import calibration_arrays, make_dataset
@@ -81,7 +81,7 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     workdir = run_dir / WORKDIR
     workdir.mkdir(parents=True, exist_ok=True)
     seed = recipe.train.seed
-    model = keras.models.load_model(str(run_dir / "model.keras"), compile=False)
+    model = load_keras(run_dir / "model.keras")
     calib = calibration_arrays(dataset, input_size, recipe.export.calibration_images, seed=seed)
     val_x = decoded_split(dataset, "val", input_size, run_dir / SPLITS_DIR)   # read a batch at a time
     val_y = val_x.labels

@@ -117,11 +117,11 @@ def _files_present(run_dir: Path, findings: dict) -> bool:
 
 def _model_findings(run_dir: Path, ds, out: Path, findings: dict) -> None:
     """Load model.keras, then the layer table, the gallery and Grad-CAM; each failure is a note."""
-    from edgecnn._tf import keras
+    from edgecnn._trust import load_keras
 
     notes = findings["notes"]
     try:
-        model = keras.models.load_model(str(run_dir / "model.keras"), compile=False)
+        model = load_keras(run_dir / "model.keras")
     except Exception as e:  # a corrupt file: Keras raises many types
         notes.append(f"model.keras could not be loaded ({type(e).__name__}: {e}); image sections are left out")
         return

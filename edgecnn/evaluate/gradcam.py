@@ -197,13 +197,13 @@ def localisation_score(run_dir: str | os.PathLike, *, layer: str | None = None, 
         EdgecnnError: no model.keras, the dataset is not on disk, or it has no bounding boxes.
     """
     from edgecnn._io import write_json
-    from edgecnn._tf import keras
+    from edgecnn._trust import load_keras
 
     run_dir = Path(run_dir)
     if model is None:
         if not (run_dir / "model.keras").is_file():
             raise EdgecnnError(f"no model.keras in {str(run_dir)!r}; train the run first (`edgecnn train`).")
-        model = keras.models.load_model(str(run_dir / "model.keras"), compile=False)
+        model = load_keras(run_dir / "model.keras")
     root, classes = _dataset_root_and_classes(run_dir)
     records = _defect_test_images(root)
     records = [r for r in records if r["class"] in classes]

@@ -31,9 +31,34 @@ def saved_config(path: Path) -> str:
         return ""
 
 
+def _has_code(config: str) -> bool:
+    """True when a saved architecture holds a Lambda layer or a serialised Python function anywhere.
+
+    The JSON is walked as data (nested models, Sequential, \\u escapes in names); text that is not JSON
+    (a SavedModel's protobuf) is searched as text.
+    """
+    try:
+        root = json.loads(config)
+    except ValueError:
+        return bool(re.search(r'"?class_name"?\s*[:=]\s*\\?"(?:[\w.]*\.)?Lambda\\?"', config))
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            name = node.get("class_name")
+            if isinstance(name, str) and name.rsplit(".", 1)[-1] == "Lambda":
+                return True
+            if node.get("function_type") == "lambda":
+                return True
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False
+
+
 def refuse_code(path: Path, trust_code: bool) -> None:
     """Lambda layers carry Python code (marshalled bytecode in .h5); refuse them unless trusted."""
-    if not trust_code and re.search(r'"class_name":\s*"Lambda"', saved_config(path)):
+    if not trust_code and _has_code(saved_config(path)):
         raise EdgecnnError(f"{str(path)!r} contains a Lambda layer, i.e. arbitrary Python code that loading would "
                            "run; received trust_code=False. Pass --trust-code (trust_code=True) only if you trust "
                            "the file's author, or replace the Lambda with a registered layer.")
@@ -52,15 +77,23 @@ def unknown_class_error(path: Path, e: Exception) -> EdgecnnError | None:
 
 
 def load_tf_keras(path: Path, trust_code: bool = False):
-    """Load a tf_keras model file or SavedModel folder (without its optimizer)."""
-    from edgecnn._tf import keras
+    """Load a tf_keras model file or SavedModel folder (without its optimizer).
+
+    Without ``trust_code`` a Python lambda is refused twice: by :func:`refuse_code` before anything is read,
+    and by tf_keras' own safe mode while loading, which the ``.h5`` loader takes from the thread's scope only
+    (:func:`edgecnn._trust.trusted_code` sets it for ``.h5`` as for ``.keras``).
+    """
+    from edgecnn._trust import load_keras, trusted_code
 
     refuse_code(path, trust_code)
     try:
-        if path.suffix == ".keras":
-            return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
-        return keras.models.load_model(str(path), compile=False)
+        with trusted_code(trust_code):
+            return load_keras(path)
     except Exception as e:  # noqa: BLE001  (the loader raises many types; the message is what matters)
+        if "deserialization of a Lambda layer" in str(e):  # tf_keras' safe mode found what the scan missed
+            raise EdgecnnError(f"{str(path)!r} contains a Lambda layer with a Python lambda, i.e. arbitrary code "
+                               "that loading would run; received trust_code=False. Pass --trust-code only if you "
+                               "trust the file's author.") from None
         err = unknown_class_error(path, e)
         if err is not None:
             raise err from e
@@ -139,7 +172,7 @@ def wrap_tf_keras(model, size: int, pre: Preprocess):
     from edgecnn.compress import flatten  # one flat graph: Grad-CAM, the layer table and tfmot see every layer
 
     try:
-        return flatten(wrapped)
+        return flatten(wrapped)  # rebuilt from its config: a trusted Lambda needs trusted_code around it
     except EdgecnnError as e:  # e.g. a shared sub-model: the nested graph still exports and evaluates
         import logging
 

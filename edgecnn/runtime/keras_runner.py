@@ -16,7 +16,7 @@ class KerasRunner(Runner):
 
     def __init__(self, path, threads=None):
         super().__init__(path, threads)
-        from edgecnn._tf import keras, tf
+        from edgecnn._tf import tf
 
         if threads:
             # Only effective before TF's first op in this process; recorded either way.
@@ -24,7 +24,9 @@ class KerasRunner(Runner):
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
             except RuntimeError:
                 pass
-        self.model = keras.models.load_model(str(path), compile=False)
+        from edgecnn._trust import load_keras
+
+        self.model = load_keras(path)
         shape = tuple(self.model.input_shape)
         self.input = TensorSpec(self.model.input_names[0], shape, "float32")
         out_shape = self.model.output_shape  # a list for a multi-output model: the first is ``output``
