@@ -18,6 +18,7 @@ and only the chief writes the run directory (docs/distributed.md).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -126,16 +127,33 @@ def layerwise_lr_scales(blocks: list[str], top: set[str], decay: float) -> dict[
 
 
 class _LayerwiseLr:
-    """Optimizer mixin: each variable's step is multiplied by its block's factor (``lr_scales``: name -> factor).
+    """Optimizer mixin: each variable's step is multiplied by its block's factor.
+
+    ``lr_scales`` maps a variable to its factor, keyed by ``variable.ref()`` or by the variable's name.
+    :meth:`build` matches the keys against the variables the optimizer trains and records the factor for
+    each of them and for each of its per-device copies under ``tf.distribute``: the optimizer updates
+    the copies one by one, and only the first bears the variable's name (the others are
+    ``.../replica_1``, ...), so a lookup by the updated variable's name would step them at the full
+    learning rate and the replicas would drift apart.
 
     The optimizer's own update runs unchanged, then the variable moves only ``factor`` of the way: for
     SGD (with momentum), Adam and RMSprop that is exactly the update with learning rate x factor.
     """
 
-    lr_scales: dict[str, float] = {}
+    lr_scales: dict = {}
+    _factors: dict = {}   # ref() of every variable updated, replica copies included -> factor
+
+    def build(self, var_list):
+        super().build(var_list)
+        factors = {}
+        for v in var_list:
+            scale = self.lr_scales.get(v.ref(), self.lr_scales.get(v.name))
+            if scale is not None:
+                factors |= {copy.ref(): scale for copy in _replica_copies(v)}
+        self._factors = factors
 
     def update_step(self, gradient, variable):
-        scale = self.lr_scales.get(variable.name, 1.0)
+        scale = self._factors.get(variable.ref(), 1.0)
         if scale == 1.0:
             return super().update_step(gradient, variable)
         before = tf.identity(variable)
@@ -143,12 +161,19 @@ class _LayerwiseLr:
         return variable.assign(before + scale * (variable - before))
 
 
+def _replica_copies(variable) -> tuple:
+    """``variable`` and, for a ``tf.distribute`` variable, its per-device copies (the optimizer updates those)."""
+    strategy = getattr(variable, "distribute_strategy", None)
+    return (variable, *(strategy.experimental_local_results(variable) if strategy is not None else ()))
+
+
 _OPTIMIZERS = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
 _LAYERWISE = {k: type(f"Layerwise{c.__name__}", (_LayerwiseLr, c), {}) for k, c in _OPTIMIZERS.items()}
 
 
-def make_optimizer(name: str, lr, momentum: float, lr_scales: dict[str, float] | None = None):
-    """The recipe's optimizer; with ``lr_scales`` (variable name -> factor) a layer-wise-lr variant of it."""
+def make_optimizer(name: str, lr, momentum: float, lr_scales: dict | None = None):
+    """The recipe's optimizer; with ``lr_scales`` (``variable.ref()`` or variable name -> factor, as
+    :func:`variable_lr_scales` gives) a layer-wise-lr variant of it."""
     table = _LAYERWISE if lr_scales else _OPTIMIZERS
     cls = table.get(name, table["adam"])
     if name == "sgd":
@@ -240,11 +265,12 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def variable_lr_scales(model, lr_scales: dict[str, float] | None) -> dict[str, float] | None:
-    """Block factors (:func:`layerwise_lr_scales`) as the optimizer takes them: per trainable variable name."""
+def variable_lr_scales(model, lr_scales: dict[str, float] | None) -> dict | None:
+    """Block factors (:func:`layerwise_lr_scales`) as the optimizer takes them: per trainable variable,
+    keyed by ``variable.ref()``."""
     if not lr_scales:
         return None
-    return {v.name: lr_scales[block_of(layer.name)] for layer in model.layers
+    return {v.ref(): lr_scales[block_of(layer.name)] for layer in model.layers
             if block_of(layer.name) in lr_scales for v in layer.trainable_weights}
 
 
@@ -371,6 +397,14 @@ def _with_class_weights(data, cw: dict[int, float] | None):
         return data
     table = tf.constant([cw[i] for i in range(len(cw))], tf.float32)
     return data.map(lambda x, y: (x, y, tf.gather(table, y)))
+
+
+def _arrays_sha256(arrays: list[np.ndarray]) -> str:
+    """sha256 of the arrays' values, in order: equal exactly when every array is bit for bit the same."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def train(recipe: Recipe, ds: Dataset, run_dir: str | os.PathLike) -> TrainResult:
@@ -502,7 +536,10 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
 
     set_trainable(model, None)  # saved model is plainly trainable for later compression stages
     clean = keras.models.clone_model(model)  # without optimizer state: a third of the size
-    clean.set_weights(model.get_weights())
+    final = model.get_weights()
+    clean.set_weights(final)
+    if strategy is not None:   # all-reduced steps leave every worker's weights equal; their logs can show it
+        log.info("train.distribute: final weights sha256 %s", _arrays_sha256(final))
     with atomic_path(out_dir / "model.keras") as tmp:
         clean.save(str(tmp))
     write_json(out_dir / "history.json", history)

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecnn.config import DistributeConfig
@@ -157,6 +158,8 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     # fell between that epoch's backup and its log line); nothing finished was redone.
     assert max(before) < min(after) <= max(before) + 2 and max(after) == 6, resumed[-3000:]
     assert _epoch_losses(logs[1].read_text()).keys() == after.keys()   # the other worker stepped with it
+    digests = [re.findall(r"final weights sha256 ([0-9a-f]{64})", log.read_text()) for log in logs]
+    assert len(digests[0]) == 1 and digests[1] == digests[0], digests   # ... and ended with the same weights
 
     history = json.loads((run / "history.json").read_text())
     assert history["distribute"] == {"strategy": "multi_worker", "workers": 2, "replicas": 2, "batch_per_replica": 8,
@@ -172,3 +175,62 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
                      "checkpoints/fingerprint.txt", "checkpoints/phase1.weights.h5",
                      "checkpoints/phase1.history.json"}, files
     assert json.loads((run / "state.json").read_text())["train"]["outputs"].keys() == {"model.keras", "history.json"}
+
+
+# Two logical CPU devices, a tiny model whose "block2" trains at lr x 0.25, two SGD steps: under MirroredStrategy
+# and on one device. Run in a fresh process: logical devices must be set before TensorFlow starts.
+_TWO_REPLICAS = r"""
+import json
+import numpy as np
+from edgecnn._tf import keras, tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from edgecnn.train import make_optimizer, variable_lr_scales
+
+x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+y = np.arange(8) % 3
+
+def fit(strategy, scales):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((4,))
+        h = keras.layers.Dense(6, activation="relu", name="block1_dense")(inp)
+        h = keras.layers.Dense(5, activation="relu", name="block2_dense")(h)
+        model = keras.Model(inp, keras.layers.Dense(3, name="classifier")(h))
+        start = {w.name: w.numpy() for w in model.weights}
+        model.compile(make_optimizer("sgd", 0.5, 0.9, variable_lr_scales(model, scales)),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    local = strategy.experimental_local_results
+    return {w.name: {"start": start[w.name].tolist(), "replicas": [r.numpy().tolist() for r in local(w)]}
+            for w in model.weights}
+
+devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+print(json.dumps({"devices": devices,
+                  "mirrored": fit(tf.distribute.MirroredStrategy(devices), {"block2": 0.25}),
+                  "one": fit(tf.distribute.get_strategy(), {"block2": 0.25}),
+                  "plain": fit(tf.distribute.get_strategy(), None)}))
+"""
+
+
+def test_mirrored_replicas_keep_equal_weights_with_layerwise_lr():
+    """Every replica's copy of a variable gets its block's lr factor (the copies after the first are named
+    ``.../replica_1``): the replicas end equal, and equal to the one-device fit; the scaled block moved less."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["devices"]) == 2
+    for name, w in out["mirrored"].items():
+        first, second = w["replicas"]
+        np.testing.assert_allclose(second, first, rtol=0, atol=1e-6, err_msg=f"{name}: replicas drifted apart")
+    for name, w in out["mirrored"].items():
+        np.testing.assert_allclose(w["replicas"][0], out["one"][name]["replicas"][0], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{name}: mirrored fit differs from the one-device fit")
+    for name, w in out["mirrored"].items():   # block2 stepped at lr x 0.25: it moved much less than without factors
+        if name.startswith("block2"):
+            moved = np.abs(np.array(w["replicas"][0]) - w["start"]).sum()
+            plain = np.abs(np.array(out["plain"][name]["replicas"][0]) - out["plain"][name]["start"]).sum()
+            assert 0 < moved < 0.5 * plain, (name, moved, plain)

