@@ -165,7 +165,7 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
 REPORT_FIGURES: tuple[str, ...] = tuple(k.figure for k in BUDGET_KEYS.values() if not k.timed and k.figure != "size_kb")
 """Figures judged from report.json (the evaluate stage's measurements), not measured again by `edgecnn check`."""
 _SLOWDOWN_KEYS = {"baseline": "path", "max_ratio": _RATIO, "metric": ("p50", "p95", "p99")}
-_TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "profile", "budgets")
+_TARGET_KEYS = ("name", "artifacts", "runtime", "threads", "batch", "profile", "optional", "budgets")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,6 +249,7 @@ class Target:
     limits: tuple[Limit, ...] = ()
     line: int | None = None
     profile: str | None = None        # the MCU_PROFILES entry that set max_arena_kb / max_flash_kb
+    optional: bool = False            # a budget nothing measured is "not measured" without failing the run
 
     def matches(self, file: str, runtime: str | None) -> bool:
         """True when the artifact file ``file``, run in ``runtime``, is one of this target's."""
@@ -472,9 +473,17 @@ class TargetParser:
             given = {lim.key for lim in limits}
             line_of = _line(m["profile"][0])
             limits += [Limit(k, v, line_of) for k, v in MCU_PROFILES[profile].limits().items() if k not in given]
+        optional = False
+        if "optional" in m:
+            raw = self.value(m["optional"][1]) if isinstance(m["optional"][1], yaml.ScalarNode) else None
+            if not isinstance(raw, bool):
+                self.error(m["optional"][1], f"optional must be true or false; received "
+                                             f"{self._describe(m['optional'][1])}")
+                ok = False
+            optional = raw is True
         if not ok:
             return None
-        return Target(name, globs, runtime, int(threads), int(batch), tuple(limits), line, profile)
+        return Target(name, globs, runtime, int(threads), int(batch), tuple(limits), line, profile, optional)
 
     def slowdown(self, key_node, node) -> Limit | None:
         m = self.mapping(node, "max_slowdown_vs", tuple(_SLOWDOWN_KEYS))

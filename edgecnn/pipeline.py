@@ -51,8 +51,13 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
 
     @property
+    def errors(self) -> list[dict]:
+        """Artifacts that failed while running (report.json's ``errors``): each fails the run like a broken budget."""
+        return list((self.report or {}).get("errors", []))
+
+    @property
     def ok(self) -> bool:
-        return not self.violations
+        return not self.violations and not self.errors
 
 
 class Run:
@@ -482,7 +487,7 @@ class Run:
             report["compress"] = json.loads((self.dir / "compress.json").read_text())
         checks, violations = check_budgets(report, self.recipe.budgets)
         report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
-        report["verdict"] = "pass" if not violations else "fail"
+        report["verdict"] = "pass" if not violations and not report.get("errors") else "fail"
         write_json(report_path, report)
         write_text(self.dir / "report.md", render_markdown(report))
         self._mark("evaluate", fp, ["report.json"], hashed=False)

@@ -141,8 +141,8 @@ def test_old_recipe_form_is_migrated_with_a_note(caplog):
     # the old override semantics (the last matching glob wins) give the same verdicts here
     figs = [ArtifactFigures(n, runtime="litert", figures={"size_kb": Figure(kb), "accuracy": Figure(0.95)})
             for n, kb in (("model.fp32.tflite", 90), ("model.int8.tflite", 60))]
-    assert [(r.artifact, r.budget, r.allowed) for r in check_targets(targets, figs) if not r.ok] == [
-        ("model.int8.tflite", "max_size_kb", 50)]
+    assert [(r.artifact, r.budget, r.allowed) for r in check_targets(targets, figs)
+            if r.measured is not None and not r.ok] == [("model.int8.tflite", "max_size_kb", 50)]
     assert recipe_from_dict({"name": "r", "budgets": {}}).budgets.targets == ()
 
 
@@ -186,12 +186,41 @@ def test_figures_the_evaluate_stage_does_not_measure_are_not_a_silent_pass(caplo
                                     {"name": "t4", "threads": 4, "budgets": {"p95_ms": 1}}])
     with caplog.at_level(logging.INFO, logger="edgecnn.budgets"):
         checks, broken = check_budgets(report, targets)
-    assert [(c["budget"], c["ok"]) for c in checks] == [("p95_ms", False)] and len(broken) == 1
+    # one broken, three nothing measured: each of the four fails the run
+    assert [(c["budget"], c["verdict"], c["ok"]) for c in checks] == [
+        ("p95_ref", "not measured", False), ("p95_ms", "BROKEN", False), ("max_peak_memory_mb", "not measured", False),
+        ("p95_ms", "not measured", False)]
+    assert len(broken) == 4
     assert "t: p95_ref" in caplog.text and "t4: p95_ms @4t" in caplog.text
     not_measured = [r for r in check_targets(targets, report_figures(report)) if r.measured is None]
     assert {r.verdict for r in not_measured} == {"not measured"} and len(not_measured) == 3
-    assert "p95_ms broken: measured 2 ms, allowed <= 1 ms (target t)" in str(broken[0])
-    assert broken[0].to_json()["verdict"] == "BROKEN"
+    assert "p95_ms broken: measured 2 ms, allowed <= 1 ms (target t)" in str(broken[1])
+    assert "p95_ref not measured (nothing measured it here)" in str(broken[0])
+    assert broken[1].to_json()["verdict"] == "BROKEN"
+
+
+def test_not_measured_passes_only_where_the_target_is_optional_or_excused():
+    """optional: true; a runtime that cannot run here under `runtime: any` (not one a target names); the float
+    reference (timed at all cores only) -- every other budget nothing measured fails."""
+    report = {"reference": "model.keras", "reference_accuracy": 0.9, "artifacts": {
+        "model.keras": {"runtime": "keras", "metrics": {"accuracy": 0.9}, "latency": {"2": {"p95_ms": 9.0}}},
+        "model.onnx": {"bytes": 2048, "runtime": "onnxruntime", "metrics": {"accuracy": 0.9},
+                       "latency": {"1": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0}}},
+        "model.onnx@openvino": {"file": "model.onnx", "runtime": "openvino", "skipped": "no CPU plugin"}}}
+    targets = parse_budget_targets([
+        {"name": "ci", "optional": True, "budgets": {"p95_ref": 3}},
+        {"name": "any", "threads": 1, "budgets": {"p95_ms": 5}},
+        {"name": "ov", "runtime": "openvino", "budgets": {"min_accuracy": 0.5}}])
+    checks, failing = check_budgets(report, targets)
+    verdicts = {(c["target"], c["artifact"]): (c["verdict"], c["ok"]) for c in checks}
+    assert verdicts[("ci", "model.onnx")] == ("not measured", True)
+    assert verdicts[("any", "model.onnx")] == ("holds", True)
+    assert verdicts[("any", "model.onnx@openvino")] == ("not measured", True)   # cannot run here, not asked for
+    assert verdicts[("any", "model.keras")] == ("not measured", True)            # the reference, timed at 2 threads
+    assert [(f.target, f.artifact) for f in failing] == [("ov", "model.onnx@openvino")]   # asked for by name
+    assert "cannot run here" in next(c for c in checks if c["target"] == "any" and "@" in c["artifact"])["detail"]
+    with pytest.raises(BudgetError, match="optional must be true or false"):
+        parse_budget_targets([{"name": "x", "optional": "yes", "budgets": {"p95_ms": 1}}])
 
 
 def test_http_result_uses_the_same_checker(tmp_path):

@@ -439,3 +439,21 @@ def test_an_artifact_whose_runtime_is_missing_is_left_out_with_a_warning(tmp_pat
 """, name="only.yaml")
     result = check(run, only)
     assert result.exit_code == 2 and "whose runtime cannot run on this machine" in result.error
+
+
+def test_a_figure_nothing_measured_fails_unless_the_target_is_optional(tmp_path, run):
+    """One rule with the evaluate stage: a budget on a figure nothing measured (here the TFLite Micro arena of
+    an ONNX file) is "not measured" and fails with exit 1, unless its target says optional: true."""
+    body = """\
+  - name: mcu
+    artifacts: model.onnx
+{optional}    budgets: {{max_arena_kb: 100, max_size_kb: 10000}}
+"""
+    result = check(run, budgets(tmp_path, body.format(optional="")), junit=tmp_path / "c.xml")
+    assert result.exit_code == 1 and result.error is None
+    [missing] = result.broken
+    assert missing.budget == "max_arena_kb" and missing.verdict == "not measured" and "mark the target optional" \
+        in missing.detail
+    assert "not measured" in check_mod.format_text(result) and junit_of(tmp_path / "c.xml").get("failures") == "1"
+    result = check(run, budgets(tmp_path, body.format(optional="    optional: true\n"), name="opt.yaml"))
+    assert result.exit_code == 0 and [r.verdict for r in result.results] == ["not measured", "holds"]

@@ -295,3 +295,28 @@ assert not heavy, heavy
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_crash_in_a_further_runtime_is_a_failure_not_a_skip(tiny_run, monkeypatch):
+    """Only a RuntimeRefusal (cannot run here) is 'skipped'; an exception while running fails the run."""
+    from edgecnn.evaluate.budgets import check_budgets
+    from edgecnn.runtime.openvino_runner import OpenVINORunner
+
+    if not get_runtime("openvino").available()[0]:
+        pytest.skip("OpenVINO cannot run on this CPU")
+
+    def broken(self, images):
+        raise RuntimeError("simulated kernel crash")
+
+    monkeypatch.setattr(OpenVINORunner, "_predict", broken)
+    report = _evaluate(tiny_run, runtimes=["openvino"])
+    ov = report["artifacts"]["model.onnx@openvino"]
+    assert "skipped" not in ov and "metrics" not in ov
+    assert ov["error"] == "RuntimeError: simulated kernel crash"
+    assert report["errors"] == [{"artifact": "model.onnx@openvino", "runtime": "openvino",
+                                 "error": "RuntimeError: simulated kernel crash"}]
+    from edgecnn.budget_schema import parse_budget_targets
+
+    targets = parse_budget_targets([{"name": "ov", "runtime": "openvino", "budgets": {"min_accuracy": 0.0}}])
+    _, failing = check_budgets(report, targets)   # the budget on the failed runtime: not measured, failing
+    assert [(f.artifact, f.verdict, f.ok) for f in failing] == [("model.onnx@openvino", "not measured", False)]

@@ -57,9 +57,21 @@ class ArtifactFigures:
     runtime: str | None = None
     figures: dict[str, Figure] = field(default_factory=dict)
     timed: dict[tuple[int, int], dict[str, Figure]] = field(default_factory=dict)
+    unmeasured_ok: str | None = None   # why a figure this artifact lacks fails no budget (the float reference)
+    skipped: str | None = None         # its runtime cannot run here (report.json's "skipped")
 
     def __post_init__(self):
         self.file = self.file or self.name
+
+    def excuse(self, target: Target) -> str | None:
+        """Why a budget of ``target`` that nothing measured here is no failure, or None (it fails).
+
+        A runtime that cannot run on this machine is excused only for targets that did not name it
+        (``runtime: any``): a target that names the runtime asked for exactly that measurement.
+        """
+        if self.skipped is not None and target.runtime == "any":
+            return f"{self.runtime} cannot run here ({self.skipped})"
+        return self.unmeasured_ok
 
 
 @dataclass
@@ -67,7 +79,9 @@ class BudgetResult:
     """One budget of one target applied to one artifact: the verdict and the figures behind it.
 
     ``measured`` is None when nothing measured the figure (e.g. ``p95_ref`` in the evaluate stage,
-    which only ``edgecnn check`` measures): then ``verdict`` is "not measured" and ``ok`` stays True.
+    which only ``edgecnn check`` measures): then ``verdict`` is "not measured", and ``ok`` is False unless
+    the target is ``optional: true`` or the artifact has an excuse (:meth:`ArtifactFigures.excuse`): a
+    budget nothing measured never passes silently.
     """
 
     target: str
@@ -84,6 +98,7 @@ class BudgetResult:
     marginal: bool = False
     detail: str = ""
     runtime: str | None = None
+    optional: bool = False
 
     @property
     def key(self) -> str:
@@ -117,7 +132,7 @@ class BudgetResult:
 
     def measured_text(self) -> str:
         if self.measured is None:
-            return "—"
+            return "not measured"
         s = _with_unit(_fmt(self.measured), self.unit)
         if self.ci and not any(math.isnan(c) for c in self.ci):
             s += f" (95% CI {_fmt(self.ci[0])}–{_fmt(self.ci[1])})"
@@ -133,6 +148,10 @@ class BudgetResult:
 
     def __str__(self) -> str:
         where = f" @{self.threads}t" + (f" b{self.batch}" if self.batch != 1 else "") if self.timed else ""
+        if self.measured is None:
+            return (f"{self.artifact}{where}: {self.budget} not measured ({self.detail}), allowed "
+                    f"{self.comparison} {self.allowed_text()} (target {self.target}"
+                    f"{', optional' if self.optional else ''})")
         verdict = {"BROKEN": "broken"}.get(self.verdict, self.verdict)
         return (f"{self.artifact}{where}: {self.budget} {verdict}: measured {self.measured_text()}, allowed "
                 f"{self.comparison} {self.allowed_text()} (target {self.target})")
@@ -141,7 +160,8 @@ class BudgetResult:
         return {"target": self.target, "artifact": self.artifact, "runtime": self.runtime, "budget": self.budget,
                 "threads": self.threads, "batch": self.batch, "comparison": self.comparison, "allowed": self.allowed,
                 "unit": self.unit, "measured": self.measured, "ci": list(self.ci) if self.ci else None,
-                "ok": self.ok, "verdict": self.verdict, "unstable": self.unstable, "marginal": self.marginal,
+                "ok": self.ok, "verdict": self.verdict, "optional": self.optional, "unstable": self.unstable,
+                "marginal": self.marginal,
                 "line": self.line, "detail": self.detail, "title": self.title}
 
 
@@ -183,8 +203,11 @@ def check_targets(targets: Iterable[Target], artifacts: Iterable[ArtifactFigures
 
 def _judge(t: Target, a: ArtifactFigures, lim: Limit, fig: Figure | None, threads: int) -> BudgetResult:
     r = BudgetResult(t.name, a.name, lim.key, lim.value, lim.line, threads=threads, batch=t.batch,
-                     runtime=a.runtime)
+                     runtime=a.runtime, optional=t.optional)
     if fig is None:
+        excuse = a.excuse(t)
+        r.ok = t.optional or excuse is not None
+        r.detail = excuse or ("optional: true" if t.optional else "nothing measured it here")
         return r
     r.measured, r.ci, r.unstable, r.detail = fig.value, fig.ci, fig.unstable, fig.detail
     r.ok = fig.value <= lim.value if lim.upper else fig.value >= lim.value
@@ -229,7 +252,11 @@ def report_figures(report: dict) -> list[ArtifactFigures]:
         timed = {(int(t), 1): {k: Figure(float(v[k]), detail=f"in-process, {v.get('runs', '?')} runs (report.json)")
                                for k in ("p50_ms", "p95_ms", "p99_ms") if v.get(k) is not None}
                  for t, v in art.get("latency", {}).items()}
-        out.append(ArtifactFigures(name, file, runtime_of(art, file), figs, timed))
+        reference = name == report.get("reference")
+        out.append(ArtifactFigures(name, file, runtime_of(art, file), figs, timed,
+                                   unmeasured_ok="the float reference; a budget it lacks is measured on the "
+                                                 "artifacts" if reference else None,
+                                   skipped=art.get("skipped")))
     return out
 
 
@@ -241,18 +268,18 @@ def check_budgets(report: dict, budgets: Iterable[Target]) -> tuple[list[dict], 
         budgets: the recipe's targets (``recipe.budgets``).
 
     Returns:
-        (every measured check as JSON, the broken ones). Budgets on figures the evaluate stage does
-        not measure (reference units, slowdown, peak memory, another batch or thread count) are
-        logged and left to ``edgecnn check``.
+        (every check as JSON, the failing ones). A budget on a figure the evaluate stage does not measure
+        (reference units, slowdown, peak memory, another batch or thread count, a runtime that failed) is
+        a "not measured" check that fails like a broken one, unless its target says ``optional: true``
+        (then ``edgecnn check`` is where it gets measured).
     """
     results = check_targets(budgets, report_figures(report))
-    missing = sorted({f"{r.target}: {r.budget}" + (f" @{r.threads}t b{r.batch}" if r.timed else "")
-                      for r in results if r.measured is None and r.artifact != report.get("reference")})
-    if missing:
-        log.info("budgets not measured by the evaluate stage (`edgecnn check` measures them; or add the thread "
-                 "count to evaluate.threads): %s", ", ".join(missing))
-    measured = [r for r in results if r.measured is not None]
-    return [r.to_json() for r in measured], [r for r in measured if not r.ok]
+    unmeasured = sorted({f"{r.target}: {r.budget}" + (f" @{r.threads}t b{r.batch}" if r.timed else "")
+                         for r in results if r.measured is None and not r.ok})
+    if unmeasured:
+        log.warning("budgets nothing measured (they fail the run; measure them with `edgecnn check`, add the "
+                    "thread count to evaluate.threads, or mark the target optional: true): %s", ", ".join(unmeasured))
+    return [r.to_json() for r in results], [r for r in results if not r.ok]
 
 
 def check_http_result(result: dict, run_dir, budgets: Iterable[Target]) -> list[BudgetResult]:

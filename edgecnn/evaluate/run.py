@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecnn._io import artifact_bytes, artifact_files, sha256_file
 from edgecnn.data.decoded_split import Images, predict_in_batches
-from edgecnn.errors import EdgecnnError
+from edgecnn.errors import EdgecnnError, RuntimeRefusal
 from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
 from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest, verify_artifact
@@ -38,8 +38,10 @@ def evaluate_artifacts(recipe: Any, run_dir: Path, images: Images, labels: np.nd
     runtime that runs the file (``evaluate.runtimes``; None = all), e.g. ``"model.int8.onnx@openvino"``.
     Every entry carries ``"file"`` and ``"runtime"``. A further runtime that cannot run on this machine
     gives an entry with ``"skipped": "<reason>"`` and no metrics, instead of failing the run; so does one
-    that refuses this file when opening it (an ``EdgecnnError``: TFLite Micro lacking an op, say). A
-    runner's ``extra_figures()`` (TFLite Micro: ``{"mcu": {...}}``) is merged into its entry.
+    that refuses this file (a :class:`edgecnn.errors.RuntimeRefusal`: TFLite Micro lacking an op, say).
+    Any other exception while an artifact runs is a failure: its entry holds ``"error": "<what>"`` (and
+    ``report["errors"]`` lists it), which fails the run's verdict. A runner's ``extra_figures()`` (TFLite
+    Micro: ``{"mcu": {...}}``) is merged into its entry.
     Every exported artifact's sha256 is checked against manifest.json before it is run.
     ``reference`` is the float model agreement is measured against: ``model.keras``, or for an
     imported ONNX/TFLite model that file itself (a manifest artifact).
@@ -83,14 +85,21 @@ def evaluate_artifacts(recipe: Any, run_dir: Path, images: Images, labels: np.nd
             try:
                 art, probs = _evaluate_one(run_dir, name, manifest, images, labels, classes, cfg, thread_counts,
                                            reference_probs, step, runtime=runtime, label=key)
-            except EdgecnnError as e:
-                if key == name:
-                    raise
-                # a further runtime that cannot run this file (TFLite Micro lacking an op): its reason, not a crash
+            except Exception as e:  # noqa: BLE001  (whatever a runtime raises is reported, never a skip)
+                if name == reference or (key == name and not isinstance(e, RuntimeRefusal)
+                                         and isinstance(e, EdgecnnError)):
+                    raise   # nothing is measured without the reference; a bad artifact of its own runtime: exit 2
                 entry = manifest["artifacts"].get(name, {})
                 report["artifacts"][key] = {"file": name, "runtime": runtime, "format": entry.get("format"),
-                                            "precision": entry.get("precision"), "skipped": str(e)}
-                log.warning("skipped %s in %s: %s", name, runtime, e)
+                                            "precision": entry.get("precision")}
+                if isinstance(e, RuntimeRefusal):  # cannot run here (TFLite Micro lacks an op, no OpenVINO)
+                    report["artifacts"][key]["skipped"] = str(e)
+                    log.warning("skipped %s in %s: %s", name, runtime, e)
+                    continue
+                what = str(e) if isinstance(e, EdgecnnError) else f"{type(e).__name__}: {e}"
+                report["artifacts"][key]["error"] = what
+                report.setdefault("errors", []).append({"artifact": key, "runtime": runtime, "error": what})
+                log.error("%s failed in %s: %s", name, runtime, what)
                 continue
             report["artifacts"][key] = art
             if key == reference:

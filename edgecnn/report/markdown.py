@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edgecnn.report.compression import COMPRESSION_HEAD, compression_rows, compression_summary
-from edgecnn.report.markup import unit_text
+from edgecnn.report.markup import check_verdict, measured_text, unit_text, unmeasured_text
 from edgecnn.report.pareto import PARETO_DEFINITION
 
 __all__ = ["render_markdown"]
@@ -21,9 +21,10 @@ def render_markdown(report: dict) -> str:
              f"{report['latency_protocol']['runs']} timed runs.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, a in report["artifacts"].items():
-        if "metrics" not in a:  # a runtime that cannot run on this machine
-            lines.append(f"| `{name}` | {a.get('runtime', '')} | {a.get('precision') or ''} | skipped: "
-                         f"{a.get('skipped', 'not measured')} |" + " |" * (len(head) - 4))
+        if "metrics" not in a:  # a runtime that cannot run on this machine, or a run that failed
+            what = unmeasured_text(a)
+            lines.append(f"| `{name}` | {a.get('runtime', '')} | {a.get('precision') or ''} | {what} |"
+                         + " |" * (len(head) - 4))
             continue
         m = a["metrics"]
         lo, hi = m["accuracy_ci95"]
@@ -34,16 +35,22 @@ def render_markdown(report: dict) -> str:
             lat = a["latency"].get(str(t))
             row.append(f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f}" if lat else "—")
         lines.append("| " + " | ".join(row) + " |")
+    if report.get("errors"):
+        lines += ["", "## Failed artifact runs", ""] + [f"- `{e['artifact']}` in {e['runtime']}: {e['error']}"
+                                                         for e in report["errors"]]
     b = report.get("budgets")
     if b is not None:
-        lines += ["", f"## Budgets: {'PASS' if not b['violations'] else 'FAIL'}", ""]
+        verdict = "FAIL" if b["violations"] else "PASS" if b["checks"] else "none set"
+        lines += ["", f"## Budgets: {verdict}", ""]
         if not b["checks"]:
-            lines.append("No budgets set.")
+            lines.append("No budgets set: nothing was checked against a limit.")
         else:
             lines += ["| artifact | budget | measured | allowed | verdict |", "|---|---|---|---|---|"]
             for c in b["checks"]:
-                lines.append(f"| `{c['artifact']}` | {c['budget']} | {c['measured']:.4g}{unit_text(c['unit'])} | "
-                             f"{c['allowed']:.4g}{unit_text(c['unit'])} | {'ok' if c['ok'] else '**BROKEN**'} |")
+                verdict = check_verdict(c)
+                lines.append(f"| `{c['artifact']}` | {c['budget']} | {measured_text(c)} | "
+                             f"{c['allowed']:.4g}{unit_text(c['unit'])} | "
+                             f"{verdict if c['ok'] else f'**{verdict}**'} |")
     if report.get("compress"):
         lines += ["", "## Compression: every int8 candidate the chooser tried", "",
                   compression_summary(report["compress"]), "",

@@ -56,6 +56,28 @@ def num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
+def measured_text(check: dict) -> str:
+    """A budget check's measured value with its unit, or "not measured" when nothing measured it."""
+    if check.get("measured") is None:
+        return "not measured"
+    return f"{num(check['measured'])}{unit_text(check.get('unit'))}"
+
+
+def unmeasured_text(entry: dict) -> str:
+    """Why a report.json artifact entry has no metrics: it FAILED while running, or was skipped (and why)."""
+    if entry.get("error"):
+        return f"FAILED: {entry['error']}"
+    return f"skipped: {entry['skipped']}" if entry.get("skipped") else "not evaluated"
+
+
+def check_verdict(check: dict) -> str:
+    """One word for a budget check (report.json's ``budgets.checks``): ok, BROKEN, NOT MEASURED (it fails the
+    run) or "not measured (why it does not fail)"."""
+    if check.get("measured") is None:
+        return "NOT MEASURED" if not check.get("ok") else f"not measured ({check.get('detail') or 'optional'})"
+    return "ok" if check.get("ok") else "BROKEN"
+
+
 def kb(b: float | None) -> str:
     """Bytes as KB with one decimal, or a dash when unknown."""
     return "—" if b is None else f"{b / 1024:,.1f}"

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from edgecnn._io import sha256_file, write_text
-from edgecnn.report.markup import num, unit_text
+from edgecnn.report.markup import check_verdict, measured_text, num, unit_text, unmeasured_text
 from edgecnn.report.run_files import RunFiles, latency_p50, read_run
 from edgecnn.tasks import get_task
 
@@ -160,7 +160,7 @@ def render_model_card(run: RunFiles) -> str:
         bad = [c for c in cs if not c["ok"]]
         budget = "none set" if not cs else f"{len(cs)} checks, all hold" if not bad else \
             f"{len(cs)} checks, **{len(bad)} broken**: " + "; ".join(
-                f"{c['budget']} {num(c['measured'])}{unit_text(c['unit'])} "
+                f"{c['budget']} {check_verdict(c) if c['measured'] is None else measured_text(c)} "
                 f"(allowed {num(c['allowed'])}{unit_text(c['unit'])})" for c in bad)
         fmt = e.get("format") or a.get("format") or ""
         rows.append([f"`{name}`", fmt, e.get("runtime") or a.get("runtime") or "", _kb(nbytes),
@@ -230,7 +230,7 @@ def _classifier_metrics(run: RunFiles, ref_name: str, ref: dict, loc: dict | Non
     rows = []
     for name, a in r["artifacts"].items():
         if "metrics" not in a:  # a runtime that cannot run on the evaluation machine
-            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}", "",
+            rows.append([f"`{name}`", a.get("precision") or "", unmeasured_text(a), "",
                          "", "", ""])
             continue
         m = a.get("metrics", {})
@@ -266,7 +266,7 @@ def _task_metrics(run: RunFiles, spec) -> list[str]:
     rows = []
     for name, a in r["artifacts"].items():
         if "metrics" not in a:
-            rows.append([f"`{name}`", a.get("precision") or "", f"skipped: {a.get('skipped', 'not measured')}"]
+            rows.append([f"`{name}`", a.get("precision") or "", unmeasured_text(a)]
                         + [""] * len(spec.headline))
             continue
         m = a["metrics"]

@@ -12,7 +12,18 @@ from typing import Any
 
 from edgecnn.report import plots
 from edgecnn.report.compression import COMPRESSION_HEAD, compression_rows, compression_summary
-from edgecnn.report.markup import escape, figure_html, kb, note, num, table, unit_text
+from edgecnn.report.markup import (
+    check_verdict,
+    escape,
+    figure_html,
+    kb,
+    measured_text,
+    note,
+    num,
+    table,
+    unit_text,
+    unmeasured_text,
+)
 from edgecnn.report.pareto import PARETO_DEFINITION, pareto_front
 from edgecnn.report.registry import ReportContext, register_section
 from edgecnn.report.run_files import FINDINGS_JSON, RunFiles, latency_p50, read_json_or_none, short_name
@@ -44,12 +55,14 @@ def _verdict_banner(run: RunFiles) -> str:
                 "verdict yet.</div>")
     broken = b.get("violations", [])
     n_checks = len(b.get("checks", []))
+    if not broken and not n_checks:
+        return ('<div class="banner none"><span class="head">NO BUDGETS</span> — the recipe sets none, so nothing '
+                "was checked against a limit.</div>")
     if not broken:
-        msg = f"all {n_checks} budget checks hold" if n_checks else "no budgets are set in the recipe"
-        return f'<div class="banner pass"><span class="head">PASS</span> — {msg}.</div>'
-    items = "".join(f"<li><code>{escape(v['artifact'])}</code>: <b>{escape(v['budget'])}</b> broken — measured "
-                    f"{num(v['measured'])}{escape(unit_text(v.get('unit')))}, allowed {num(v['allowed'])}"
-                    f"{escape(unit_text(v.get('unit')))}</li>" for v in broken)
+        return f'<div class="banner pass"><span class="head">PASS</span> — all {n_checks} budget checks hold.</div>'
+    items = "".join(f"<li><code>{escape(v['artifact'])}</code>: <b>{escape(v['budget'])}</b> "
+                    f"{escape(check_verdict(v).lower())} — measured {escape(measured_text(v))}, allowed "
+                    f"{num(v['allowed'])}{escape(unit_text(v.get('unit')))}</li>" for v in broken)
     return (f'<div class="banner fail"><span class="head">FAIL</span> — {len(broken)} of {n_checks} budget checks '
             f"broken:<ul>{items}</ul></div>")
 
@@ -100,9 +113,8 @@ def _budgets_details(run: RunFiles) -> str:
     if not checks:
         return ""
     rows = [[f"<code>{escape(c['artifact'])}</code>", escape(c["budget"]),
-             f"{num(c['measured'])}{escape(unit_text(c['unit']))}",
-             f"{num(c['allowed'])}{escape(unit_text(c['unit']))}", '<span class="ok">ok</span>' if c["ok"] else
-             '<span class="bad">BROKEN</span>'] for c in checks]
+             escape(measured_text(c)), f"{num(c['allowed'])}{escape(unit_text(c['unit']))}",
+             f'<span class="{"ok" if c["ok"] else "bad"}">{escape(check_verdict(c))}</span>'] for c in checks]
     return (f"<details><summary>All {len(checks)} budget checks</summary>" +
             table(["artifact", "budget", "measured", "allowed", "verdict"], rows, left=2) + "</details>")
 
@@ -125,7 +137,7 @@ def artifacts_section(ctx: ReportContext) -> str:
         mark = "★ " if short_name(name) in ctx.front else ""
         if a is None or "metrics" not in a:
             m = {**manifest_arts.get(name, {}), **(a or {})}
-            why = f"skipped: {m['skipped']}" if m.get("skipped") else "not evaluated"
+            why = unmeasured_text(m)
             rows.append([f"{mark}<code>{escape(name)}</code>",
                          f'{escape(m.get("format") or "")}<br><span class="muted">{escape(m.get("runtime") or "")}'
                          "</span>", escape(m.get("precision") or ""), kb(m.get("bytes")),

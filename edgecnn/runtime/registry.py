@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from edgecnn.errors import EdgecnnError, did_you_mean
+from edgecnn.errors import EdgecnnError, RuntimeRefusal, did_you_mean
 from edgecnn.runtime.base import Runner
 
 
@@ -254,11 +254,11 @@ def load_runner(path: str | os.PathLike, threads: int | None = None, *, runtime:
         why = spec.refusal(path)
         if why is not None:
             others = ", ".join(r.name for r in candidates) or "none"
-            raise EdgecnnError(f"runtime {runtime!r} cannot run {path.name!r}: {why}. "
+            raise RuntimeRefusal(f"runtime {runtime!r} cannot run {path.name!r}: {why}. "
                                f"Runtimes for this file: {others}.")
     ok, why = spec.available()
     if not ok:
-        raise EdgecnnError(f"runtime {spec.name!r} is not available on this machine: {why}.")
+        raise RuntimeRefusal(f"runtime {spec.name!r} is not available on this machine: {why}.")
     return spec.open(path, threads, server=server, **dict(options or {}))
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn.errors import EdgecnnError
+from edgecnn.errors import EdgecnnError, RuntimeRefusal
 from edgecnn.runtime.base import Runner, TensorSpec, dequantize, quantize
 from edgecnn.runtime.registry import register_runtime
 
@@ -396,7 +396,7 @@ def _missing_op_error(data: bytes, log: str, name: str) -> EdgecnnError | None:
                 f"TFLite Micro's {op} kernel cannot run this {op}"
     fix = _FIXES.get(op, _GENERIC_FIX)
     layer = ", ".join(dict.fromkeys(layers)) or "?"
-    return EdgecnnError(f"{name}: {what}; needed by layer {layer}. Fix: {fix}.")
+    return RuntimeRefusal(f"{name}: {what}; needed by layer {layer}. Fix: {fix}.")
 
 
 def _failure(data: bytes, log: str, name: str, arena: int) -> EdgecnnError:
@@ -552,7 +552,7 @@ def read_model(artifact: str | os.PathLike) -> bytes:
     data = read_firmware_array(p) if p.is_dir() else p.read_bytes()
     why = refusal_of_bytes(data, p.name)
     if why:
-        raise EdgecnnError(why)
+        raise RuntimeRefusal(why)
     return data
 
 

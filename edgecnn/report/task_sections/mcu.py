@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecnn.report import plots
-from edgecnn.report.markup import escape, figure_html, note, num, table, unit_text
+from edgecnn.report.markup import check_verdict, escape, figure_html, measured_text, note, num, table, unit_text
 from edgecnn.report.registry import ReportContext, register_section
 from edgecnn.runtime.tflm_runner import FIRMWARE_FOLDER_SUFFIX
 
@@ -87,11 +87,12 @@ def _budget_rows(ctx: ReportContext, files: set[str]) -> str:
     judged: dict[tuple, list[str]] = {}   # one row per judgement; the entries of one file share their figures
     for c in checks:
         judged.setdefault((c.get("target") or "", c["budget"], c["measured"], c["allowed"], c["ok"],
-                           c.get("unit")), []).append(c["artifact"])
+                           c.get("unit"), c.get("detail") if c["measured"] is None else ""), []).append(c["artifact"])
     rows = [[", ".join(f"<code>{escape(a)}</code>" for a in arts), escape(target), escape(budget),
-             f"{num(measured)}{escape(unit_text(unit))}", f"{num(allowed)}{escape(unit_text(unit))}",
-             '<span class="ok">ok</span>' if ok else '<span class="bad">BROKEN</span>']
-            for (target, budget, measured, allowed, ok, unit), arts in judged.items()]
+             escape(measured_text({"measured": measured, "unit": unit})), f"{num(allowed)}{escape(unit_text(unit))}",
+             f'<span class="{"ok" if ok else "bad"}">'
+             f'{escape(check_verdict({"measured": measured, "ok": ok, "detail": detail}))}</span>']
+            for (target, budget, measured, allowed, ok, unit, detail), arts in judged.items()]
     return "<h3>Budgets</h3>" + table(["artifact", "target", "budget", "measured", "allowed", "verdict"], rows,
                                        left=3)
 
