@@ -132,6 +132,16 @@ def _head_nodes(fp32_tflite: Path) -> list[str]:
     return [n for n in names if any(h in n for h in HEAD_LAYERS)]
 
 
+def _candidate_failures() -> tuple[type[BaseException], ...]:
+    """What drops an int8 candidate rather than the run: the TFLite converter's ``ConverterError``, the
+    interpreter's ``RuntimeError`` (a converted graph it cannot allocate or invoke) and a readable
+    :class:`EdgecnnError` (too few calibration images, an artifact the runner refuses). Anything else
+    (``TypeError``, ``AttributeError``, ``KeyError``, ...) is a bug in this code and propagates."""
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    return EdgecnnError, ConverterError, RuntimeError
+
+
 def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
     """Full int8, then int8 backbone + float head; the first within max_int8_auroc_drop on val is kept."""
     from edgecnn._io import write_bytes
@@ -164,7 +174,7 @@ def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
             write_bytes(tmp, tflite_int8(model, calib, denylisted_nodes=deny or ()))
             scores = _scores(_runner_scores(load_runner(tmp, threads=1)), val, cfg.input_size)
             cand = {"route": route, "artifact": str(tmp.relative_to(r.dir)), **quality(scores)}
-        except Exception as e:  # a converter failure drops the candidate, not the run
+        except _candidate_failures() as e:  # a converter or interpreter failure drops the candidate, not the run
             cand = {"route": route, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         log.info("int8 candidate %s: %s", route, {k: v for k, v in cand.items() if k != "artifact"})
         candidates.append(cand)
