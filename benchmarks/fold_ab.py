@@ -29,13 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fold_ab.json")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from edgecnn._io import write_json
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.evaluate.latency import interleaved_latency, machine_info
+    from edgecnn.evaluate.op_profile import ort_profile, ov_profile
+    from edgecnn.evaluate.op_profile import summarise_profile as summarise
     from edgecnn.export.openvino import onnx_to_openvino_ir
     from edgecnn.runtime import load_runner
-    from int8_profile import ort_profile, ov_profile, summarise
-    from mobilenetv2_224 import interleaved_latency
 
     work = Path(tempfile.mkdtemp(prefix="fold-ab-"))
     arts: dict[str, tuple[Path, str]] = {}
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     size = load_runner(next(iter(arts.values()))[0], threads=1).input.shape[1]
     x = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     runners = {k: load_runner(p, threads=1, runtime=rt) for k, (p, rt) in arts.items()}
-    lat = interleaved_latency(runners, x, args.rounds, args.runs, warmup=10)
+    lat = interleaved_latency(runners, x, rounds=args.rounds, runs=args.runs, warmup=10)
     out = {"p50_ms": {k: v["p50_ms"] for k, v in lat.items()}, "p95_ms": {k: v["p95_ms"] for k, v in lat.items()},
            "profile": {k: summarise(ov_profile(p, x, 200, 1) if rt == "openvino" else ort_profile(p, x, 200, 1))
                        for k, (p, rt) in arts.items()},

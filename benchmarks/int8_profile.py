@@ -14,7 +14,8 @@ inferences with the runtime's profiler on:
   ``benchmark_model`` tool, ``--enable_op_profiling``, not in the pip wheel), so LiteRT is not
   profiled here; its totals are in ``mobilenetv2_224.py``.
 
-Per-op time is grouped into: ``input_transpose`` (the NHWC -> NCHW Transpose), ``normalisation``
+The profilers live in ``edgecnn.evaluate.op_profile`` (``edgecnn doctor`` uses them too). Per-op time is
+grouped into: ``input_transpose`` (the NHWC -> NCHW Transpose), ``normalisation``
 (elementwise ops before the first convolution), ``quantize_input`` (the Q/DQ before the first
 convolution), ``conv_int8`` / ``conv_float``, ``qdq`` (the other QuantizeLinear/DequantizeLinear),
 ``head`` (everything after the last convolution) and ``other``; each group's share of the total.
@@ -26,99 +27,13 @@ Writes benchmarks/results/int8_profile.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+from edgecnn.evaluate.op_profile import ort_profile, ov_profile, summarise_profile
 
 ROOT = Path(__file__).resolve().parent.parent
-CONV = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NchwcConv", "Convolution", "GroupConvolution"}
-HEAVY_HEAD = {"Gemm", "MatMul", "QGemm", "QLinearMatMul", "FullyConnected", "MatMulInteger"}
-QDQ = {"QuantizeLinear", "DequantizeLinear", "FakeQuantize", "DynamicQuantizeLinear"}
-
-
-def group_ops(events: list[tuple[str, str, float]]) -> dict[str, float]:
-    """Sum (name, op type, microseconds) events, in execution order, into the groups of the module docstring."""
-    convs = [i for i, (_, op, _) in enumerate(events) if op in CONV or "onv" in op]
-    first, last = (convs[0], convs[-1]) if convs else (len(events), -1)
-    out: dict[str, float] = defaultdict(float)
-    for i, (name, op, us) in enumerate(events):
-        if i > last:
-            g = "head"
-        elif op == "Transpose" or ("Reorder" in op and i < first):
-            g = "input_transpose" if i < first else "other"
-        elif i < first and op in QDQ:
-            g = "quantize_input"
-        elif i < first:
-            g = "normalisation"
-        elif op in QDQ:
-            g = "qdq"
-        elif i in convs:
-            g = "conv_int8" if op.startswith("QLinear") or "Integer" in op or "I8" in name or "U8" in name.upper() \
-                else "conv_float"
-        else:
-            g = "other"
-        out[g] += us
-    return dict(out)
-
-
-def ort_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[tuple[str, str, float]]:
-    """Per-node (name, op, mean us) from onnxruntime's profiler, in the order of the first run."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.enable_profiling = True
-    so.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as tmp:
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        for _ in range(runs):
-            sess.run(None, {name: image})
-        trace = json.loads(Path(sess.end_profiling()).read_text())
-    total: dict[str, float] = defaultdict(float)
-    order: dict[str, str] = {}
-    for e in trace:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            node = e["name"][: -len("_kernel_time")]
-            total[node] += e["dur"]
-            order.setdefault(node, e["args"].get("op_name", "?"))
-    return [(n, op, total[n] / runs) for n, op in order.items()]
-
-
-def ov_profile(path: Path, image: np.ndarray, runs: int, threads: int) -> list[tuple[str, str, float]]:
-    """Per-layer (name, exec type, mean us) from OpenVINO's PERF_COUNT, in execution order."""
-    import openvino as ov
-
-    core = ov.Core()
-    xml = next(Path(path).glob("*.xml")) if Path(path).is_dir() else path
-    # the settings edgecnn's OpenVINO runner uses (f32: on bf16/AMX CPUs the plugin would pick bf16)
-    compiled = core.compile_model(str(xml), "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,
-                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-    req = compiled.create_infer_request()
-    total: dict[str, float] = defaultdict(float)
-    order: dict[str, str] = {}
-    for _ in range(runs):
-        req.infer({0: image})
-        for p in req.get_profiling_info():
-            if p.status.name == "EXECUTED":
-                total[p.node_name] += p.real_time.total_seconds() * 1e6
-                order.setdefault(p.node_name, f"{p.node_type}:{p.exec_type}")
-    # the exec type (e.g. "jit_avx2_1x1_I8") rides in the name, where group_ops looks for the precision
-    return [(f"{n}|{t.split(':', 1)[1]}", t.split(":")[0], total[n] / runs) for n, t in order.items()]
-
-
-def summarise(events: list[tuple[str, str, float]]) -> dict:
-    groups = group_ops(events)
-    total = sum(groups.values())
-    return {"total_us": round(total, 1), "groups_us": {k: round(v, 1) for k, v in groups.items()},
-            "groups_share": {k: round(v / total, 4) for k, v in groups.items()} if total else {},
-            "top_ops": [{"name": n, "op": op, "us": round(us, 1)} for n, op, us in
-                        sorted(events, key=lambda e: -e[2])[:8]]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             row: dict = {"float_ops_after_quantisation": onnx_float_ops(work / "int8.onnx")}
             for prec in ("fp32", "int8"):
                 onnx_path = work / f"{prec}.onnx"
-                row[f"onnxruntime-{prec}"] = summarise(ort_profile(onnx_path, image, args.runs, args.threads))
+                row[f"onnxruntime-{prec}"] = summarise_profile(ort_profile(onnx_path, image, args.runs, args.threads))
                 try:
                     ir = onnx_to_openvino_ir(onnx_path, work / f"{prec}.openvino")
-                    row[f"openvino-{prec}"] = summarise(ov_profile(ir, image, args.runs, args.threads))
+                    row[f"openvino-{prec}"] = summarise_profile(ov_profile(ir, image, args.runs, args.threads))
                 except Exception as e:  # OpenVINO missing: onnxruntime's profile still stands
                     row[f"openvino-{prec}"] = {"error": f"{type(e).__name__}: {e}"}
             for rt in ("onnxruntime", "openvino"):

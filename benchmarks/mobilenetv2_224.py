@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecnn.evaluate.latency import interleaved_latency
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 224
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
@@ -164,22 +166,6 @@ def keras_logits(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(model(images[i:i + 32], training=False)) for i in range(0, len(images), 32)])
 
 
-def interleaved_latency(runners: dict, image: np.ndarray, rounds: int, runs: int, warmup: int) -> dict:
-    """p50/p95 ms per runner from ``rounds`` round-robin passes of ``runs`` timed batch-1 calls each."""
-    samples: dict[str, list[float]] = {k: [] for k in runners}
-    for r in runners.values():
-        for _ in range(warmup):
-            r(image)
-    for _ in range(rounds):
-        for name, r in runners.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                r(image)
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: {"p50_ms": float(np.percentile(v, 50)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
-            for k, v in samples.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=500)
@@ -258,7 +244,7 @@ def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref: np.ndarr
         print(f"{name:<28} agreement {rows[name]['agreement']:.4f}", file=sys.stderr)
     for t in sorted({1, resolve_threads(0)}):
         runners = {name: load_runner(path, threads=t, runtime=rt) for name, (path, rt) in arts.items()}
-        lat = interleaved_latency(runners, images[:1], args.rounds, args.runs, args.warmup)
+        lat = interleaved_latency(runners, images[:1], rounds=args.rounds, runs=args.runs, warmup=args.warmup)
         for r in runners.values():
             r.close()
         base = lat["litert-fp32"]["p50_ms"]
@@ -307,11 +293,10 @@ def runtime_versions() -> dict:
 
 
 def profile(arts: dict[str, tuple[Path, str]], image: np.ndarray, runs: int) -> dict:
-    """``int8_profile.py``'s per-op groups for the float and this CPU's int8, onnxruntime and OpenVINO."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    """``edgecnn.evaluate.op_profile``'s per-op groups for the float and this CPU's int8, onnxruntime and OpenVINO."""
+    from edgecnn.evaluate.op_profile import ort_profile, ov_profile
+    from edgecnn.evaluate.op_profile import summarise_profile as summarise_ops
     from edgecnn.quantize.onnx_graph import onnx_float_ops
-    from int8_profile import ort_profile, ov_profile
-    from int8_profile import summarise as summarise_ops
 
     out: dict = {"float_ops_after_quantisation": onnx_float_ops(arts[cpu_pick()][0])}
     for prec, name in (("fp32", "ort-fp32"), ("int8", cpu_pick())):

@@ -264,6 +264,25 @@ def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedMo
             output: Path = typer.Option(..., help="the run directory to create (must not exist)"),
             labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order "
                                                   "(default: the model's metadata, else the data's folders)"),
+@app.command()
+def doctor(run_dir: Path = typer.Argument(..., help="run directory with int8 artifacts"),
+           artifact: Optional[str] = typer.Argument(
+               None, help="one int8 artifact, e.g. model.int8.onnx or compress/model.int8-minmax.onnx "
+                          "(default: every int8 artifact of the run)"),
+           runtime: Optional[str] = typer.Option(None, help="only this runtime (default: every one that runs it)"),
+           top: int = typer.Option(5, help="how many layers to list"),
+           profile: bool = typer.Option(True, "--profile/--no-profile",
+                                        help="time int8 against float and profile per op (--no-profile: error only)")):
+    """Why an int8 artifact is worse or slower than float: error per layer, time per op, a verdict (docs/int8.md)."""
+    _setup_logging()
+    from edgecnn.evaluate.doctor import DOCTOR_JSON, diagnose, format_diagnosis
+
+    result = diagnose(run_dir, artifact, runtime=runtime, top=top, profile=profile)
+    out.print(escape(format_diagnosis(result)), highlight=False, soft_wrap=True)
+    out.print(f"written: {run_dir / DOCTOR_JSON}" + (" (and report.json's \"doctor\")"
+                                                     if (run_dir / "report.json").is_file() else ""))
+
+
             input_size: Optional[int] = typer.Option(None, "--input-size", help="side, for dynamic-size models"),
             preprocess: str = typer.Option("raw", help="what the model expects: raw|unit|symmetric|imagenet|caffe"),
             bgr: bool = typer.Option(False, "--bgr", help="the model expects BGR channel order"),

@@ -31,6 +31,24 @@ def measure_latency(runner, image: np.ndarray, *, warmup: int = 20, runs: int = 
     return percentiles(samples)
 
 
+def interleaved_latency(runners: dict, image: np.ndarray, *, rounds: int = 5, runs: int = 20,
+                        warmup: int = 5) -> dict[str, dict]:
+    """p50/p95 ms per runner from ``rounds`` round-robin passes of ``runs`` timed batch-1 calls each: drift of a
+    shared machine (another job starting, a frequency change) hits every runner alike, so their ratio holds."""
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    for r in runners.values():
+        for _ in range(warmup):
+            r(image)
+    for _ in range(rounds):
+        for name, r in runners.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                r(image)
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"p50_ms": float(np.percentile(v, 50)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
+            for k, v in samples.items()}
+
+
 def machine_info() -> dict:
     """What the numbers were measured on."""
     cpu = platform.processor() or ""
