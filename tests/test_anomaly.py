@@ -318,26 +318,48 @@ def test_budgets_of_an_anomaly_run_in_edgecnn_check(anomaly_run, tmp_path):
 
 @pytest.mark.slow
 def test_service_answers_an_image_with_score_verdict_and_map(anomaly_run, tmp_path):
+    """A good training image is answered "good" (score 0.26-0.38 when written), the same image with a dark
+    10 px square painted in the middle "defect" (1.49), its map above the threshold over the square; the
+    PNG map of a real crack carries the JSON answer's score."""
     import httpx
 
     from serve_fixtures import Server
 
     run_dir = tmp_path / "served"
     shutil.copytree(anomaly_run, run_dir)
-    image = next((Path(json.loads((run_dir / "dataset.json").read_text())["root"]) / "test" / "crack").iterdir())
+    root = Path(json.loads((run_dir / "dataset.json").read_text())["root"])
+    good = sorted((root / "train" / "good").iterdir())[0]
+    pixels = np.asarray(Image.open(good).convert("RGB")).copy()
+    pixels[19:29, 19:29] = 0
+    painted = io.BytesIO()
+    Image.fromarray(pixels).save(painted, format="PNG")
+    image = next((root / "test" / "crack").iterdir())
     server = Server(run_dir, log_dir=tmp_path).wait_ready()
     try:
         url = f"{server.url}/v2/models/{json.loads((run_dir / 'manifest.json').read_text())['name']}/classify"
+
+        def ask(body: bytes, query: str = "") -> httpx.Response:
+            return httpx.post(url + query, content=body, headers={"Content-Type": "image/png"}, timeout=30)
+
+        r = ask(good.read_bytes())
+        assert r.status_code == 200, r.text
+        assert r.json()["verdict"] == "good" and r.json()["score"] < 0.5, r.json()
+        r = ask(painted.getvalue())
+        assert r.json()["verdict"] == "defect" and r.json()["score"] > 0.5, r.json()
+        amap = np.asarray(Image.open(io.BytesIO(ask(painted.getvalue(), "?map=png").content)))
+        assert (amap[19:29, 19:29] > 127).all()            # the PNG is the map * 255, clipped: 0.5 is 127.5
         body = image.read_bytes()
-        r = httpx.post(url, content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        r = ask(body)
         assert r.status_code == 200, r.text
         ans = r.json()
-        assert ans["verdict"] in ("good", "defect") and ans["threshold"] == 0.5 and ans["map_size"] == [48, 48]
-        r = httpx.post(url + "?map=png", content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        assert ans["verdict"] == ("defect" if ans["score"] > 0.5 else "good")
+        assert ans["threshold"] == 0.5 and ans["map_size"] == [48, 48]
+        r = ask(body, "?map=png")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(r.content)).size == (48, 48)
         assert float(r.headers["X-Anomaly-Score"]) == pytest.approx(ans["score"], abs=1e-5)
-        r = httpx.post(url + "?map=jpg", content=body, headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.headers["X-Anomaly-Verdict"] == ans["verdict"]
+        r = ask(body, "?map=jpg")
         assert r.status_code == 400 and "map must be one of ['png']" in r.text
     finally:
         server.stop()
