@@ -10,7 +10,11 @@ are safe for any classification folder and says why for each one:
   ``benchmarks/results/transfer_vs_scratch*.json``);
 * the input size nearest to the images' median side on the ladder the ImageNet backbones are
   published at (96 ... 224 px), so 32 px scans become 96 px, not 224 px;
-* batch size and epochs from the number of training images (about 400 fine-tuning steps).
+* batch size and epochs from the number of training images (about 400 fine-tuning steps);
+* the int8 chooser on, held to the default budget (verified by default): an int8 file ships only when a
+  route keeps the val top-1 within half a point and 98.5 % agreement; ``model.int8.onnx`` must also be
+  faster than ``model.onnx`` here, while ``model.int8.tflite`` is judged on size (it is for phones and
+  boards, whose int8 kernels this machine does not time).
 
 :func:`recipe_for_folder` only reads image headers, so it is cheap and trains nothing.
 """
@@ -24,12 +28,16 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from edgecnn.config import Recipe, recipe_from_dict
+from edgecnn.compress.chooser import list_routes
+from edgecnn.config import CompressConfig, Recipe, recipe_from_dict
 from edgecnn.data.folders import discover
 
 __all__ = ["AutoRecipe", "BACKBONE", "INPUT_SIZES", "recipe_for_folder"]
 
 BACKBONE = "efficientnet_lite0"
+# NNCF's accuracy control took 9 of 19 chooser minutes on 4,000 digits and its pick kept 40 convolutions float
+# (4.9x slower than float in onnxruntime): the greedy mixed route ends the ladder instead.
+SLOW_ROUTES = ("onnx-int8-nncf",)
 # The resolutions Keras publishes its ImageNet MobileNets at; all multiples of the backbones' stride 32.
 INPUT_SIZES = (96, 128, 160, 192, 224)
 FINETUNE_STEPS = 400  # the default recipe's fine-tuning: 12 epochs x 34 steps on 1,080 images
@@ -124,6 +132,13 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
         "train.head.epochs": f"{head_epochs}: a quarter of the fine-tuning epochs (2..10)",
         "train.finetune.epochs": f"{ft_epochs}: about {FINETUNE_STEPS} steps at {steps} steps per epoch (6..30)",
         "train.finetune.blocks": "every block (99 = all), at a tenth of the head's learning rate",
+        "compress": (f"the int8 chooser, held to the default budget (val top-1 drop <= "
+                     f"{CompressConfig().max_accuracy_drop:g}, agreement >= {CompressConfig().min_agreement:g}); a "
+                     "runtime with no route that holds ships no int8 file and the run exits 1"),
+        "compress.prefer": ("litert: size (model.int8.tflite is for phones and boards, whose int8 kernels this "
+                            "machine does not time); onnxruntime: latency (an int8 ONNX slower than model.onnx here "
+                            "is no pick)"),
+        "compress.routes": f"every route but {', '.join(SLOW_ROUTES)} (minutes, and a pick slower than float)",
         "train.finetune.train_batchnorm": (
             f"{str(train_bn).lower()}: batches of {batch} "
             + ("are large enough for BatchNorm to adapt" if train_bn
@@ -139,5 +154,7 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
                   "finetune": {"blocks": 99, "epochs": ft_epochs, "lr_factor": 0.1, "schedule": "cosine",
                                "train_batchnorm": train_bn},
                   "early_stopping_patience": 5},
+        "compress": {"prefer": {"litert": "size", "onnxruntime": "latency", "openvino": "latency"},
+                     "routes": [r.name for r in list_routes() if r.name not in SLOW_ROUTES]},
     }
     return AutoRecipe(recipe_from_dict(raw, source=f"auto recipe for {folder}"), reasons)

@@ -59,6 +59,9 @@ def _print_result(result) -> None:
             if a.get("skipped"):  # a runtime that cannot run here: the reason, not a crash
                 out.print(f"  {name:<22} skipped: {a['skipped']}", highlight=False, markup=False)
                 continue
+            if a.get("error"):  # it failed while running: a failure of the run
+                err.print(f"[red]failed[/red] {escape(name)} in {escape(a['runtime'])}: {escape(a['error'])}")
+                continue
             m = a.get("metrics", {})
             figures = "  ".join(f"{label} {m[key]:.4f}" for label, key in headline
                                 if isinstance(m.get(key), (int, float)))
@@ -67,9 +70,23 @@ def _print_result(result) -> None:
             size = f"  {a['bytes'] / 1024:.0f} KB" if a.get("bytes") is not None else ""
             out.print(f"  {name:<22} {figures}{timing}{size}", highlight=False, markup=False)
     for v in result.violations:
-        err.print(f"[red]budget broken[/red] {v}")
+        what = "budget not measured" if v.measured is None else "budget broken"
+        err.print(f"[red]{what}[/red] {escape(str(v))}")
     if result.violations:
-        err.print(f"{len(result.violations)} budget(s) broken; exit code {EXIT_BUDGET}")
+        err.print(f"{len(result.violations)} budget(s) broken or not measured; exit code {EXIT_BUDGET}")
+    if getattr(result, "errors", None):
+        err.print(f"{len(result.errors)} artifact run(s) failed; exit code {EXIT_BUDGET}")
+    for fmt, w in (getattr(result, "withheld", None) or {}).items():
+        err.print(f"[red]int8 withheld[/red] {escape(fmt)} ({escape(w['runtime'])}): no int8 route held the budget, "
+                  f"so no int8 file ships for it; the float artifacts do. {escape(w['reason'])}")
+        if w.get("doctor"):
+            err.print(escape(w["doctor"]), highlight=False)
+    if getattr(result, "withheld", None):
+        err.print(f"int8 withheld for {len(result.withheld)} runtime(s) (compress.json, `edgecnn doctor "
+                  f"{result.run_dir}`); exit code {EXIT_BUDGET}")
+    for name in (rep or {}).get("unverified", []):
+        err.print(f"[yellow]unverified[/yellow] {escape(name)}: plain int8 PTQ, no chooser and no quality budget "
+                  "held it (the recipe says compress.enabled: false)")
 
 
 def _apply_sets(recipe, assignments: list[str]):
@@ -258,12 +275,6 @@ def check(run_dir: Path = typer.Argument(..., help="run directory with exported 
     raise typer.Exit(result.exit_code)
 
 
-@app.command("import")
-def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite"),
-            data: Path = typer.Option(..., help="class-per-folder images (evaluation, calibration)"),
-            output: Path = typer.Option(..., help="the run directory to create (must not exist)"),
-            labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order "
-                                                  "(default: the model's metadata, else the data's folders)"),
 @app.command()
 def doctor(run_dir: Path = typer.Argument(..., help="run directory with int8 artifacts"),
            artifact: Optional[str] = typer.Argument(
@@ -283,6 +294,12 @@ def doctor(run_dir: Path = typer.Argument(..., help="run directory with int8 art
                                                      if (run_dir / "report.json").is_file() else ""))
 
 
+@app.command("import")
+def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite"),
+            data: Path = typer.Option(..., help="class-per-folder images (evaluation, calibration)"),
+            output: Path = typer.Option(..., help="the run directory to create (must not exist)"),
+            labels: Optional[Path] = typer.Option(None, help="labels.txt, one class per model output, in order "
+                                                  "(default: the model's metadata, else the data's folders)"),
             input_size: Optional[int] = typer.Option(None, "--input-size", help="side, for dynamic-size models"),
             preprocess: str = typer.Option("raw", help="what the model expects: raw|unit|symmetric|imagenet|caffe"),
             bgr: bool = typer.Option(False, "--bgr", help="the model expects BGR channel order"),

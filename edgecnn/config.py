@@ -18,7 +18,7 @@ from edgecnn._strict import Strict
 from edgecnn.budget_schema import (
     BudgetsConfig,  # the recipe's `budgets:`: a list of budget targets
 )
-from edgecnn.compress.chooser import ChooseOptions, list_routes
+from edgecnn.compress.chooser import DEFAULT_MIN_AGREEMENT, ChooseOptions, list_routes
 from edgecnn.data.config import DataConfig
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.export import list_formats
@@ -197,26 +197,34 @@ class QatConfig(_Strict):
 class CompressConfig(_Strict):
     """The ``compress:`` stage: optional pruning/clustering, then the accuracy-aware int8 chooser.
 
-    When enabled, ``model.int8.tflite`` and ``model.int8.onnx`` are the chooser's pick for each
-    runtime (the cheapest route whose validation top-1 drop fits ``max_accuracy_drop``) instead of
-    plain post-training quantisation; every candidate is recorded in ``compress.json``.
+    On by default (verified by default): every int8 format the recipe exports is the chooser's pick for
+    its runtime -- the cheapest route whose validation top-1 drop fits ``max_accuracy_drop``, whose top-1
+    agreement with the float model reaches ``min_agreement`` and, unless ``prefer`` asks for size alone for
+    that runtime, which is not slower than its float twin there. When no route holds for a runtime, its
+    int8 file is not shipped and the run fails (exit 1) with the doctor's summary. ``enabled: false``
+    opts out in so many words: int8 files are then plain PTQ, marked unverified in the manifest and report.
+    Every candidate is recorded in ``compress.json``.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     max_accuracy_drop: float = Field(ChooseOptions.max_accuracy_drop, ge=0, le=1,
                                      description="allowed top-1 drop vs the float model")
-    min_agreement: float | None = Field(ChooseOptions.min_agreement, ge=0, le=1,
-                                        description="also require this top-1 agreement on val")
+    min_agreement: float | None = Field(DEFAULT_MIN_AGREEMENT, ge=0, le=1,
+                                        description="also require this top-1 agreement on val (null: drop only)")
     routes: list[str] = Field(default_factory=lambda: [r.name for r in list_routes()],
                               description="int8 routes the chooser may try, cheapest tier first")
     runtimes: list[str] = Field(default_factory=lambda: sorted({r.runtime for r in list_routes()}),
-                                description="runtimes to pick an int8 artifact for (those the routes run in)")
-    prefer: Literal["latency", "size"] = ChooseOptions.prefer
+                                description="runtimes to pick an int8 artifact for (those the routes run in); "
+                                            "only those whose int8 format the recipe exports are chosen for")
+    prefer: Literal["latency", "size"] | dict[str, Literal["latency", "size"]] = Field(
+        ChooseOptions.prefer, description="latency: an int8 pick must not be slower than its float twin in its "
+                                          "runtime (and the fastest fit wins); size: size alone (the target's "
+                                          "CPU is not this one); one value, or one per runtime")
     sensitive_top_k: int = Field(ChooseOptions.sensitive_top_k, ge=1, le=50,
                                  description="layers the mixed routes keep float")
     latency_runs: int = Field(ChooseOptions.runs, ge=0, description="timed runs per candidate at 1 thread (0 = skip)")
     exhaustive: bool = Field(ChooseOptions.exhaustive,
-                             description="try every route instead of stopping at the first tier that fits")
+                             description="try every route instead of stopping at the first that fits")
     prune: PruneConfig = PruneConfig()
     cluster: ClusterConfig = ClusterConfig()
     qat: QatConfig = QatConfig()
@@ -233,6 +241,17 @@ class CompressConfig(_Strict):
     def _known_runtimes(cls, v: list[str]) -> list[str]:
         return _known_names(v, sorted({r.runtime for r in list_routes()}), "runtime with int8 routes")
 
+    @field_validator("prefer")
+    @classmethod
+    def _known_prefer_runtimes(cls, v):
+        if isinstance(v, dict):
+            _known_names(list(v), sorted({r.runtime for r in list_routes()}), "runtime with int8 routes")
+        return v
+
+    def prefer_for(self, runtime: str) -> str:
+        """``latency`` or ``size`` for one runtime (a per-runtime ``prefer`` names some; the rest: latency)."""
+        return self.prefer.get(runtime, "latency") if isinstance(self.prefer, dict) else self.prefer
+
     @property
     def qat_scheme(self) -> str:
         if self.cluster.enabled:
@@ -241,9 +260,12 @@ class CompressConfig(_Strict):
 
     def choose_options(self, **changes: Any) -> ChooseOptions:
         """This section as the chooser's options (``changes`` override, e.g. ``routes=`` for one runtime)."""
+        runtimes = changes.get("runtimes") or self.runtimes
+        prefer = {self.prefer_for(rt) for rt in runtimes}
         return ChooseOptions(
             max_accuracy_drop=self.max_accuracy_drop, min_agreement=self.min_agreement, routes=tuple(self.routes),
-            runtimes=tuple(self.runtimes), prefer=self.prefer, exhaustive=self.exhaustive,
+            runtimes=tuple(self.runtimes), prefer="size" if prefer == {"size"} else "latency",
+            exhaustive=self.exhaustive,
             sensitive_top_k=self.sensitive_top_k, qat_scheme=self.qat_scheme, qat_epochs=self.qat.epochs,
             qat_lr=self.qat.lr, qat_distill=self.qat.distill, runs=self.latency_runs).replace(**changes)
 

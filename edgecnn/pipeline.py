@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecnn._io import copy_artifact, sha256_file, write_json, write_text
+from edgecnn._io import copy_artifact, remove_artifact_path, sha256_file, write_json, write_text
 from edgecnn.config import Recipe, dump_recipe, load_recipe
 from edgecnn.errors import EdgecnnError
 
@@ -56,8 +56,13 @@ class RunResult:
         return list((self.report or {}).get("errors", []))
 
     @property
+    def withheld(self) -> dict[str, dict]:
+        """int8 formats no chooser route held (report.json's ``withheld``): not shipped, and the run fails."""
+        return dict((self.report or {}).get("withheld", {}))
+
+    @property
     def ok(self) -> bool:
-        return not self.violations and not self.errors
+        return not self.violations and not self.errors and not self.withheld
 
 
 class Run:
@@ -287,21 +292,41 @@ class Run:
         return True
 
     def compress_fingerprint(self) -> str | None:
-        """None when the recipe has no enabled ``compress:`` section."""
+        """None when the recipe opts out of the chooser (``compress.enabled: false``) or exports no int8 format
+        the chooser picks for."""
+        from edgecnn.compress.stage import chooser_plan
+
         c = self.recipe.compress
-        if not c.enabled:
+        plan = chooser_plan(self.recipe)
+        if not c.enabled or not plan:
             return None
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
         return _fp(train_fp, c.model_dump(mode="json"), e.calibration_images, e.opset, self.recipe.train.seed,
-                   self.recipe.data.batch_size)
+                   self.recipe.data.batch_size, sorted(plan))
 
-    def compress_picks(self) -> dict[str, dict]:
-        """``{format name: pick}`` from compress.json (empty when compression is off or has not run)."""
+    def _compress_json(self) -> dict:
         path = self.dir / "compress.json"
         if self.compress_fingerprint() is None or not path.is_file():
             return {}
-        return json.loads(path.read_text()).get("picks", {})
+        return json.loads(path.read_text())
+
+    def compress_picks(self) -> dict[str, dict]:
+        """``{format name: pick}`` from compress.json (empty when compression is off or has not run)."""
+        return self._compress_json().get("picks", {})
+
+    def withheld(self) -> dict[str, dict]:
+        """``{format name: why}`` for every int8 format the chooser ran for and found no route that held
+        (compress.json's ``withheld``): those files are not shipped, and the run fails."""
+        return self._compress_json().get("withheld", {})
+
+    def chosen_formats(self) -> set[str]:
+        """The int8 formats only the chooser may write (empty when the recipe opts out of it)."""
+        from edgecnn.compress.stage import chooser_plan, int8_format_of
+
+        if self.compress_fingerprint() is None:
+            return set()
+        return {int8_format_of(rt) for rt in chooser_plan(self.recipe)}
 
     @_trust_scope
     def compress(self, force: bool = False) -> bool:
@@ -371,6 +396,7 @@ class Run:
         specs = [get_format(f) for f in formats]
         # A format made from another's file (onnx-int8 from model.onnx) is exported after its parent.
         specs.sort(key=format_depth)
+        specs = self._drop_unverified(specs)
         train_fp = self.state.get("train", {}).get("fingerprint") or _fp(sha256_file(self.dir / "model.keras"))
         e = self.recipe.export
         base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_calibration, e.onnx_per_channel,
@@ -419,6 +445,25 @@ class Run:
         self._save_state()
         return [s.name for s in todo]
 
+    def _drop_unverified(self, specs: list) -> list:
+        """The formats to export, less the int8 ones no chooser route held (withheld) and those made from a
+        withheld file (tflm-c from model.int8.tflite); a stale copy of either leaves the run directory."""
+        from edgecnn.export import get_format
+        from edgecnn.export.manifest import remove_artifact
+
+        chosen, picks = self.chosen_formats(), self.compress_picks()
+        dropped = {s.name for s in specs if s.name in chosen and s.name not in picks}
+        filenames = {get_format(n).filename for n in dropped}
+        dropped |= {s.name for s in specs if s.parent in filenames}
+        for s in specs:
+            if s.name in dropped:
+                log.warning("export: %s withheld: no int8 route held the budget (compress.json 'withheld')",
+                            s.filename)
+                remove_artifact(self.dir, s.filename)
+                self.state.get("export", {}).pop(s.name, None)
+                remove_artifact_path(self.dir / s.filename)
+        return [s for s in specs if s.name not in dropped]
+
     def _export_one(self, spec, model, ctx, fp: str, pick: dict | None = None) -> None:
         """Export one format, record it in the manifest (hash, io specs) and in state.json.
 
@@ -435,9 +480,14 @@ class Run:
         extra = {}
         if pick is None:
             path = export(spec.name, model, ctx)
+            if spec.precision == "int8":   # held by the chooser through its parent (tflm-c), else plain PTQ
+                from edgecnn.export import get_format
+
+                extra = {"verified": any(get_format(n).filename == spec.parent for n in self.compress_picks())}
         else:
             path = copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
-            extra = {"route": pick["route"], "chooser_artifact": pick["artifact"], "notes": pick["notes"]}
+            extra = {"route": pick["route"], "chooser_artifact": pick["artifact"], "notes": pick["notes"],
+                     "verified": True}
             log.info("export: %s is the compress stage's pick, %s (%s)", spec.filename, pick["route"],
                      pick["artifact"])
         runner = load_runner(path, threads=1)
@@ -487,7 +537,11 @@ class Run:
             report["compress"] = json.loads((self.dir / "compress.json").read_text())
         checks, violations = check_budgets(report, self.recipe.budgets)
         report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
-        report["verdict"] = "pass" if not violations and not report.get("errors") else "fail"
+        report.pop("withheld", None)
+        if self.withheld():
+            report["withheld"] = self.withheld()
+        report["unverified"] = sorted(n for n, a in manifest["artifacts"].items() if a.get("verified") is False)
+        report["verdict"] = "pass" if not violations and not report.get("errors") and not self.withheld() else "fail"
         write_json(report_path, report)
         write_text(self.dir / "report.md", render_markdown(report))
         self._mark("evaluate", fp, ["report.json"], hashed=False)

@@ -40,6 +40,7 @@ from edgecnn.quantize.calibration import check_calibration
 log = logging.getLogger("edgecnn.compress")
 TIERS = ("ptq", "calibration", "qat", "mixed")
 PREFER = ("latency", "size")
+DEFAULT_MIN_AGREEMENT = 0.985  # the pipeline's default: at most 1.5 % of val images change their top-1 class
 
 
 @dataclass
@@ -61,10 +62,20 @@ class Candidate:
     notes: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     float_heavy_ops: int | None = None  # Conv/MatMul/Gemm onnxruntime still runs in float (ONNX artifacts)
+    float_p50_ms: float | None = None   # its float twin in the same runtime, same threads (prefer latency)
+    slower_than_float: bool = False     # within the accuracy budget but slower than float: no pick
+
+    @property
+    def speedup(self) -> float | None:
+        """Float p50 over int8 p50 in the same runtime (> 1: the int8 file is faster)."""
+        if not self.float_p50_ms or not self.latency_p50_ms:
+            return None
+        return self.float_p50_ms / self.latency_p50_ms
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("route", "tier", "runtime", "accuracy", "drop", "agreement", "size_bytes",
-                                            "latency_p50_ms", "latency_p95_ms", "within_budget",
+                                            "latency_p50_ms", "latency_p95_ms", "float_p50_ms", "speedup",
+                                            "slower_than_float", "within_budget",
                                             "seconds", "float_heavy_ops", "notes", "error")}
         d["artifact"] = str(self.artifact) if self.artifact else None
         return d
@@ -109,8 +120,10 @@ class ChooseOptions:
         min_agreement: also require this top-1 agreement with the float model on val (None: drop only).
         routes: route names to consider (None: every registered route, see :func:`list_routes`).
         runtimes: only routes whose artifact runs in these runtimes (None: all).
-        prefer: among candidates within budget, the lowest ``'latency'`` p50 or the smallest ``'size'``.
-        exhaustive: try every route instead of stopping at the first tier that fits.
+        prefer: ``'latency'``: a candidate slower than its float twin in its runtime (p50 at ``threads``) is
+            not within budget, and the fastest fit wins; ``'size'``: size alone (the target's CPU is not this
+            one), the smallest fit wins.
+        exhaustive: try every route instead of stopping at the first that fits.
         sensitive_top_k: how many layers the mixed routes keep float.
         qat_scheme: ``'default'``, ``'pqat'`` (the model is pruned) or ``'cqat'`` (clustered).
         qat_epochs, qat_lr: QAT fine-tuning, cosine-decayed from ``qat_lr``.
@@ -435,6 +448,52 @@ def _tflite_mixed(ctx: ChooseContext, path: Path):
     return {"float_nodes": nodes}
 
 
+def _float_twin(ctx: ChooseContext, runtime: str) -> Path:
+    """The float model as ``runtime`` runs it, written into the workdir once per compress stage."""
+    if runtime == "onnxruntime":
+        return ctx.onnx_path()
+    if runtime == "openvino":
+        from edgecnn.export.openvino import onnx_to_openvino_ir
+
+        path = ctx.workdir / "model.float.openvino"
+        if ctx.cache.get("float_ir_of") is not ctx.onnx_path() or not path.exists():
+            onnx_to_openvino_ir(ctx.onnx_path(), path)
+            ctx.cache["float_ir_of"] = ctx.onnx_path()
+        return path
+    if runtime == "litert" and ctx.model is not None:
+        from edgecnn.quantize.converters import tflite_converter
+
+        path = ctx.workdir / "model.fp32.tflite"
+        if ctx.cache.get("float_tflite_of") is not ctx.model or not path.is_file():
+            write_bytes(path, tflite_converter(ctx.model).convert())
+            ctx.cache["float_tflite_of"] = ctx.model
+        return path
+    raise _Skip(f"no float twin to time in {runtime}")
+
+
+def _float_p50(ctx: ChooseContext, runtime: str, image: np.ndarray) -> float | None:
+    """p50 latency (ms) of the float twin in ``runtime`` at the chooser's threads, measured once per stage."""
+    key = ("float_p50", runtime, ctx.options.threads)
+    if key not in ctx.cache:
+        from edgecnn.evaluate.latency import measure_latency
+        from edgecnn.runtime import load_runner
+
+        try:
+            twin = _float_twin(ctx, runtime)
+        except _Skip:
+            ctx.cache[key] = None
+            return None
+        runner = load_runner(twin, threads=ctx.options.threads, runtime=runtime)
+        try:
+            lat = measure_latency(runner, image, warmup=ctx.options.warmup, runs=ctx.options.runs)
+        finally:
+            runner.close()
+        ctx.cache[key] = round(lat["p50_ms"], 4)
+        log.info("chooser: float twin %s in %s: p50 %.3f ms at %d thread(s)", twin.name, runtime, ctx.cache[key],
+                 ctx.options.threads)
+    return ctx.cache[key]
+
+
 class _Skip(Exception):
     """A route that does not apply (no training data, ...): reported under ``skipped``, not as an error."""
 
@@ -563,7 +622,12 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
 
     if model is None and float_onnx is None:
         raise EdgecnnError("choose needs a Keras model or a float ONNX (float_onnx=...); received neither.")
-    ref_pred = (_predict_keras(model, images) if model is not None else _predict_onnx(float_onnx, images)).argmax(1)
+    cache = cache if cache is not None else {}
+    ref_key = ("ref_pred", id(model) if model is not None else str(float_onnx), id(images))
+    if ref_key not in cache:   # the float model's val predictions, computed once for every runtime's call
+        cache[ref_key] = (_predict_keras(model, images) if model is not None
+                          else _predict_onnx(float_onnx, images)).argmax(1)
+    ref_pred = cache[ref_key]
     float_acc = float((ref_pred == labels).mean())
     reference = float_acc if reference_accuracy is None else float(reference_accuracy)
     log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
@@ -574,7 +638,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
     ctx = ChooseContext(model, cal, workdir, o, train=train, val=(images, labels),
                         float_onnx=Path(float_onnx) if float_onnx else None,
-                        cache=cache if cache is not None else {}, ref_pred=ref_pred, reference=reference)
+                        cache=cache, ref_pred=ref_pred, reference=reference)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:
@@ -597,6 +661,10 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                 _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs)
                 c.within_budget = c.drop <= max_accuracy_drop + eps and (
                     min_agreement is None or c.agreement >= min_agreement - eps)
+                if prefer == "latency" and o.runs and c.within_budget:   # an int8 file slower than float is no pick
+                    c.float_p50_ms = _float_p50(ctx, route.runtime, images[0])
+                    c.slower_than_float = c.float_p50_ms is not None and c.latency_p50_ms > c.float_p50_ms
+                    c.within_budget = not c.slower_than_float
             except _Skip as e:
                 skipped[route.name] = str(e)
                 log.info("chooser: %s skipped: %s", route.name, e)
@@ -615,8 +683,11 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
             else:
                 log.info("chooser: %-22s top-1 %.4f drop %+.4f agree %.4f size %8.1f KB p50 %s ms%s", route.name,
                          c.accuracy, c.drop, c.agreement, c.size_bytes / 1024, c.latency_p50_ms,
-                         " (within budget)" if c.within_budget else "")
+                         " (within budget)" if c.within_budget else
+                         f" (slower than float: {c.float_p50_ms} ms)" if c.slower_than_float else "")
             ctx.done.append(c)
+            if not o.exhaustive and c.within_budget:   # routes are in cost order: the first that holds ends it
+                break
         if not o.exhaustive and any(c.within_budget for c in ctx.done):
             break
     cands = ctx.done
@@ -633,12 +704,19 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         chosen = None
         measured = [c for c in cands if c.drop is not None]
         tried = ", ".join(c.route for c in cands) or "none"
+        slow = [c for c in measured if c.slower_than_float]
         if measured:
             best = min(measured, key=lambda c: c.drop)
-            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}{agree_txt}; "
+            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}{agree_txt}"
+                      f"{' and is not slower than float' if prefer == 'latency' and o.runs else ''}; "
                       f"the best was {best.route} with drop {best.drop:+.4f} (top-1 {best.accuracy:.4f} vs reference "
                       f"{reference:.4f}, agreement {best.agreement:.4f}). "
                       f"Tried: {tried}.")
+            if slow:
+                reason += (" Within the accuracy budget but slower than the float model in the same runtime: "
+                           + "; ".join(f"{c.route} p50 {c.latency_p50_ms:.3f} ms vs float {c.float_p50_ms:.3f} ms"
+                                       for c in slow)
+                           + " (set compress.prefer to size for this runtime if size alone matters).")
         else:
             reason = f"budget unreachable: every route failed or was skipped. Tried: {tried}."
         if skipped:

@@ -1,16 +1,19 @@
 """The pipeline's ``compress`` stage: prune / cluster (optional), then the int8 chooser per runtime.
 
-    compress:
-      enabled: true
+    compress:                     # on by default: verified by default
       max_accuracy_drop: 0.005
-      routes: [tflite-int8, tflite-int8-qat, onnx-int8-minmax-pc, onnx-int8-percentile]
+      min_agreement: 0.985
+      prefer: {litert: size}      # the TFLite file is for a phone: this x86 CPU's int8 speed says nothing
 
-Runs after ``train`` and before ``export``. For each runtime (LiteRT, onnxruntime) the chooser
-escalates through that runtime's routes until the validation top-1 drop fits the budget; the pick
-becomes ``model.int8.tflite`` / ``model.int8.onnx`` at export (see :meth:`edgecnn.pipeline.Run.export`).
-Every candidate, with accuracy, drop, agreement, size and latency, goes to ``compress.json`` and
-from there into the report. When no route fits, the closest candidate is still exported (the
-budgets then say by how much it misses) and ``compress.json`` carries the chooser's reason.
+Runs after ``train`` and before ``export``, for every runtime whose int8 format the recipe exports
+(LiteRT ``model.int8.tflite``, onnxruntime ``model.int8.onnx``, OpenVINO ``model.int8.openvino``): the
+chooser escalates through that runtime's routes, cheapest first, until one holds the budget (top-1 drop
+and agreement on the val split; not slower than float unless ``prefer`` says size); the pick becomes the
+runtime's int8 file at export (see :meth:`edgecnn.pipeline.Run.export`). Every candidate, with accuracy,
+drop, agreement, size, latency and its float twin's latency, goes to ``compress.json`` and from there
+into the report. When no route holds, that runtime's int8 file is **withheld**: nothing is exported for
+it, the closest candidate stays under ``compress/`` with its figures, ``compress.json``'s ``withheld``
+says why, and the run fails.
 """
 from __future__ import annotations
 
@@ -101,18 +104,33 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
         subject, out["cluster"] = _cluster(subject, train, cfg, teacher, seed)
         _save_keras(subject, workdir / "model.clustered.keras")
 
-    runtime_of = {r.name: r.runtime for r in list_routes()}
-    out["runtimes"], out["picks"] = {}, {}
-    shared: dict[str, Any] = {}  # the QAT model, trained once for every runtime's QAT route
-    for runtime in cfg.runtimes:
-        routes = [r for r in cfg.routes if runtime_of[r] == runtime]
+    out["runtimes"], out["picks"], out["withheld"] = {}, {}, {}
+    shared: dict[str, Any] = {}  # QAT model, float predictions and twins: computed once for every runtime
+    for runtime, routes in chooser_plan(recipe).items():
         if not routes:
+            _withhold(out, runtime, f"no route in compress.routes runs in {runtime}; add one of "
+                                    f"{[r.name for r in list_routes() if r.runtime == runtime]}")
             continue
-        log.info("compress: choosing the %s int8 artifact among %s", runtime, ", ".join(routes))
-        result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes), train=train,
-                        reference_accuracy=float_acc, cache=shared)
+        log.info("compress: choosing the %s int8 artifact among %s (prefer %s)", runtime, ", ".join(routes),
+                 cfg.prefer_for(runtime))
+        result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes, runtimes=(runtime,)),
+                        train=train, reference_accuracy=float_acc, cache=shared)
         _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
-    return _finish(out, run_dir, cfg.prefer)
+    return _finish(out, run_dir, cfg.prefer_for)
+
+
+def chooser_plan(recipe: Any, *, needs_model: bool = True) -> dict[str, list[str]]:
+    """``{runtime: its routes in compress.routes}`` for every runtime whose int8 format the recipe exports.
+
+    ``needs_model=False`` keeps only the routes that run on a float ONNX alone (an import without tf_keras).
+    """
+    from edgecnn.compress.chooser import list_routes
+
+    cfg = recipe.compress
+    usable = {r.name: r.runtime for r in list_routes() if needs_model or not r.needs_model}
+    offered = sorted({r.runtime for r in list_routes()})
+    return {rt: [r for r in cfg.routes if usable.get(r) == rt] for rt in offered
+            if rt in cfg.runtimes and int8_format_of(rt) in recipe.export.formats}
 
 
 def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> dict:
@@ -139,9 +157,9 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
                            "compressed from its float ONNX; this import has none (a TFLite source), so set "
                            "compress.enabled to false.")
     onnx_only = {r.name: r.runtime for r in list_routes() if not r.needs_model}
-    runtimes = [rt for rt in cfg.runtimes if get_format(int8_format_of(rt)).filename.endswith(".onnx")]
-    plan = {rt: [r for r in cfg.routes if onnx_only.get(r) == rt] for rt in runtimes}
-    if not any(plan.values()):
+    plan = {rt: routes for rt, routes in chooser_plan(recipe, needs_model=False).items()
+            if get_format(int8_format_of(rt)).filename.endswith(".onnx")}
+    if plan and not any(plan.values()):
         raise EdgecnnError(f"compress: none of the routes {list(cfg.routes)} runs on an ONNX file alone, and "
                            f"this imported model has no tf_keras graph. Routes that do: "
                            f"{sorted(onnx_only)}; put them in compress.routes.")
@@ -157,41 +175,54 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
     val_y = val_x.labels
     out: dict[str, Any] = {"max_accuracy_drop": cfg.max_accuracy_drop, "min_agreement": cfg.min_agreement,
                            "reference": "model.onnx", "val_images": int(len(val_y)),
-                           "calibration_images": int(len(calib)), "runtimes": {}, "picks": {}}
+                           "calibration_images": int(len(calib)), "runtimes": {}, "picks": {}, "withheld": {}}
+    shared: dict[str, Any] = {}
     for runtime, routes in plan.items():
         if not routes:
+            _withhold(out, runtime, f"no route in compress.routes runs in {runtime} on an ONNX file alone")
             continue
         log.info("compress: choosing the %s int8 artifact of the float ONNX among %s", runtime, ", ".join(routes))
-        result = choose_onnx(float_onnx, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes))
+        result = choose_onnx(float_onnx, val_x, val_y, calib, workdir,
+                             cfg.choose_options(routes=routes, runtimes=(runtime,)), cache=shared)
         out["float_val_accuracy"] = result.float_accuracy
         _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
-    return _finish(out, run_dir, cfg.prefer)
+    return _finish(out, run_dir, cfg.prefer_for)
 
 
 def _record_pick(out: dict, runtime: str, result, run_dir: Path, min_agreement: float | None) -> None:
-    """Put one runtime's chooser result and its pick (or the closest miss) into ``out``."""
+    """Put one runtime's chooser result into ``out``: its pick, or (no route held) what is withheld and why."""
     out["runtimes"][runtime] = result.to_json()
     pick, fits = _pick(result, min_agreement)
-    if pick is None:
-        raise EdgecnnError(f"compress: every {runtime} route failed, so there is no int8 artifact to export. "
-                           f"{result.reason}")
     if not fits:
-        log.warning("compress: %s", result.reason)
-        log.warning("compress: exporting the %s candidate closest to the budget, %s (drop %+.4f, agreement "
-                    "%.4f); the budgets will report the miss", runtime, pick.route, pick.drop, pick.agreement)
+        log.error("compress: %s int8 withheld: %s", runtime, result.reason)
+        closest = None if pick is None else {
+            "route": pick.route, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
+            "val_accuracy": pick.accuracy, "val_drop": pick.drop, "val_agreement": pick.agreement,
+            "latency_p50_ms": pick.latency_p50_ms, "float_p50_ms": pick.float_p50_ms,
+            "slower_than_float": pick.slower_than_float}
+        _withhold(out, runtime, result.reason, closest)
+        return
     out["picks"][int8_format_of(runtime)] = {
         "route": pick.route, "tier": pick.tier, "artifact": str(Path(pick.artifact).relative_to(run_dir)),
-        "within_budget": fits, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
-        "val_agreement": pick.agreement, "notes": pick.notes, "reason": result.reason}
+        "within_budget": True, "val_accuracy": pick.accuracy, "val_drop": pick.drop,
+        "val_agreement": pick.agreement, "latency_p50_ms": pick.latency_p50_ms, "float_p50_ms": pick.float_p50_ms,
+        "speedup": pick.speedup, "notes": pick.notes, "reason": result.reason}
 
 
-def _finish(out: dict, run_dir: Path, prefer: str) -> dict:
-    """The overall choice among the runtimes' fitting picks; writes compress.json."""
-    fitting = [p for p in out["picks"].values() if p["within_budget"]]
+def _withhold(out: dict, runtime: str, reason: str, closest: dict | None = None) -> None:
+    """No int8 file for ``runtime``: the float artifacts ship, the run fails, ``closest`` stays in compress/."""
+    out["withheld"][int8_format_of(runtime)] = {"runtime": runtime, "reason": reason, "closest": closest}
+
+
+def _finish(out: dict, run_dir: Path, prefer_for) -> dict:
+    """The overall choice among the runtimes' picks (``prefer_for(runtime)``: latency or size); writes
+    compress.json."""
+    fitting = list(out["picks"].values())
     out["chosen"] = None
     if fitting:
         by_route = {c["route"]: c for r in out["runtimes"].values() for c in r["candidates"]}
-        key = "latency_p50_ms" if prefer == "latency" else "size_bytes"
+        prefer = {prefer_for(by_route[p["route"]]["runtime"]) for p in fitting}
+        key = "latency_p50_ms" if prefer == {"latency"} else "size_bytes"
         best = min(fitting, key=lambda p: by_route[p["route"]][key] or math.inf)
         out["chosen"] = best["route"]
     write_json(run_dir / COMPRESS_JSON, out)

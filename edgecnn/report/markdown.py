@@ -35,6 +35,13 @@ def render_markdown(report: dict) -> str:
             lat = a["latency"].get(str(t))
             row.append(f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f}" if lat else "—")
         lines.append("| " + " | ".join(row) + " |")
+    if report.get("withheld"):
+        lines += ["", "## int8 withheld: no route held the budget", ""] + [
+            f"- `{fmt}` ({w['runtime']}): not shipped, the float artifacts are. {w['reason']}"
+            for fmt, w in report["withheld"].items()]
+    if report.get("unverified"):
+        lines += ["", "## int8 not verified", "", "Plain post-training int8, held by no chooser and no budget "
+                  "(`compress.enabled: false`): " + ", ".join(f"`{n}`" for n in report["unverified"]) + "."]
     if report.get("errors"):
         lines += ["", "## Failed artifact runs", ""] + [f"- `{e['artifact']}` in {e['runtime']}: {e['error']}"
                                                          for e in report["errors"]]

@@ -55,6 +55,12 @@ def _verdict_banner(run: RunFiles) -> str:
                 "verdict yet.</div>")
     broken = b.get("violations", [])
     n_checks = len(b.get("checks", []))
+    withheld = run.report.get("withheld") or {}
+    if withheld:
+        items = "".join(f"<li><code>{escape(fmt)}</code> ({escape(w['runtime'])}): {escape(w['reason'])}</li>"
+                        for fmt, w in withheld.items())
+        return (f'<div class="banner fail"><span class="head">FAIL</span> — int8 withheld for {len(withheld)} '
+                f"runtime(s): no route held the budget, so only the float artifacts ship.<ul>{items}</ul></div>")
     if not broken and not n_checks:
         return ('<div class="banner none"><span class="head">NO BUDGETS</span> — the recipe sets none, so nothing '
                 "was checked against a limit.</div>")

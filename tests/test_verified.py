@@ -1,0 +1,112 @@
+"""Verified by default (issue 31): the recipe-less `edgecnn run --data` runs the int8 chooser and holds it to a
+budget; an int8 file ships only when a route held it, and a run where none held keeps its float artifacts,
+ships no failing model.int8.*, says why and exits 1. One small model is trained once and judged twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# the auto recipe's choices stay (no flips, the chooser on, its routes, prefer per runtime); the model is made
+# small so the test trains in seconds
+SMALL = ["model.name=dsconv", "model.input_size=32", "model.args={alpha: 0.25, depth: 4, weights: null}",
+         "train.head.epochs=4", "data.batch_size=16", "train.finetune.blocks=0", "export.calibration_images=20",
+         "compress.routes=[tflite-int8, onnx-int8-minmax-pc]", "compress.latency_runs=10",
+         "evaluate.runs=10", "evaluate.warmup=2", "evaluate.threads=[1]", "evaluate.runtimes=[]"]
+
+
+def _run(data: Path, out: Path, *sets: str) -> subprocess.CompletedProcess:
+    args = [a for s in (*SMALL, *sets) for a in ("--set", s)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "edgecnn.cli", "run", "--data", str(data), "--output", str(out),
+                           *args], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory) -> dict:
+    """The same trained model judged by a budget it holds (size alone) and by one no int8 file can hold."""
+    from digits import make_digits_folder
+
+    root = tmp_path_factory.mktemp("verified")
+    data = make_digits_folder(root / "digits", per_class=40, split=True)   # 80 val images, 10 classes
+    out = root / "run"
+    held = _run(data, out, "compress.max_accuracy_drop=0.5", "compress.min_agreement=0.5",
+                "compress.prefer=size")
+    held_files = {p.name for p in out.iterdir()}
+    held_json = json.loads((out / "compress.json").read_text())
+    held_manifest = json.loads((out / "manifest.json").read_text())
+    # int8 of a small model trained 4 epochs flips some of 80 val answers: no route agrees on every one
+    missed = _run(data, out, "compress.max_accuracy_drop=0.0", "compress.min_agreement=1.0")
+    return {"dir": out, "held": held, "held_files": held_files, "held_json": held_json,
+            "held_manifest": held_manifest, "missed": missed}
+
+
+@pytest.mark.slow
+def test_a_budget_the_int8_files_hold_ships_them_verified(judged):
+    p = judged["held"]
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    assert "compress = the int8 chooser" in p.stdout       # the auto recipe says the chooser is on, and why
+    assert {"model.int8.tflite", "model.int8.onnx"} <= judged["held_files"]
+    comp = judged["held_json"]
+    assert set(comp["picks"]) == {"tflite-int8", "onnx-int8"} and not comp["withheld"]
+    for fmt in ("model.int8.tflite", "model.int8.onnx"):
+        entry = judged["held_manifest"]["artifacts"][fmt]
+        assert entry["verified"] is True and entry["stage"] == "compress"
+
+
+@pytest.mark.slow
+def test_no_route_that_holds_ships_no_int8_file_and_exits_1(judged):
+    p, run = judged["missed"], judged["dir"]
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-4000:]
+    assert "Traceback" not in p.stderr
+    files = {q.name for q in run.iterdir()}
+    assert not {"model.int8.tflite", "model.int8.onnx"} & files        # nothing failing ships...
+    assert {"model.keras", "model.fp32.tflite", "model.onnx"} <= files   # ...the float artifacts do
+    manifest = json.loads((run / "manifest.json").read_text())["artifacts"]
+    assert "model.int8.tflite" not in manifest and "model.int8.onnx" not in manifest
+    comp = json.loads((run / "compress.json").read_text())
+    assert not comp["picks"] and set(comp["withheld"]) == {"tflite-int8", "onnx-int8"}
+    for w in comp["withheld"].values():
+        assert "budget unreachable" in w["reason"]
+        assert (run / w["closest"]["artifact"]).exists()   # the closest candidate stays, with its figures
+        assert w["closest"]["val_agreement"] < 1.0
+    report = json.loads((run / "report.json").read_text())
+    assert report["verdict"] == "fail" and set(report["withheld"]) == {"tflite-int8", "onnx-int8"}
+    assert "int8 withheld" in p.stderr and "exit code 1" in p.stderr
+    assert "## int8 withheld" in (run / "report.md").read_text()
+    assert "PASS" not in (run / "report.md").read_text().split("## Budgets")[1].splitlines()[0]
+
+
+def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_path):
+    """prefer latency: a candidate is within budget only when its p50 is at most its float twin's, both timed in
+    the same runtime at the same threads; prefer size ignores speed."""
+    import numpy as np
+
+    from edgecnn._tf import keras
+    from edgecnn.compress.chooser import choose
+
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    x = rng.uniform(0, 255, (40, 16, 16, 3)).astype(np.float32)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255.0),
+                              keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    y = model.predict(x, verbose=0).argmax(1)
+    common = dict(routes=["tflite-int8", "onnx-int8-minmax-pc"], max_accuracy_drop=1.0, runs=20, warmup=5,
+                  exhaustive=True)
+    fast = choose(model, x, y, x[:20], tmp_path / "latency", prefer="latency", **common)
+    for c in fast.candidates:
+        assert c.float_p50_ms is not None and c.latency_p50_ms is not None, c.route
+        assert c.slower_than_float == (c.latency_p50_ms > c.float_p50_ms)
+        assert c.within_budget == (not c.slower_than_float)
+    assert fast.chosen is None or fast.chosen.latency_p50_ms <= fast.chosen.float_p50_ms
+    if fast.chosen is None:
+        assert "slower than the float model" in fast.reason
+    small = choose(model, x, y, x[:20], tmp_path / "size", prefer="size", **common)
+    assert small.chosen is not None and all(c.within_budget for c in small.candidates)
