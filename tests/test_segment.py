@@ -160,11 +160,12 @@ TINY = {
     "model": {"name": "unet_mobilenet_v2", "input_size": 32,
               "args": {"weights": "imagenet", "decoder_channels": [16, 16, 8, 8]}},
     "train": {"head": {"epochs": 1, "lr": 0.003}, "finetune": {"blocks": 2, "epochs": 1}},
-    "segment": {"int8_val_images": 8, "max_miou_drop": 1.0, "int8_calibrations": ["minmax", "percentile"]},
+    "segment": {"int8_val_images": 8, "max_miou_drop": 0.02, "int8_calibrations": ["minmax", "percentile"]},
     "export": {"formats": ["tflite-int8", "onnx"], "calibration_images": 16},
     "evaluate": {"warmup": 1, "runs": 10, "threads": [1], "runtimes": []},
     "budgets": [{"name": "masks", "artifacts": "*", "budgets": {"min_miou": 0.99}},
-                {"name": "int8", "artifacts": "*int8*", "budgets": {"min_pixel_agreement": 0.5, "max_miou_drop": 1.0}}],
+                {"name": "int8", "artifacts": "*int8*",
+                 "budgets": {"min_pixel_agreement": 0.95, "max_miou_drop": 0.02}}],
 }
 
 
@@ -193,13 +194,20 @@ def test_tiny_recipe_end_to_end(seg_run, tiny_defects):
     assert int8["miou_drop"] == pytest.approx(ref["miou"] - int8["miou"])
     assert set(int8["iou"]) == set(report["classes"]) and 0 <= int8["pixel_accuracy"] <= 1
     assert arts["model.int8.tflite"]["latency"]["1"]["runs"] == 10
-    # the int8 choice stops at the first calibration within max_miou_drop (1.0: the first, minmax)
+    # the int8 choice stops at the first calibration within max_miou_drop (minmax: -0.001 on val when written)
+    budget = TINY["segment"]["max_miou_drop"]
     choice = json.loads((run_dir / "int8.json").read_text())["tflite-int8"]
     assert [c["method"] for c in choice["candidates"]] == ["minmax"] and choice["pick"] == "minmax"
-    assert choice["candidates"][0]["miou"] == pytest.approx(choice["float_miou"] - choice["candidates"][0]["miou_drop"])
+    cand = choice["candidates"][0]
+    assert cand["miou"] == pytest.approx(choice["float_miou"] - cand["miou_drop"])
+    # int8 masks are float's: within the mIoU budget and the same class on >= 95 % of the pixels (0.97 when
+    # written), on val (the choice) and on test (the evaluation, separate code). The float model labels most
+    # pixels a defect after two epochs (mIoU 0.02), so the agreement is the figure that tells a broken int8 graph
+    assert cand["miou_drop"] <= budget and cand["pixel_agreement"] >= 0.95, cand
+    assert int8["miou_drop"] <= budget and int8["pixel_agreement"] >= 0.95, int8
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["task"] == "segment" and manifest["artifacts"]["model.int8.tflite"]["stage"] == "compress"
-    # budgets: min_miou 0.99 cannot hold after two epochs at 32 px; int8 agreeing with float on half the pixels does
+    # budgets: min_miou 0.99 cannot hold after two epochs at 32 px; int8's agreement and mIoU drop (above) do
     broken = {(v["artifact"], v["budget"]) for v in report["budgets"]["violations"]}
     assert {("model.keras", "min_miou"), ("model.int8.tflite", "min_miou")} <= broken
     assert not any(b in ("min_pixel_agreement", "max_miou_drop") for _, b in broken)
