@@ -200,7 +200,7 @@ def _take(images, n: int) -> np.ndarray:
 
 
 def _agreement(int8_out: np.ndarray, float_out: np.ndarray) -> dict:
-    from edgecnn.quantize._layer_error import cosine, sqnr_db
+    from edgecnn.quantize.layer_error import cosine, sqnr_db
 
     agree = float(np.mean(int8_out.argmax(-1) == float_out.argmax(-1)))
     db = sqnr_db(float_out, int8_out)
@@ -230,7 +230,7 @@ def _layers(path: Path, twin: Path, images: np.ndarray, run_dir: Path, tmp: Path
                 "instrument": f"onnxruntime qdq_loss_debug: every tensor of the QDQ graph against {float_onnx.name}",
                 "rows": onnx_node_sensitivity(float_onnx, path, images, max_images=len(images))}
     if path.suffix == ".tflite":
-        from edgecnn.quantize.tflite_sensitivity import tflite_tensor_sensitivity
+        from edgecnn.quantize import tflite_tensor_sensitivity
 
         ftfl = _float_tflite(twin, tmp)
         rows = tflite_tensor_sensitivity(ftfl, path, images, max_images=len(images))
@@ -367,6 +367,26 @@ def _advice(r: dict, suffix: str) -> str:
     return keep
 
 
+def _kinds(rows: list[dict]) -> str:
+    """``4 Conv with per-tensor weights, 1 Gemm``: what the layers are."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = r["op_type"] + (f" with {r['weights']} weights" if r.get("weights") in ("per-tensor", "per-channel")
+                              else "")
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def _spread_advice(rows: list[dict], suffix: str) -> str:
+    if sum(r.get("weights") == "per-tensor" for r in rows) > len(rows) / 2:
+        return "use per-channel weights" + (" (route onnx-int8-minmax-pc)" if suffix == ".onnx" else "")
+    if max((r.get("clipped") or 0) for r in rows) > 0.01:
+        return "calibrate on more images like these: their ranges clip values"
+    qat = "onnx-int8-qat" if suffix == ".onnx" else "tflite-int8-qat"
+    mixed = "onnx-int8-mixed" if suffix == ".onnx" else "tflite-int8-mixed"
+    return f"quantisation-aware training ({qat}) or several layers float ({mixed})"
+
+
 def _cause(rows: list[dict]) -> dict | None:
     """The layer the verdict blames: among those adding at least a quarter of the largest share of the error, the
     one that loses the most SQNR itself. A layer after the damage (a classifier subtracting its mean) amplifies the
@@ -388,10 +408,13 @@ def _verdicts(entry: dict, flags: frozenset[str]) -> list[str]:
             by_agreement.setdefault(m["agreement"], []).append(rt)
     for a, rts in by_agreement.items():
         where = f"{name} in {' and '.join(rts)}: agreement {a:.3f} with {entry['float_twin']}"
-        if a < AGREEMENT_OK and top:
-            t = entry.get("cause") or top[0]
+        t = entry.get("cause")
+        if a < AGREEMENT_OK and t is not None and (t["share"] >= 0.3 or t["loss_db"] >= 10):
             out.append(f"{where}: {_pct(t['share'])} of the error enters at {t['node']} ({t['op_type']}; local "
                        f"loss {t['loss_db']:.1f} dB; {_layer_facts(t)}): {_advice(t, fmt)}.")
+        elif a < AGREEMENT_OK and top:
+            out.append(f"{where}: no one layer causes it; the {len(top)} that add the most add "
+                       f"{_pct(sum(r['share'] for r in top))} ({_kinds(top)}): {_spread_advice(top, fmt)}.")
         elif a < AGREEMENT_OK:
             out.append(f"{where}; no per-layer figures say where the error enters.")
         else:
@@ -609,7 +632,7 @@ def format_diagnosis(d: dict) -> str:
             lines.append(f"  {rt}: agreement {m['agreement']:.4f}  output SQNR {m['output_sqnr_db']} dB  "
                          f"cosine {m['output_cosine']:.4f}{timing}")
             for prec, p in (m.get("profile") or {}).items():
-                lines.append(f"    {prec} per-op sum {p['total_us'] / 1e3:.3f} ms of end-to-end "
+                lines.append(f"    {prec}, profiler on: per-op sum {p['total_us'] / 1e3:.3f} ms of end-to-end "
                              f"{p['end_to_end_us'] / 1e3:.3f} ms ({p['ops_over_end_to_end']:.0%}); "
                              + ", ".join(f"{k} {_pct(v)}" for k, v in sorted(p["precision_share"].items(),
                                                                              key=lambda kv: -kv[1])))

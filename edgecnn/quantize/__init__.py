@@ -10,7 +10,8 @@
 Modules, each named for what it holds: ``calibration`` (the minimum, the check, the feeders),
 ``cpu`` (CPU features -> ONNX int8 types), ``converters`` (Keras -> TFLite converter / ONNX, the
 QAT scope), ``onnx_qdq`` and ``onnx_sensitivity``, ``tflite_int8``, ``tflite_percentile``,
-``tflite_sensitivity`` and ``tflite_pack``. TensorFlow and onnxruntime are imported inside the
+``tflite_sensitivity``, ``layer_error`` (SQNR, cosine and the per-layer ranking both sensitivities
+share) and ``tflite_pack``. TensorFlow and onnxruntime are imported inside the
 functions, so importing this package (e.g. for :data:`MIN_CALIBRATION`) stays light.
 """
 from edgecnn.quantize.calibration import MIN_CALIBRATION, CalibrationReader, check_calibration, representative_dataset
@@ -33,7 +34,11 @@ from edgecnn.quantize.onnx_sensitivity import onnx_node_sensitivity, onnx_sensit
 from edgecnn.quantize.tflite_int8 import TFLITE_CALIBRATION_METHODS, tflite_int8
 from edgecnn.quantize.tflite_pack import share_quantization_vectors
 from edgecnn.quantize.tflite_percentile import narrow_to_percentile, percentile_ranges, quantize_calibrated
-from edgecnn.quantize.tflite_sensitivity import tflite_layer_statistics, tflite_sensitive_nodes
+from edgecnn.quantize.tflite_sensitivity import (
+    tflite_layer_statistics,
+    tflite_sensitive_nodes,
+    tflite_tensor_sensitivity,
+)
 
 __all__ = [
     # calibration
@@ -47,5 +52,5 @@ __all__ = [
     "onnx_node_sensitivity", "onnx_sensitive_nodes",
     # TFLite
     "tflite_int8", "TFLITE_CALIBRATION_METHODS", "narrow_to_percentile", "percentile_ranges", "quantize_calibrated",
-    "tflite_layer_statistics", "tflite_sensitive_nodes", "share_quantization_vectors",
+    "tflite_layer_statistics", "tflite_sensitive_nodes", "tflite_tensor_sensitivity", "share_quantization_vectors",
 ]

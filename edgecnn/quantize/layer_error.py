@@ -5,7 +5,9 @@ the error that reached it. A layer's *local* error is what it adds: the SQNR los
 input and its output (``loss_db``), and in linear terms the noise-to-signal ratio it adds
 (``nsr_added = 10^(-out/10) - 10^(-in/10)``). Relative noise of independent sources adds roughly
 along a chain, so ``share`` (a layer's ``nsr_added`` over the sum of all layers') says where the
-disagreement comes from: "80 % of the error enters at layer X".
+disagreement comes from: "80 % of the error enters at layer X". It ignores what the layers after
+a layer do to its noise (a classifier that subtracts a large bias amplifies the relative noise that
+reaches it and so takes a large share): read ``share`` with ``loss_db``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+__all__ = ["GraphNode", "sqnr_db", "cosine", "weight_error", "clipped_share", "rank_layers", "SQNR_CAP"]
 
 SQNR_CAP = 80.0  # dB; "no measurable error" and "above 80 dB" are the same for ranking
 

@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from edgecnn.errors import EdgecnnError
-from edgecnn.quantize._layer_error import clipped_share, cosine, rank_layers, sqnr_db, weight_error
 from edgecnn.quantize.calibration import CalibrationReader, check_calibration
+from edgecnn.quantize.layer_error import clipped_share, cosine, rank_layers, sqnr_db, weight_error
 from edgecnn.quantize.onnx_qdq import onnx_input_name, preprocessed
 
 
@@ -33,7 +33,7 @@ def onnx_node_sensitivity(float_onnx: str | os.PathLike, qdq_onnx: str | os.Path
         ``[{"node", "nodes", "op_type", "tensor", "sqnr_db", "loss_db", ...}]`` sorted by ``loss_db``
         descending; ``nodes`` is the anchor op plus the activations that follow it. Also:
         ``input_sqnr_db`` (the worst input's), ``cosine`` (of the output against float), ``nsr_added`` and
-        ``share`` (the layer's part of the error, :func:`edgecnn.quantize._layer_error.rank_layers`),
+        ``share`` (the layer's part of the error, :func:`edgecnn.quantize.layer_error.rank_layers`),
         ``scale`` / ``zero_point`` of the output's quantiser, ``clipped`` (share of the float model's values
         of that tensor beyond the calibrated range), ``weights`` (``"per-channel"``, ``"per-tensor"``, ``"float"`` or
         None for an op without weights), ``weight_bits`` and ``weight_sqnr_db``. A node kept float has

@@ -23,9 +23,9 @@ import os
 import numpy as np
 
 from edgecnn.errors import EdgecnnError
-from edgecnn.quantize._layer_error import GraphNode, clipped_share, cosine, rank_layers, sqnr_db, weight_error
 from edgecnn.quantize.calibration import check_calibration, representative_dataset
 from edgecnn.quantize.converters import quantize_scope, tflite_converter
+from edgecnn.quantize.layer_error import GraphNode, clipped_share, cosine, rank_layers, sqnr_db, weight_error
 
 
 def tflite_layer_statistics(model, calibration, *, max_images: int = 16) -> list[dict]:

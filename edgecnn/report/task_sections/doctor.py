@@ -47,15 +47,16 @@ def _runtime_rows(art: dict) -> str:
         lat = m.get("latency") or {}
         cover = []
         for prec, p in (m.get("profile") or {}).items():
+            left = p["precision_share"].get("float", 0) + p["precision_share"].get("qdq", 0)
             cover.append(f"{prec}: ops {p['total_us'] / 1e3:.3f} of {p['end_to_end_us'] / 1e3:.3f} ms "
-                         f"({p['ops_over_end_to_end']:.0%}); float+Q/DQ "
-                         f"{p['precision_share'].get('float', 0) + p['precision_share'].get('qdq', 0):.0%}")
+                         f"({p['ops_over_end_to_end']:.0%})" + (f", {left:.0%} in float ops and Q/DQ"
+                                                                if prec == "int8" else ""))
         rows.append([escape(rt), f"{m['agreement']:.4f}", _f(m.get("output_sqnr_db"), ".1f"),
                      f"{lat['int8_p50_ms']:.3f} / {lat['float_p50_ms']:.3f}" if lat else "—",
                      f"{lat['ratio']:.2f}×" if lat else "—",
                      escape("; ".join(cover) or m.get("profile_note", "not profiled"))])
     return table(["runtime", "agreement", "output SQNR dB", "p50 ms int8 / float @1 thr", "int8 ÷ float",
-                  "per-op profile"], rows, left=1, wrap=(5,))
+                  "per-op profile (profiler on): per-op sum of end-to-end"], rows, left=1, wrap=(5,))
 
 
 def _op_types(art: dict) -> str:
