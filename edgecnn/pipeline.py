@@ -178,6 +178,7 @@ class Run:
             runner = load_runner(self.dir / name, threads=1)
             add_artifact(self.dir, name, stage="import", input=runner.input.to_json(),
                          output=runner.output.to_json(),
+                         **({"verified": False} if art["precision"] == "int8" else {}),
                          calibration_images=e.calibration_images if art["precision"] == "int8" and
                          result.source_format != "tflite" else None, **art)
         outputs = ["model.keras"] if result.route == "keras" else list(result.artifacts)
@@ -347,17 +348,37 @@ class Run:
         from edgecnn.compress.stage import run_compress
 
         out = run_compress(self.recipe, self.dataset(), self.dir, self.input_size)
+        self._diagnose_withheld(out)
         self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
         self.state.pop("evaluate", None)  # export notices new picks itself (their fingerprint changed)
         self._save_state()
         return True
 
+    def _diagnose_withheld(self, out: dict) -> None:
+        """The doctor's per-layer summary of each withheld runtime's closest candidate, in compress.json and the
+        CLI's message: where the int8 error enters, so the user sees why no route held."""
+        from edgecnn.compress.stage import COMPRESS_JSON
+        from edgecnn.evaluate.doctor import diagnose, format_diagnosis
+
+        for w in out.get("withheld", {}).values():
+            closest = w.get("closest")
+            if not closest:
+                continue
+            try:
+                d = diagnose(self.dir, closest["artifact"], runtime=w["runtime"], profile=False)
+                w["doctor"] = format_diagnosis(d)
+            except EdgecnnError as e:   # a candidate the doctor cannot read: say so, the run fails anyway
+                w["doctor"] = f"the doctor could not read {closest['artifact']}: {e}"
+        if out.get("withheld"):
+            write_json(self.dir / COMPRESS_JSON, out)
+
     def _compress_imported_onnx(self, fp: str, force: bool) -> bool:
         """An import without a tf_keras graph: the chooser's ONNX-only routes on model.onnx; the onnxruntime
-        pick replaces the import's model.int8.onnx (there is no export stage to copy it in)."""
+        pick replaces the import's model.int8.onnx (there is no export stage to copy it in), an int8 file no
+        route can remake (its model.int8.tflite) is held to the budget as it is, and a withheld one leaves."""
         from edgecnn.compress.stage import run_compress_onnx
         from edgecnn.export import get_format
-        from edgecnn.export.manifest import add_artifact
+        from edgecnn.export.manifest import add_artifact, remove_artifact
         from edgecnn.runtime import load_runner
 
         picks = self.compress_picks()
@@ -365,15 +386,24 @@ class Run:
             log.info("compress: up to date (compress.json), skipped")
             return False
         out = run_compress_onnx(self.recipe, self.dataset(), self.dir, self.input_size)
+        self._diagnose_withheld(out)
         for fmt, pick in out["picks"].items():
             spec = get_format(fmt)
-            copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
+            if pick["artifact"] != spec.filename:
+                copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
             runner = load_runner(self.dir / spec.filename, threads=1)
             add_artifact(self.dir, spec.filename, stage="compress", format=fmt, precision="int8",
-                         runtime=spec.runtime, parent="model.onnx", input=runner.input.to_json(),
+                         runtime=spec.runtime, parent="model.onnx" if spec.filename.endswith(".onnx")
+                         else "model.fp32.tflite", input=runner.input.to_json(),
                          output=runner.output.to_json(), calibration_images=self.recipe.export.calibration_images,
-                         route=pick["route"], chooser_artifact=pick["artifact"], notes=pick["notes"])
+                         route=pick["route"], chooser_artifact=pick["artifact"], notes=pick["notes"], verified=True)
             log.info("compress: %s is the chooser's pick, %s", spec.filename, pick["route"])
+        for fmt in out["withheld"]:
+            spec = get_format(fmt)
+            log.warning("compress: %s withheld: no int8 route held the budget (compress.json 'withheld')",
+                        spec.filename)
+            remove_artifact(self.dir, spec.filename)
+            remove_artifact_path(self.dir / spec.filename)
         self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
         self.state.pop("evaluate", None)
         self._save_state()

@@ -79,6 +79,8 @@ def test_no_route_that_holds_ships_no_int8_file_and_exits_1(judged):
     report = json.loads((run / "report.json").read_text())
     assert report["verdict"] == "fail" and set(report["withheld"]) == {"tflite-int8", "onnx-int8"}
     assert "int8 withheld" in p.stderr and "exit code 1" in p.stderr
+    assert "layers adding the most error" in p.stderr   # the doctor's summary says where the error enters
+    assert all("CPU int8 path" in w["doctor"] for w in comp["withheld"].values())
     assert "## int8 withheld" in (run / "report.md").read_text()
     assert "PASS" not in (run / "report.md").read_text().split("## Budgets")[1].splitlines()[0]
 

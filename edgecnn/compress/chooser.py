@@ -542,6 +542,24 @@ def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndar
     runner.close()
 
 
+def measure_candidate(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray | None,
+                      reference_acc: float, options: ChooseOptions) -> np.ndarray:
+    """Measure one artifact like the chooser measures its candidates (accuracy, drop and agreement on val,
+    size, p50/p95 at ``options.threads``); ``ref_pred`` None measures a float reference against itself.
+    Returns its val predictions (top-1 class per image)."""
+    from edgecnn.runtime import load_runner
+
+    if ref_pred is None:
+        runner = load_runner(c.artifact, threads=options.threads, runtime=c.runtime)
+        try:
+            ref_pred = predict_in_batches(runner, images).argmax(1)
+        finally:
+            runner.close()
+        reference_acc = float((ref_pred == labels).mean())
+    _measure(c, images, labels, ref_pred, reference_acc, options.threads, options.warmup, options.runs)
+    return ref_pred
+
+
 def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None) -> list[Route]:
     known = {r.name: r for r in list_routes()}
     if routes is None:
@@ -761,5 +779,5 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
 
 
 __all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "choose_onnx",
-           "copy_chosen",
+           "copy_chosen", "measure_candidate",
            "list_routes", "register_route", "TIERS"]

@@ -186,7 +186,46 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
                              cfg.choose_options(routes=routes, runtimes=(runtime,)), cache=shared)
         out["float_val_accuracy"] = result.float_accuracy
         _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
+    # An int8 file the import stage wrote for a runtime with no ONNX-only routes (model.int8.tflite from a
+    # SavedModel or Keras 3 source): no chooser can remake it, so it is held to the same budget as it is.
+    for runtime in chooser_plan(recipe):
+        fmt = int8_format_of(runtime)
+        if runtime in plan or fmt in out["picks"] or fmt in out["withheld"]:
+            continue
+        twin = {"litert": "model.fp32.tflite"}.get(runtime)
+        filename = get_format(fmt).filename
+        if twin and (run_dir / filename).is_file() and (run_dir / twin).is_file():
+            _judge_fixed(out, runtime, run_dir / filename, run_dir / twin, val_x, val_y, cfg)
+        else:
+            _withhold(out, runtime, f"no route runs in {runtime} on an import without a tf_keras graph")
     return _finish(out, run_dir, cfg.prefer_for)
+
+
+def _judge_fixed(out: dict, runtime: str, artifact: Path, twin: Path, val_x, val_y, cfg) -> None:
+    """Hold an int8 file no route can remake to the budget: its val top-1 drop and agreement against its float
+    twin in ``runtime`` (and, preferring latency, its speed against the twin's), as candidate ``import-ptq``."""
+    from edgecnn.compress.chooser import Candidate, ChooseResult, measure_candidate
+
+    o = cfg.choose_options(runtimes=(runtime,))
+    ref = Candidate("float", "ptq", runtime, artifact=twin)
+    ref_pred = measure_candidate(ref, val_x, val_y, None, 0.0, o)
+    c = Candidate("import-ptq", "ptq", runtime, artifact=artifact, notes={"from": "the import stage"})
+    measure_candidate(c, val_x, val_y, ref_pred, ref.accuracy, o)
+    c.within_budget = c.drop <= o.max_accuracy_drop + 1e-9 and (
+        o.min_agreement is None or c.agreement >= o.min_agreement - 1e-9)
+    if o.prefer == "latency" and o.runs and c.within_budget:
+        c.float_p50_ms = ref.latency_p50_ms
+        c.slower_than_float = c.latency_p50_ms > c.float_p50_ms
+        c.within_budget = not c.slower_than_float
+    reason = (f"{artifact.name} from the import: top-1 drop {c.drop:+.4f}, agreement {c.agreement:.4f} against "
+              f"{twin.name}" + (f", p50 {c.latency_p50_ms:.3f} ms vs {c.float_p50_ms:.3f} ms"
+                                if c.float_p50_ms else "")
+              + (" (within budget)" if c.within_budget else
+                 f"; budget unreachable: drop <= {o.max_accuracy_drop:.4f}, agreement >= {o.min_agreement}"
+                 + (", not slower than float" if c.slower_than_float else "")))
+    result = ChooseResult(c if c.within_budget else None, reason, o.max_accuracy_drop, ref.accuracy, ref.accuracy,
+                          [c], {}, o.threads, val_images=len(val_y))
+    _record_pick(out, runtime, result, artifact.parent, o.min_agreement)
 
 
 def _record_pick(out: dict, runtime: str, result, run_dir: Path, min_agreement: float | None) -> None:
