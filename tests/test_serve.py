@@ -618,7 +618,7 @@ def test_overload_is_refused_fast_with_503(artifacts, tmp_path):
         busy = [(r, at, ra) for r, s, at, ra in seen if s == 503]
         assert busy, "no request was refused at max_concurrency=1"
         assert all(ra == "1" for _, _, ra in busy)
-        last_ok = {r: max(at for r2, s, at, _ in seen if r2 == r and s == 200) for r, _, _ in busy}
+        last_ok = {r: max((at for r2, s, at, _ in seen if r2 == r and s == 200), default=-1.0) for r, _, _ in busy}
         assert any(at < last_ok[r] for r, at, _ in busy), "every 503 came after the admitted requests finished"
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             calls, statuses = _inference_counts(c)
