@@ -193,14 +193,19 @@ def compress(run_dir: Path = typer.Argument(..., help="run directory with model.
     r = Run.open(run_dir)
     _task_stages(r, force)
     if r.compress_fingerprint() is None:
-        raise EdgecnnError(f"the recipe of {str(run_dir)!r} has no enabled compress section; add "
-                           "`compress: {enabled: true}` to it (see README 'Models and compression').")
+        raise EdgecnnError(f"the recipe of {str(run_dir)!r} opts out of the int8 chooser (compress.enabled: false) "
+                           "or exports no int8 format; remove `enabled: false` from its compress section or add "
+                           "tflite-int8 / onnx-int8 to export.formats (see README 'Models and compression').")
     r.compress(force=force)
     summary = json.loads((run_dir / "compress.json").read_text())
     for fmt, pick in summary["picks"].items():
-        verdict = "within budget" if pick["within_budget"] else "OVER budget"
-        out.print(f"{fmt}: {pick['route']} (val drop {pick['val_drop']:+.4f}, {verdict}) -> {pick['artifact']}")
+        out.print(f"{fmt}: {pick['route']} (val drop {pick['val_drop']:+.4f}, agreement {pick['val_agreement']:.4f}, "
+                  f"within budget) -> {pick['artifact']}")
+    for fmt, w in summary.get("withheld", {}).items():
+        err.print(f"[red]int8 withheld[/red] {escape(fmt)}: {escape(w['reason'])}")
     out.print(f"candidates: {run_dir / 'compress.json'}; export with `edgecnn export {run_dir}`")
+    if summary.get("withheld"):
+        raise typer.Exit(EXIT_BUDGET)
 
 
 @app.command()

@@ -371,15 +371,15 @@ def test_too_few_calibration_images_is_one_clear_error(trained, float_onnx, data
 # ------------------------------------------------------------------------------------- chooser
 def test_chooser_picks_a_candidate_within_budget(trained, data, tmp_path):
     x, y, vx, vy = data
-    result = choose(trained, vx, vy, x[:32], tmp_path, max_accuracy_drop=0.02,
+    result = choose(trained, vx, vy, x[:32], tmp_path, max_accuracy_drop=0.02, prefer="size",
                     routes=["tflite-int8", "onnx-int8-minmax", "onnx-int8-entropy"], runs=5, warmup=1)
     assert result.ok and result.chosen.within_budget
     assert result.chosen.drop <= 0.02 and result.chosen.artifact.is_file()
-    assert [c.tier for c in result.candidates] == ["ptq", "ptq"]  # stopped before escalating
+    assert [c.route for c in result.candidates] == ["tflite-int8"]  # routes in cost order: the first that holds ends it
     for c in result.candidates:
         assert c.size_bytes > 0 and c.latency_p50_ms > 0 and c.accuracy is not None
     report = json.loads(json.dumps(result.to_json()))
-    assert report["chosen"] == result.chosen.route and len(report["candidates"]) == 2
+    assert report["chosen"] == result.chosen.route and len(report["candidates"]) == 1
 
 
 def test_chooser_rejects_invalid_budget(trained, data, tmp_path):

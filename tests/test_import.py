@@ -289,8 +289,10 @@ def test_check_on_imported_onnx_run(onnx_run, tmp_path):
 def test_onnx_import_goes_through_the_chooser(levels, tmp_path):
     """compress.enabled on an ONNX import: the chooser's routes that run on model.onnx alone pick the
     shipped model.int8.onnx (the routes that need a Keras model are left out, not an error)."""
-    recipe = {**BASE, "compress": {"enabled": True, "runtimes": ["onnxruntime"],
-                                   "routes": ["onnx-int8-qat", "onnx-int8-minmax-pc", "onnx-int8-ends-float"]}}
+    recipe = {**BASE, "export": {"formats": ["onnx", "onnx-int8"], "calibration_images": 20},
+              "compress": {"enabled": True, "runtimes": ["onnxruntime"], "prefer": "size", "min_agreement": 0.9,
+                           "max_accuracy_drop": 0.05,
+                           "routes": ["onnx-int8-qat", "onnx-int8-minmax-pc", "onnx-int8-ends-float"]}}
     res = _import(levels["onnx"], levels["data"], tmp_path / "run", preprocess="symmetric", recipe=recipe)
     run = res.run_dir
     comp = json.loads((run / "compress.json").read_text())
@@ -498,7 +500,10 @@ def test_keras3_mobilenet_v2_int8_keeps_top1(levels, tmp_path):
     # lost, which the chooser itself flags as noise on a split this small: the model trained here depends on
     # the thread environment, and in the full suite the ONNX pick lost exactly one val image (in this test
     # alone, none)
+    # min_agreement: none, and size alone: this test holds top-1 (below); a 0.35-wide net at 48 px flips ~8 % of
+    # its near-tie val answers in int8, and its int8 speed is this CPU's, not a target's
     compress = {"enabled": True, "runtimes": ["litert", "onnxruntime"], "latency_runs": 5, "max_accuracy_drop": 0.013,
+                "min_agreement": None, "prefer": "size",
                 "routes": ["tflite-int8", "tflite-int8-percentile", "tflite-int8-mixed",
                            "onnx-int8-minmax-pc", "onnx-int8-ends-float", "onnx-int8-mixed"]}
     recipe = {**BASE, "export": {"formats": ["tflite-int8", "onnx-int8"], "calibration_images": 20},

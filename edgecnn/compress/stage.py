@@ -204,7 +204,7 @@ def run_compress_onnx(recipe: Any, dataset, run_dir: str | Path, input_size: int
 def _judge_fixed(out: dict, runtime: str, artifact: Path, twin: Path, val_x, val_y, cfg) -> None:
     """Hold an int8 file no route can remake to the budget: its val top-1 drop and agreement against its float
     twin in ``runtime`` (and, preferring latency, its speed against the twin's), as candidate ``import-ptq``."""
-    from edgecnn.compress.chooser import Candidate, ChooseResult, measure_candidate
+    from edgecnn.compress.chooser import SPEED_RESOLUTION, Candidate, ChooseResult, measure_candidate
 
     o = cfg.choose_options(runtimes=(runtime,))
     ref = Candidate("float", "ptq", runtime, artifact=twin)
@@ -215,7 +215,7 @@ def _judge_fixed(out: dict, runtime: str, artifact: Path, twin: Path, val_x, val
         o.min_agreement is None or c.agreement >= o.min_agreement - 1e-9)
     if o.prefer == "latency" and o.runs and c.within_budget:
         c.float_p50_ms = ref.latency_p50_ms
-        c.slower_than_float = c.latency_p50_ms > c.float_p50_ms
+        c.slower_than_float = c.latency_p50_ms > c.float_p50_ms * (1 + SPEED_RESOLUTION)
         c.within_budget = not c.slower_than_float
     reason = (f"{artifact.name} from the import: top-1 drop {c.drop:+.4f}, agreement {c.agreement:.4f} against "
               f"{twin.name}" + (f", p50 {c.latency_p50_ms:.3f} ms vs {c.float_p50_ms:.3f} ms"
