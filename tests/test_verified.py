@@ -110,5 +110,6 @@ def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_pat
     assert fast.chosen is None or fast.chosen.latency_p50_ms <= fast.chosen.float_p50_ms * (1 + SPEED_RESOLUTION)
     if fast.chosen is None:
         assert "slower than the float model" in fast.reason
-    small = choose(model, x, y, x[:20], tmp_path / "size", prefer="size", **common)
+    small = choose(model, x, y, x[:20], tmp_path / "size", prefer="size", agreement_images=x[:16], **common)
     assert small.chosen is not None and all(c.within_budget for c in small.candidates)
+    assert small.to_json()["agreement_images"] == 40 + 16   # val and the further unlabelled images

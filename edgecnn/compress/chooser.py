@@ -98,6 +98,7 @@ class ChooseResult:
     skipped: dict[str, str]
     threads: int
     val_images: int = 0
+    agreement_images: int = 0   # val plus the further unlabelled images the agreement was measured on
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,7 @@ class ChooseResult:
                 "reason": self.reason, "max_accuracy_drop": self.max_accuracy_drop,
                 "float_accuracy": self.float_accuracy, "reference_accuracy": self.reference_accuracy,
                 "latency_threads": self.threads, "val_images": self.val_images,
+                "agreement_images": self.agreement_images or self.val_images,
                 "resolution": 1.0 / self.val_images if self.val_images else None,
                 "candidates": [c.to_json() for c in self.candidates],
                 "skipped": dict(self.skipped)}
@@ -183,6 +185,7 @@ class ChooseContext:
     done: list[Candidate] = field(default_factory=list)
     ref_pred: np.ndarray | None = None
     reference: float = 0.0
+    agreement_images: tuple[np.ndarray, np.ndarray] | None = None   # (unlabelled images, float's top-1 on them)
 
     def fits(self, path: Path, runtime: str = "onnxruntime") -> tuple[float, float, bool]:
         """(drop, agreement, within budget) of an artifact on the val split, without timing it."""
@@ -192,10 +195,10 @@ class ChooseContext:
         runner = load_runner(path, threads=0, runtime=runtime)
         try:
             pred = predict_in_batches(runner, images).argmax(1)
+            agree = _agreement(runner, pred, self.ref_pred, self.agreement_images)
         finally:
             runner.close()
         drop = float(self.reference - (pred == labels).mean())
-        agree = float((pred == self.ref_pred).mean())
         o = self.options
         return drop, agree, drop <= o.max_accuracy_drop + 1e-9 and (
             o.min_agreement is None or agree >= o.min_agreement - 1e-9)
@@ -551,8 +554,17 @@ def _predict_onnx(path: str | os.PathLike, images: Images) -> np.ndarray:
         runner.close()
 
 
+def _agreement(runner, pred: np.ndarray, ref_pred: np.ndarray,
+               extra: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """Top-1 agreement with the float model over the val split and, when given, further unlabelled images."""
+    same = [pred == ref_pred]
+    if extra is not None:
+        same.append(predict_in_batches(runner, extra[0]).argmax(1) == extra[1])
+    return float(np.concatenate(same).mean())
+
+
 def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
-             threads: int, warmup: int, runs: int) -> None:
+             threads: int, warmup: int, runs: int, extra: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
 
@@ -561,7 +573,7 @@ def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndar
     pred = probs.argmax(1)
     c.accuracy = float((pred == labels).mean())
     c.drop = float(reference_acc - c.accuracy)
-    c.agreement = float((pred == ref_pred).mean())
+    c.agreement = _agreement(runner, pred, ref_pred, extra)
     c.size_bytes = artifact_bytes(c.artifact)
     if runs:
         lat = measure_latency(runner, images[0], warmup=warmup, runs=runs)
@@ -614,7 +626,7 @@ def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None
 def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLike,
            options: ChooseOptions | None = None, *, train: Any = None, reference_accuracy: float | None = None,
            float_onnx: str | os.PathLike | None = None, cache: dict[str, Any] | None = None,
-           **changes: Any) -> ChooseResult:
+           agreement_images: np.ndarray | None = None, **changes: Any) -> ChooseResult:
     """Escalate through the int8 routes until one keeps the top-1 drop within ``max_accuracy_drop``.
 
     Args:
@@ -632,6 +644,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         float_onnx: an existing float ONNX of ``model`` to quantise (default: exported into ``workdir``).
         cache: work shared between calls (the compress stage passes one dict to every runtime's call, so the
             QAT model is trained once for the LiteRT and the ONNX QAT routes).
+        agreement_images: (M, H, W, 3) further images, no labels needed, over which the agreement with the
+            float model is measured besides val: on a small val split one flipped image is several points of
+            agreement, so the compress stage adds training images up to a few hundred.
         **changes: :class:`ChooseOptions` fields to override, e.g. ``max_accuracy_drop=0.01, runs=0``.
 
     Returns:
@@ -673,6 +688,13 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
         cache[ref_key] = (_predict_keras(model, images) if model is not None
                           else _predict_onnx(float_onnx, images)).argmax(1)
     ref_pred = cache[ref_key]
+    extra = None
+    if agreement_images is not None and len(agreement_images):
+        extra_key = ("extra_pred", ref_key[1], id(agreement_images))
+        if extra_key not in cache:
+            cache[extra_key] = (_predict_keras(model, agreement_images) if model is not None
+                                else _predict_onnx(float_onnx, agreement_images)).argmax(1)
+        extra = (np.asarray(agreement_images, np.float32), cache[extra_key])
     float_acc = float((ref_pred == labels).mean())
     reference = float_acc if reference_accuracy is None else float(reference_accuracy)
     log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
@@ -683,7 +705,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                     max_accuracy_drop, len(labels), 1.0 / len(labels))
     ctx = ChooseContext(model, cal, workdir, o, train=train, val=(images, labels),
                         float_onnx=Path(float_onnx) if float_onnx else None,
-                        cache=cache, ref_pred=ref_pred, reference=reference)
+                        cache=cache, ref_pred=ref_pred, reference=reference, agreement_images=extra)
     skipped: dict[str, str] = {}
     eps = 1e-9
     for tier in TIERS:
@@ -703,7 +725,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
 
                     ops = onnx_float_ops(path)
                     c.float_heavy_ops, c.notes["ops"] = ops["heavy_float"], ops
-                _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs)
+                _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs, extra)
                 c.within_budget = c.drop <= max_accuracy_drop + eps and (
                     min_agreement is None or c.agreement >= min_agreement - eps)
                 if prefer == "latency" and o.runs and c.within_budget:   # an int8 file slower than float is no pick
@@ -770,7 +792,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                    "float model for this target.")
     log.info("chooser: %s", reason)
     return ChooseResult(chosen, reason, float(max_accuracy_drop), float_acc, reference, cands, skipped, o.threads,
-                        val_images=len(labels))
+                        val_images=len(labels), agreement_images=len(labels) + (len(extra[1]) if extra else 0))
 
 
 def choose_onnx(float_onnx: str | os.PathLike, val_images, val_labels, calibration, workdir: str | os.PathLike,
