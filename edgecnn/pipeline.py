@@ -479,7 +479,7 @@ class Run:
         """The formats to export, less the int8 ones no chooser route held (withheld) and those made from a
         withheld file (tflm-c from model.int8.tflite); a stale copy of either leaves the run directory."""
         from edgecnn.export import get_format
-        from edgecnn.export.manifest import remove_artifact
+        from edgecnn.export.manifest import MANIFEST, remove_artifact
 
         chosen, picks = self.chosen_formats(), self.compress_picks()
         dropped = {s.name for s in specs if s.name in chosen and s.name not in picks}
@@ -489,7 +489,8 @@ class Run:
             if s.name in dropped:
                 log.warning("export: %s withheld: no int8 route held the budget (compress.json 'withheld')",
                             s.filename)
-                remove_artifact(self.dir, s.filename)
+                if (self.dir / MANIFEST).is_file():   # a first run has no manifest yet
+                    remove_artifact(self.dir, s.filename)
                 self.state.get("export", {}).pop(s.name, None)
                 remove_artifact_path(self.dir / s.filename)
         return [s for s in specs if s.name not in dropped]

@@ -36,15 +36,21 @@ def judged(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("verified")
     data = make_digits_folder(root / "digits", per_class=40, split=True)   # 80 val images, 10 classes
     out = root / "run"
-    held = _run(data, out, "compress.max_accuracy_drop=0.5", "compress.min_agreement=0.5",
-                "compress.prefer=size")
-    held_files = {p.name for p in out.iterdir()}
-    held_json = json.loads((out / "compress.json").read_text())
-    held_manifest = json.loads((out / "manifest.json").read_text())
-    # int8 of a small model trained 4 epochs flips some of 80 val answers: no route agrees on every one
+    # int8 of a small model trained 4 epochs flips some of its 400 agreement images: no route agrees on every one
     missed = _run(data, out, "compress.max_accuracy_drop=0.0", "compress.min_agreement=1.0")
-    return {"dir": out, "held": held, "held_files": held_files, "held_json": held_json,
-            "held_manifest": held_manifest, "missed": missed}
+    missed_files = {p.name for p in out.iterdir()}
+    missed_json = json.loads((out / "compress.json").read_text())
+    missed_manifest = json.loads((out / "manifest.json").read_text())
+    missed_report = json.loads((out / "report.json").read_text())
+    missed_md = (out / "report.md").read_text()
+    closest_kept = all((out / w["closest"]["artifact"]).exists() for w in missed_json["withheld"].values())
+    # the same model (training is not redone), now judged by a budget its int8 files hold
+    held = _run(data, out, "compress.max_accuracy_drop=0.5", "compress.min_agreement=0.5", "compress.prefer=size")
+    return {"dir": out, "held": held, "held_files": {p.name for p in out.iterdir()},
+            "held_json": json.loads((out / "compress.json").read_text()),
+            "held_manifest": json.loads((out / "manifest.json").read_text()), "missed": missed,
+            "missed_files": missed_files, "missed_json": missed_json, "missed_manifest": missed_manifest,
+            "missed_report": missed_report, "missed_md": missed_md, "closest_kept": closest_kept}
 
 
 @pytest.mark.slow
@@ -62,27 +68,27 @@ def test_a_budget_the_int8_files_hold_ships_them_verified(judged):
 
 @pytest.mark.slow
 def test_no_route_that_holds_ships_no_int8_file_and_exits_1(judged):
-    p, run = judged["missed"], judged["dir"]
+    p = judged["missed"]
+    assert judged["closest_kept"]   # the closest candidate stays under compress/, with its figures
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-4000:]
     assert "Traceback" not in p.stderr
-    files = {q.name for q in run.iterdir()}
+    files = judged["missed_files"]
     assert not {"model.int8.tflite", "model.int8.onnx"} & files        # nothing failing ships...
     assert {"model.keras", "model.fp32.tflite", "model.onnx"} <= files   # ...the float artifacts do
-    manifest = json.loads((run / "manifest.json").read_text())["artifacts"]
+    manifest = judged["missed_manifest"]["artifacts"]
     assert "model.int8.tflite" not in manifest and "model.int8.onnx" not in manifest
-    comp = json.loads((run / "compress.json").read_text())
+    comp = judged["missed_json"]
     assert not comp["picks"] and set(comp["withheld"]) == {"tflite-int8", "onnx-int8"}
     for w in comp["withheld"].values():
         assert "budget unreachable" in w["reason"]
-        assert (run / w["closest"]["artifact"]).exists()   # the closest candidate stays, with its figures
         assert w["closest"]["val_agreement"] < 1.0
-    report = json.loads((run / "report.json").read_text())
+    report = judged["missed_report"]
     assert report["verdict"] == "fail" and set(report["withheld"]) == {"tflite-int8", "onnx-int8"}
     assert "int8 withheld" in p.stderr and "exit code 1" in p.stderr
     assert "layers adding the most error" in p.stderr   # the doctor's summary says where the error enters
     assert all("CPU int8 path" in w["doctor"] for w in comp["withheld"].values())
-    assert "## int8 withheld" in (run / "report.md").read_text()
-    assert "PASS" not in (run / "report.md").read_text().split("## Budgets")[1].splitlines()[0]
+    assert "## int8 withheld" in judged["missed_md"]
+    assert "PASS" not in judged["missed_md"].split("## Budgets")[1].splitlines()[0]
 
 
 def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_path):
