@@ -223,6 +223,8 @@ class CompressConfig(_Strict):
     sensitive_top_k: int = Field(ChooseOptions.sensitive_top_k, ge=1, le=50,
                                  description="layers the mixed routes keep float")
     latency_runs: int = Field(ChooseOptions.runs, ge=0, description="timed runs per candidate at 1 thread (0 = skip)")
+    slow_route_seconds: float = Field(ChooseOptions.slow_route_seconds, gt=0,
+                                      description="time limit of QAT's fine-tuning and the mixed routes' search")
     exhaustive: bool = Field(ChooseOptions.exhaustive,
                              description="try every route instead of stopping at the first that fits")
     prune: PruneConfig = PruneConfig()
@@ -267,7 +269,8 @@ class CompressConfig(_Strict):
             runtimes=tuple(self.runtimes), prefer="size" if prefer == {"size"} else "latency",
             exhaustive=self.exhaustive,
             sensitive_top_k=self.sensitive_top_k, qat_scheme=self.qat_scheme, qat_epochs=self.qat.epochs,
-            qat_lr=self.qat.lr, qat_distill=self.qat.distill, runs=self.latency_runs).replace(**changes)
+            qat_lr=self.qat.lr, qat_distill=self.qat.distill, runs=self.latency_runs,
+            slow_route_seconds=self.slow_route_seconds).replace(**changes)
 
 
 class EvaluateConfig(_Strict):

@@ -119,3 +119,22 @@ def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_pat
     small = choose(model, x, y, x[:20], tmp_path / "size", prefer="size", agreement_images=x[:16], **common)
     assert small.chosen is not None and all(c.within_budget for c in small.candidates)
     assert small.to_json()["agreement_images"] == 40 + 16   # val and the further unlabelled images
+
+
+def test_a_slow_route_stops_at_its_time_limit():
+    """The chooser's time limit for QAT's fine-tuning: training ends at the first batch past it."""
+    import numpy as np
+
+    from edgecnn._tf import keras
+    from edgecnn.compress._fit import StopAfter
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), np.zeros(64, np.int64)
+    limit = StopAfter(0.0)
+    hist = model.fit(x, y, batch_size=8, epochs=5, callbacks=[limit], verbose=0)
+    assert limit.stopped_at == (0, 0) and len(hist.history["loss"]) == 1   # one batch of 8 x 5 epochs
+    unlimited = StopAfter(3600)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[unlimited], verbose=0)
+    assert unlimited.stopped_at is None

@@ -123,6 +123,31 @@ class AdaptBatchNorm(keras.callbacks.Callback):
         adapt_batchnorm(self.model, self.images, batch_size=self.batch_size)
 
 
+class StopAfter(keras.callbacks.Callback):
+    """End training at the first batch that finishes after ``seconds`` (the chooser's time limit of a slow route);
+    ``stopped_at`` records the epoch and batch, None when the limit was not reached."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.stopped_at = float(seconds), None
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._t0 = time.perf_counter()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        if time.perf_counter() - self._t0 > self.seconds:
+            self.model.stop_training = True
+            self.stopped_at = (self._epoch, batch)
+
+
 def distilled(data, teacher):
     """``(images, labels)`` batches -> ``(images, teacher probabilities)``: the float model as the target.
 

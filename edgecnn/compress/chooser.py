@@ -135,6 +135,9 @@ class ChooseOptions:
         qat_epochs, qat_lr: QAT fine-tuning, cosine-decayed from ``qat_lr``.
         qat_distill: fit the float model's probabilities instead of the labels (self-distillation).
         threads, warmup, runs: the latency measurement of every candidate; ``runs=0`` skips it.
+        slow_route_seconds: the time limit of a slow route's search (QAT's fine-tuning stops at the first batch
+            past it; the mixed routes start no further round after it); NNCF's accuracy control cannot be
+            stopped from outside and is not bounded.
     """
 
     max_accuracy_drop: float = 0.005
@@ -151,6 +154,7 @@ class ChooseOptions:
     threads: int = 1
     warmup: int = 10
     runs: int = 50
+    slow_route_seconds: float = 300.0
 
     def replace(self, **changes: Any) -> ChooseOptions:
         """A copy with ``changes``; an unknown name is a TypeError that lists the accepted ones."""
@@ -338,14 +342,22 @@ def _qat_model(ctx: ChooseContext):
 
     if ctx.train is None:
         raise _Skip("no training data given (train=...); QAT needs a few epochs of fine-tuning")
+    from edgecnn.compress._fit import StopAfter
+
     float_layers = unsupported_layers(ctx.model)
     o = ctx.options
     qat = quantize_aware(ctx.model, scheme=o.qat_scheme)
+    limit = StopAfter(o.slow_route_seconds)
     history = fine_tune_qat(qat, ctx.train, _val_for_fit(ctx.val), epochs=o.qat_epochs, lr=o.qat_lr, schedule="cosine",
-                            teacher=ctx.model if o.qat_distill else None)
+                            teacher=ctx.model if o.qat_distill else None, callbacks=[limit])
     notes = {"scheme": o.qat_scheme, "epochs": o.qat_epochs, "lr": o.qat_lr, "distilled": o.qat_distill,
              "float_in_qat": [n for n, _, _ in float_layers],
              "final": {k: round(v[-1], 4) for k, v in history.items()}}
+    if limit.stopped_at is not None:
+        notes["stopped_at_time_limit"] = {"seconds": o.slow_route_seconds, "epoch": limit.stopped_at[0],
+                                          "batch": limit.stopped_at[1]}
+        log.warning("chooser: QAT stopped at its %.0f s time limit (epoch %d, batch %d)", o.slow_route_seconds,
+                    *limit.stopped_at)
     ctx.cache["qat_model"], ctx.cache["qat_notes"] = qat, notes
     return qat, notes
 
@@ -389,6 +401,7 @@ def _onnx_mixed(ctx: ChooseContext, path: Path):
     with preprocessed(ctx.onnx_path()) as prep:
         first = onnx_first_layer(prep)
     k, rounds, nodes = ctx.options.sensitive_top_k, [], []
+    t0 = time.perf_counter()
     while True:  # greedy: the worst k layers float, then 2k, 4k, ... until the budget holds or all are float
         nodes = [name for r in rows[:k] for name in r["nodes"]]
         if set(first) & set(nodes):  # the first conv float without the normalisation before it collapses
@@ -398,6 +411,9 @@ def _onnx_mixed(ctx: ChooseContext, path: Path):
         drop, agree, ok = ctx.fits(path)
         rounds.append({"layers_float": min(k, len(rows)), "drop": round(drop, 4), "agreement": round(agree, 4)})
         if ok or k >= len(rows) or len(rounds) >= 5:
+            break
+        if time.perf_counter() - t0 > ctx.options.slow_route_seconds:
+            rounds[-1]["stopped_at_time_limit"] = ctx.options.slow_route_seconds
             break
         k *= 2
     return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes,

@@ -143,14 +143,15 @@ def quantize_aware(model, *, scheme: str = "default", float_layers: Iterable[str
 
 def fine_tune_qat(model, train: Any, val: Any = None, *, epochs: int = 2, lr: float = 1e-5,
                   batch_size: int = 32, seed: int = 0, train_batchnorm: bool = False, teacher=None,
-                  schedule: str = "constant") -> dict[str, list[float]]:
+                  schedule: str = "constant", callbacks=()) -> dict[str, list[float]]:
     """Fine-tune a QAT model a few epochs with a small learning rate (1e-5 .. 1e-4). Returns the history.
 
     Pass the float model as ``teacher`` to fit its probabilities instead of the labels (self-distillation):
     the int8 model then learns to *agree* with the float one, which is what the budgets measure.
+    ``callbacks`` (e.g. :class:`edgecnn.compress._fit.StopAfter`, the chooser's time limit) go to ``fit``.
     """
     return _fit.fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    train_batchnorm=train_batchnorm, teacher=teacher, schedule=schedule)
+                    train_batchnorm=train_batchnorm, teacher=teacher, schedule=schedule, callbacks=callbacks)
 
 
 def to_tflite_int8(model, calibration: np.ndarray, *, denylisted_nodes: Iterable[str] = (),
