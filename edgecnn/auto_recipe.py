@@ -41,7 +41,10 @@ SLOW_ROUTES = ("onnx-int8-nncf",)
 # The resolutions Keras publishes its ImageNet MobileNets at; all multiples of the backbones' stride 32.
 INPUT_SIZES = (96, 128, 160, 192, 224)
 FINETUNE_STEPS = 400  # the default recipe's fine-tuning: 12 epochs x 34 steps on 1,080 images
-MIN_BATCHNORM_BATCH = 16  # smaller batches give BatchNorm noisy statistics: keep ImageNet's
+# BatchNorm keeps ImageNet's statistics while fine-tuning, whatever the batch size. Trained on scikit-learn's
+# digits at 96 px (batches of 32) it ended at val top-1 0.84 against 0.99 frozen: its moving averages trail the
+# changing weights, and re-estimated on the mostly black images they shrink some variances until +-1 grey
+# level flips 67 % of answers, int8's rounding with it (benchmarks/results/int8_fragility_digits.json).
 _SAMPLE = 200  # image headers read to find the typical size
 
 
@@ -109,7 +112,6 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
     steps = math.ceil(n_train / batch)
     ft_epochs = min(30, max(6, round(FINETUNE_STEPS / steps)))
     head_epochs = min(10, max(2, round(ft_epochs / 4)))
-    train_bn = batch >= MIN_BATCHNORM_BATCH
 
     if size > side:
         size_why = f"the ladder {list(INPUT_SIZES)} size nearest the images' median {width}x{height} (upsampled)"
@@ -139,10 +141,8 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
                             "machine does not time); onnxruntime: latency (an int8 ONNX slower than model.onnx here "
                             "is no pick)"),
         "compress.routes": f"every route but {', '.join(SLOW_ROUTES)} (minutes, and a pick slower than float)",
-        "train.finetune.train_batchnorm": (
-            f"{str(train_bn).lower()}: batches of {batch} "
-            + ("are large enough for BatchNorm to adapt" if train_bn
-               else f"< {MIN_BATCHNORM_BATCH} give noisy statistics; ImageNet's are kept")),
+        "train.finetune.train_batchnorm": ("false: BatchNorm keeps ImageNet's statistics (trained, it left a digits "
+                                           "model at val top-1 0.84 against 0.99, and fragile in int8)"),
     }
     raw: dict[str, Any] = {
         "name": _name(folder),
@@ -152,7 +152,7 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
         "model": {"name": BACKBONE, "input_size": size, "args": {"weights": "imagenet"}},
         "train": {"seed": 0, "optimizer": "adam", "head": {"epochs": head_epochs, "lr": 0.003},
                   "finetune": {"blocks": 99, "epochs": ft_epochs, "lr_factor": 0.1, "schedule": "cosine",
-                               "train_batchnorm": train_bn},
+                               "train_batchnorm": False},
                   "early_stopping_patience": 5},
         "compress": {"prefer": {"litert": "size", "onnxruntime": "latency", "openvino": "latency"},
                      "routes": [r.name for r in list_routes() if r.name not in SLOW_ROUTES]},

@@ -56,7 +56,7 @@ def test_input_size_is_the_nearest_ladder_size(tmp_path, side, size):
 def test_batch_and_epochs_follow_the_folder_size(tmp_path):
     r = recipe_for_folder(_folder(tmp_path / "imgs", 4, 400, 8)).recipe  # 1,120 train images
     assert r.data.batch_size == 32 and r.train.finetune.epochs == 11 and r.train.head.epochs == 3
-    assert r.train.finetune.train_batchnorm is True
+    assert r.train.finetune.train_batchnorm is False   # ImageNet's statistics kept at every batch size
 
 
 def test_a_missing_folder_is_one_readable_error(tmp_path):
