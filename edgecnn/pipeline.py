@@ -378,7 +378,7 @@ class Run:
         route can remake (its model.int8.tflite) is held to the budget as it is, and a withheld one leaves."""
         from edgecnn.compress.stage import run_compress_onnx
         from edgecnn.export import get_format
-        from edgecnn.export.manifest import add_artifact, remove_artifact
+        from edgecnn.export.manifest import add_artifact
         from edgecnn.runtime import load_runner
 
         picks = self.compress_picks()
@@ -399,11 +399,7 @@ class Run:
                          route=pick["route"], chooser_artifact=pick["artifact"], notes=pick["notes"], verified=True)
             log.info("compress: %s is the chooser's pick, %s", spec.filename, pick["route"])
         for fmt in out["withheld"]:
-            spec = get_format(fmt)
-            log.warning("compress: %s withheld: no int8 route held the budget (compress.json 'withheld')",
-                        spec.filename)
-            remove_artifact(self.dir, spec.filename)
-            remove_artifact_path(self.dir / spec.filename)
+            self._withdraw(get_format(fmt))
         self._mark("compress", fp, ["compress.json"] + [p["artifact"] for p in out["picks"].values()])
         self.state.pop("evaluate", None)
         self._save_state()
@@ -463,13 +459,14 @@ class Run:
         calib = None
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=self.recipe.train.seed)
+        picked_files = {get_format(n).filename for n in picks}
         ctx = ExportContext(self.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
                             onnx_calibration=e.onnx_calibration,
                             onnx_per_channel=e.onnx_per_channel)
         with progress("exporting", len(todo)) as update:
             for i, spec in enumerate(todo):
                 update(i, spec.name)
-                self._export_one(spec, model, ctx, fp_of(spec), picks.get(spec.name))
+                self._export_one(spec, model, ctx, fp_of(spec), picks.get(spec.name), picked_files)
             update(len(todo))
         self.state.pop("evaluate", None)
         self._save_state()
@@ -479,7 +476,6 @@ class Run:
         """The formats to export, less the int8 ones no chooser route held (withheld) and those made from a
         withheld file (tflm-c from model.int8.tflite); a stale copy of either leaves the run directory."""
         from edgecnn.export import get_format
-        from edgecnn.export.manifest import MANIFEST, remove_artifact
 
         chosen, picks = self.chosen_formats(), self.compress_picks()
         dropped = {s.name for s in specs if s.name in chosen and s.name not in picks}
@@ -487,15 +483,21 @@ class Run:
         dropped |= {s.name for s in specs if s.parent in filenames}
         for s in specs:
             if s.name in dropped:
-                log.warning("export: %s withheld: no int8 route held the budget (compress.json 'withheld')",
-                            s.filename)
-                if (self.dir / MANIFEST).is_file():   # a first run has no manifest yet
-                    remove_artifact(self.dir, s.filename)
-                self.state.get("export", {}).pop(s.name, None)
-                remove_artifact_path(self.dir / s.filename)
+                self._withdraw(s)
         return [s for s in specs if s.name not in dropped]
 
-    def _export_one(self, spec, model, ctx, fp: str, pick: dict | None = None) -> None:
+    def _withdraw(self, spec) -> None:
+        """A withheld int8 format leaves the run: its file, its manifest entry and its export record."""
+        from edgecnn.export.manifest import MANIFEST, remove_artifact
+
+        log.warning("%s withheld: no int8 route held the budget (compress.json 'withheld')", spec.filename)
+        if (self.dir / MANIFEST).is_file():   # a first run has no manifest yet
+            remove_artifact(self.dir, spec.filename)
+        self.state.get("export", {}).pop(spec.name, None)
+        remove_artifact_path(self.dir / spec.filename)
+
+    def _export_one(self, spec, model, ctx, fp: str, pick: dict | None = None,
+                    picked_files: set[str] = frozenset()) -> None:
         """Export one format, record it in the manifest (hash, io specs) and in state.json.
 
         With a compress-stage ``pick`` for this format, the chooser's artifact is copied in instead
@@ -512,9 +514,7 @@ class Run:
         if pick is None:
             path = export(spec.name, model, ctx)
             if spec.precision == "int8":   # held by the chooser through its parent (tflm-c), else plain PTQ
-                from edgecnn.export import get_format
-
-                extra = {"verified": any(get_format(n).filename == spec.parent for n in self.compress_picks())}
+                extra = {"verified": spec.parent in picked_files}
         else:
             path = copy_artifact(self.dir / pick["artifact"], self.dir / spec.filename)
             extra = {"route": pick["route"], "chooser_artifact": pick["artifact"], "notes": pick["notes"],
@@ -569,10 +569,11 @@ class Run:
         checks, violations = check_budgets(report, self.recipe.budgets)
         report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
         report.pop("withheld", None)
-        if self.withheld():
-            report["withheld"] = self.withheld()
+        withheld = self.withheld()
+        if withheld:
+            report["withheld"] = withheld
         report["unverified"] = sorted(n for n, a in manifest["artifacts"].items() if a.get("verified") is False)
-        report["verdict"] = "pass" if not violations and not report.get("errors") and not self.withheld() else "fail"
+        report["verdict"] = "pass" if not violations and not report.get("errors") and not withheld else "fail"
         write_json(report_path, report)
         write_text(self.dir / "report.md", render_markdown(report))
         self._mark("evaluate", fp, ["report.json"], hashed=False)

@@ -579,8 +579,10 @@ def _agreement(runner, pred: np.ndarray, ref_pred: np.ndarray,
     return float(np.concatenate(same).mean())
 
 
-def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray, reference_acc: float,
-             threads: int, warmup: int, runs: int, extra: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray | None,
+             reference_acc: float | None, threads: int, warmup: int, runs: int,
+             extra: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Measure ``c`` on val (``ref_pred`` None: a float reference, measured against itself); returns its top-1."""
     from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
 
@@ -588,31 +590,33 @@ def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndar
     probs = predict_in_batches(runner, images)
     pred = probs.argmax(1)
     c.accuracy = float((pred == labels).mean())
-    c.drop = float(reference_acc - c.accuracy)
-    c.agreement = _agreement(runner, pred, ref_pred, extra)
+    c.drop = float((c.accuracy if reference_acc is None else reference_acc) - c.accuracy)
+    c.agreement = 1.0 if ref_pred is None else _agreement(runner, pred, ref_pred, extra)
     c.size_bytes = artifact_bytes(c.artifact)
     if runs:
         lat = measure_latency(runner, images[0], warmup=warmup, runs=runs)
         c.latency_p50_ms, c.latency_p95_ms = round(lat["p50_ms"], 4), round(lat["p95_ms"], 4)
     runner.close()
+    return pred
 
 
 def measure_candidate(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray | None,
-                      reference_acc: float, options: ChooseOptions) -> np.ndarray:
+                      reference_acc: float | None, options: ChooseOptions) -> np.ndarray:
     """Measure one artifact like the chooser measures its candidates (accuracy, drop and agreement on val,
     size, p50/p95 at ``options.threads``); ``ref_pred`` None measures a float reference against itself.
     Returns its val predictions (top-1 class per image)."""
-    from edgecnn.runtime import load_runner
+    return _measure(c, images, labels, ref_pred, reference_acc, options.threads, options.warmup, options.runs)
 
-    if ref_pred is None:
-        runner = load_runner(c.artifact, threads=options.threads, runtime=c.runtime)
-        try:
-            ref_pred = predict_in_batches(runner, images).argmax(1)
-        finally:
-            runner.close()
-        reference_acc = float((ref_pred == labels).mean())
-    _measure(c, images, labels, ref_pred, reference_acc, options.threads, options.warmup, options.runs)
-    return ref_pred
+
+def float_top1(model, images: Images, cache: dict[str, Any], *, float_onnx: str | os.PathLike | None = None
+               ) -> np.ndarray:
+    """The float model's top-1 on ``images`` (the Keras ``model``, else ``float_onnx`` in onnxruntime), computed
+    once per ``cache``: the compress stage's float accuracy and every runtime's chooser call share it."""
+    key = ("float_top1", id(model) if model is not None else str(float_onnx), id(images))
+    if key not in cache:
+        cache[key] = (_predict_keras(model, images) if model is not None
+                      else _predict_onnx(float_onnx, images)).argmax(1)
+    return cache[key]
 
 
 def _resolve_routes(routes: Iterable[str] | None, runtimes: Iterable[str] | None) -> list[Route]:
@@ -699,18 +703,11 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
     if model is None and float_onnx is None:
         raise EdgecnnError("choose needs a Keras model or a float ONNX (float_onnx=...); received neither.")
     cache = cache if cache is not None else {}
-    ref_key = ("ref_pred", id(model) if model is not None else str(float_onnx), id(images))
-    if ref_key not in cache:   # the float model's val predictions, computed once for every runtime's call
-        cache[ref_key] = (_predict_keras(model, images) if model is not None
-                          else _predict_onnx(float_onnx, images)).argmax(1)
-    ref_pred = cache[ref_key]
+    ref_pred = float_top1(model, images, cache, float_onnx=float_onnx)
     extra = None
     if agreement_images is not None and len(agreement_images):
-        extra_key = ("extra_pred", ref_key[1], id(agreement_images))
-        if extra_key not in cache:
-            cache[extra_key] = (_predict_keras(model, agreement_images) if model is not None
-                                else _predict_onnx(float_onnx, agreement_images)).argmax(1)
-        extra = (np.asarray(agreement_images, np.float32), cache[extra_key])
+        extra = (np.asarray(agreement_images, np.float32),
+                 float_top1(model, agreement_images, cache, float_onnx=float_onnx))
     float_acc = float((ref_pred == labels).mean())
     reference = float_acc if reference_accuracy is None else float(reference_accuracy)
     log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
@@ -844,5 +841,5 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
 
 
 __all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "choose_onnx",
-           "copy_chosen", "measure_candidate",
+           "copy_chosen", "float_top1", "measure_candidate",
            "list_routes", "register_route", "TIERS"]

@@ -77,7 +77,7 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
         EdgecnnError: no trained model, too few calibration images, or no route produced an artifact.
     """
     from edgecnn._trust import load_keras
-    from edgecnn.compress.chooser import _predict_keras, choose, list_routes
+    from edgecnn.compress.chooser import choose, float_top1, list_routes
     from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
     from edgecnn.data.loader import calibration_arrays, make_dataset
 
@@ -95,7 +95,8 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     # Shuffled, not augmented: QAT distilled on augmented images (teacher labelling each one) did
     # worse on the default recipe (test agreement 0.967 vs 0.981 without augmentation).
     train = make_dataset(dataset, "train", input_size, recipe.data.batch_size, training=True, seed=seed)
-    float_acc = float((_predict_keras(model, val_x).argmax(1) == val_y).mean())
+    shared: dict[str, Any] = {}  # QAT model, float predictions and twins: computed once for every runtime
+    float_acc = float((float_top1(model, val_x, shared) == val_y).mean())
     extra = _agreement_images(dataset, input_size, len(val_y), seed)
     out: dict[str, Any] = {"max_accuracy_drop": cfg.max_accuracy_drop, "min_agreement": cfg.min_agreement,
                            "float_val_accuracy": float_acc,
@@ -110,7 +111,6 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
         _save_keras(subject, workdir / "model.clustered.keras")
 
     out["runtimes"], out["picks"], out["withheld"] = {}, {}, {}
-    shared: dict[str, Any] = {}  # QAT model, float predictions and twins: computed once for every runtime
     for runtime, routes in chooser_plan(recipe).items():
         if not routes:
             _withhold(out, runtime, f"no route in compress.routes runs in {runtime}; add one of "
@@ -223,7 +223,7 @@ def _judge_fixed(out: dict, runtime: str, artifact: Path, twin: Path, val_x, val
 
     o = cfg.choose_options(runtimes=(runtime,))
     ref = Candidate("float", "ptq", runtime, artifact=twin)
-    ref_pred = measure_candidate(ref, val_x, val_y, None, 0.0, o)
+    ref_pred = measure_candidate(ref, val_x, val_y, None, None, o)
     c = Candidate("import-ptq", "ptq", runtime, artifact=artifact, notes={"from": "the import stage"})
     measure_candidate(c, val_x, val_y, ref_pred, ref.accuracy, o)
     c.within_budget = c.drop <= o.max_accuracy_drop + 1e-9 and (
