@@ -29,6 +29,11 @@ class Runner(abc.ABC):
     """Runs one artifact. Subclasses implement ``_predict`` on a float32 batch.
 
     ``backend`` is the runtime's registered name (set by ``register_runtime``).
+
+    Tensor specs, read from the artifact: ``inputs`` and ``outputs`` (tuples of :class:`TensorSpec`,
+    ``outputs`` in the order :meth:`predict_outputs` returns its arrays); ``input`` and ``output`` are
+    the first of each, the primary (``output`` is what ``__call__`` returns). A runner that sets only
+    ``input`` and ``output`` declares one of each.
     """
 
     backend: str = ""
@@ -46,9 +51,24 @@ class Runner(abc.ABC):
     def _predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for a float32 NHWC batch already checked against the input shape."""
 
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """Every input of the artifact: an edgecnn artifact takes one image batch, ``(self.input,)``."""
+        return (self.input,)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """Every output of the artifact, in :meth:`predict_outputs`' order; ``(self.output,)`` unless set."""
+        return getattr(self, "_outputs", None) or (self.output,)
+
+    @outputs.setter
+    def outputs(self, specs) -> None:
+        self._outputs = tuple(specs)
+
     def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
         """Every output of a multi-output artifact (an anomaly model's score and map), float32, in the
-        artifact's own output order (converters may reorder outputs: tell them apart by shape).
+        artifact's own output order, the order of :attr:`outputs` (converters may reorder outputs: tell
+        them apart by name or shape).
 
         The default is the one output ``__call__`` returns; runners of multi-output formats override it.
         """

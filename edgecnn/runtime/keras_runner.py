@@ -29,9 +29,10 @@ class KerasRunner(Runner):
         self.model = load_keras(path)
         shape = tuple(self.model.input_shape)
         self.input = TensorSpec(self.model.input_names[0], shape, "float32")
-        out_shape = self.model.output_shape  # a list for a multi-output model: the first is ``output``
-        out_shape = out_shape[0] if isinstance(out_shape, list) else out_shape
-        self.output = TensorSpec(self.model.output_names[0], tuple(out_shape), "float32")
+        shapes = self.model.output_shape  # a list for a multi-output model, in the model's output order
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        self.outputs = tuple(TensorSpec(n, tuple(s), "float32") for n, s in zip(self.model.output_names, shapes))
+        self.output = self.outputs[0]
         self._fn = _frozen(self.model)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:

@@ -31,30 +31,27 @@ class LiteRTRunner(Runner):
         self.interpreter.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
+        self._outs = self.interpreter.get_output_details()     # the artifact's output order
+        self._out = self._outs[0]
         self.input = _spec(self._in)
-        self.output = _spec(self._out)
+        self.outputs = tuple(_spec(d) for d in self._outs)
+        self.output = self.outputs[0]
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty((len(images), *self._out["shape"][1:]), np.float32)
+        return self._run(images, 1)[0]
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run(self._check_input(images), len(self._outs))
+
+    def _run(self, images: np.ndarray, count: int) -> list[np.ndarray]:
+        """The first ``count`` outputs for a checked batch, one invocation per image."""
+        pairs = list(zip(self._outs[:count], self.outputs[:count]))
+        outs = [np.empty((len(images), *d["shape"][1:]), np.float32) for d, _ in pairs]
         for i, img in enumerate(images):
             x = img[None]
             x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
             self.interpreter.set_tensor(self._in["index"], x)
             self.interpreter.invoke()
-            out[i] = dequantize(self.interpreter.get_tensor(self._out["index"]), self.output)[0]
-        return out
-
-    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
-        self(images[:1])  # the shape check
-        details = self.interpreter.get_output_details()
-        specs = [_spec(d) for d in details]
-        outs: list[list[np.ndarray]] = [[] for _ in details]
-        for img in self._check_input(images):
-            x = img[None]
-            x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
-            self.interpreter.set_tensor(self._in["index"], x)
-            self.interpreter.invoke()
-            for k, (d, s) in enumerate(zip(details, specs)):
-                outs[k].append(dequantize(self.interpreter.get_tensor(d["index"]), s)[0])
-        return [np.stack(o) for o in outs]
+            for out, (d, spec) in zip(outs, pairs):
+                out[i] = dequantize(self.interpreter.get_tensor(d["index"]), spec)[0]
+        return outs

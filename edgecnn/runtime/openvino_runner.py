@@ -75,13 +75,31 @@ class OpenVINORunner(Runner):
                        "NUM_STREAMS": str(num_streams), "INFERENCE_PRECISION_HINT": str(precision_hint)}
         self.compiled = core.compile_model(model, "CPU", self.config)
         self._request = self.compiled.create_infer_request()
-        self._out = self.compiled.output(0)
-        out_shape = tuple(int(d) for d in self._out.get_shape())
+        self._outs = list(self.compiled.outputs)       # the model's output order
+        self._out = self._outs[0]
         self.input = TensorSpec(port.get_any_name(), (None, *hwc), "float32")
-        self.output = TensorSpec(self._out.get_any_name(), (None, *out_shape[1:]), "float32")
+        self.outputs = tuple(TensorSpec(_port_name(o, k), (None, *(int(d) for d in o.get_shape()[1:])), "float32")
+                             for k, o in enumerate(self._outs))
+        self.output = self.outputs[0]
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty((len(images), *self.output.shape[1:]), np.float32)
+        return self._run(images, self._outs[:1])[0]
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run(self._check_input(images), self._outs)
+
+    def _run(self, images: np.ndarray, ports: list) -> list[np.ndarray]:
+        outs = [np.empty((len(images), *spec.shape[1:]), np.float32) for spec in self.outputs[:len(ports)]]
         for i, img in enumerate(images):
-            out[i] = self._request.infer([img[None]])[self._out][0]   # copied out: the buffer is reused
-        return out
+            result = self._request.infer([img[None]])
+            for out, port in zip(outs, ports):
+                out[i] = result[port][0]   # copied out: the buffer is reused
+        return outs
+
+
+def _port_name(port, index: int) -> str:
+    """An output's tensor name (the ONNX output name); ``output_<index>`` for an unnamed one."""
+    try:
+        return port.get_any_name()
+    except RuntimeError:
+        return f"output_{index}"

@@ -37,19 +37,19 @@ class OrtRunner(Runner):
 
         self.session = ort.InferenceSession(str(path), session_options(threads, spinning),
                                             providers=["CPUExecutionProvider"])
-        i, o = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        i = self.session.get_inputs()[0]
         dyn = lambda shape: tuple(s if isinstance(s, int) else None for s in shape)  # noqa: E731
         self.input = TensorSpec(i.name, dyn(i.shape), _ORT_TYPES.get(i.type, i.type))
-        self.output = TensorSpec(o.name, dyn(o.shape), _ORT_TYPES.get(o.type, o.type))
+        self.outputs = tuple(TensorSpec(o.name, dyn(o.shape), _ORT_TYPES.get(o.type, o.type))
+                             for o in self.session.get_outputs())       # the graph's output order
+        self.output = self.outputs[0]
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        out = [self.session.run([self.output.name], {self.input.name: images[i:i + 64]})[0]
-               for i in range(0, len(images), 64)]
-        return np.concatenate(out).astype(np.float32)
+        return self._run(images, [self.output.name])[0]
 
     def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
-        self(images[:1])  # the shape check
-        images = self._check_input(images)
-        names = [o.name for o in self.session.get_outputs()]
+        return self._run(self._check_input(images), [o.name for o in self.outputs])
+
+    def _run(self, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
         parts = [self.session.run(names, {self.input.name: images[i:i + 64]}) for i in range(0, len(images), 64)]
         return [np.concatenate([p[k] for p in parts]).astype(np.float32) for k in range(len(names))]

@@ -591,20 +591,31 @@ class TFLMRunner(Runner):
         model = _parse(self.data)
         sg = model.subgraphs[0]
         self.input = _spec(self.interpreter.get_input_details(0), sg.tensors[sg.inputs[0]].name)
-        self.output = _spec(self.interpreter.get_output_details(0), sg.tensors[sg.outputs[0]].name)
+        self.outputs = tuple(_spec(self.interpreter.get_output_details(k), sg.tensors[t].name)
+                             for k, t in enumerate(sg.outputs))      # the flatbuffer's output order
+        self.output = self.outputs[0]
         self.ops = list(dict.fromkeys(u.op for u in uses))
         self._figures: dict | None = None
         self._evaluated: tuple[Any, np.ndarray] | None = None   # the evaluated split and the answers to it
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        out = np.empty((len(images), *self.output.shape[1:]), np.float32)
+        return self._run(images, 1)[0]
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run(self._check_input(images), len(self.outputs))
+
+    def _run(self, images: np.ndarray, count: int) -> list[np.ndarray]:
+        """The first ``count`` outputs for a checked batch, one invocation per image."""
+        specs = self.outputs[:count]
+        outs = [np.empty((len(images), *spec.shape[1:]), np.float32) for spec in specs]
         for i, img in enumerate(images):
             x = img[None]
             x = quantize(x, self.input) if self.input.quantization else x.astype(self.input.dtype)
             self.interpreter.set_input(x, 0)
             self.interpreter.invoke()
-            out[i] = dequantize(np.asarray(self.interpreter.get_output(0)), self.output)[0]
-        return out
+            for k, (out, spec) in enumerate(zip(outs, specs)):
+                out[i] = dequantize(np.asarray(self.interpreter.get_output(k)), spec)[0]
+        return outs
 
     def evaluated(self, images, outputs: np.ndarray) -> None:
         """Keep the evaluated split and TFLM's answers: :meth:`extra_figures` compares them with LiteRT's."""

@@ -59,8 +59,8 @@ from edgecnn.serve.protocol import (
     decode_input,
     encode_infer_response,
     parse_infer_request,
+    requested_outputs,
     split_binary_inputs,
-    wants_binary,
 )
 from edgecnn.serve.repository import LoadedVersion, ModelState, Repository
 
@@ -269,23 +269,28 @@ class _Service:
         self._batchers_lock = threading.Lock()
 
     def predict(self, state: ModelState, loaded: LoadedVersion, images: np.ndarray) -> np.ndarray:
-        """The version's probabilities, through its dynamic batcher when that is on and the batch is small."""
+        """The version's primary output (a classifier's probabilities); see :meth:`predict_outputs`."""
+        return self.predict_outputs(state, loaded, images)[0]
+
+    def predict_outputs(self, state: ModelState, loaded: LoadedVersion, images: np.ndarray) -> list[np.ndarray]:
+        """Every output of the version (``loaded.outputs``' order), through its dynamic batcher when that is on
+        and the batch is small."""
         started = time.perf_counter()
         if self.options.dynamic_batch > len(images):
-            probs = self._batcher(state.name, loaded)(images)
+            outputs = self._batcher(state.name, loaded)(images)
         else:
-            probs = loaded.predict(images)
+            outputs = loaded.predict_outputs(images)
         self.metrics.observe_inference(state.name, loaded.version, time.perf_counter() - started)
-        return probs
+        return list(outputs)
 
     def _batcher(self, model: str, loaded: LoadedVersion) -> Batcher:
         key = (model, loaded.version)
         with self._batchers_lock:
             batcher = self._batchers.get(key)
-            if batcher is None or batcher.predict != loaded.predict:     # new, or the version was reloaded
+            if batcher is None or batcher.predict != loaded.predict_outputs:     # new, or the version was reloaded
                 if batcher is not None:
                     batcher.close()
-                batcher = self._batchers[key] = Batcher(loaded.predict, self.options.dynamic_batch,
+                batcher = self._batchers[key] = Batcher(loaded.predict_outputs, self.options.dynamic_batch,
                                                         self.options.batch_delay_ms / 1e3)
             return batcher
 
@@ -301,13 +306,15 @@ class _Service:
             "versions": list(state.versions),
             "platform": loaded.platform,
             "inputs": [{"name": loaded.runner.input.name, "datatype": "FP32", "shape": [-1, h, w, c]}],
-            "outputs": [{"name": loaded.runner.output.name, "datatype": "FP32", "shape": [-1, loaded.num_classes]}],
+            "outputs": loaded.output_metadata(),
             "parameters": {
                 "version": loaded.version, "default_version": state.default, "labels": state.labels,
+                "task": state.manifest.get("task", "classify"),
                 "preprocessing": state.manifest.get("preprocessing"), "precision": loaded.entry.get("precision"),
                 "sha256": loaded.sha256, "backend": loaded.runner.backend,
                 "accepted_input_datatypes": list(INPUT_DATATYPES), "max_batch": self.max_batch(loaded),
                 "artifact_input": loaded.runner.input.to_json(), "artifact_output": loaded.runner.output.to_json(),
+                "artifact_outputs": [o.to_json() for o in loaded.outputs],
                 "generation": state.generation,
             },
         }
@@ -316,7 +323,7 @@ class _Service:
         try:
             request, tail = parse_infer_request(body, header_length)
             binaries = split_binary_inputs(request, tail) if header_length is not None else {}
-            in_name, out_name = loaded.runner.input.name, loaded.runner.output.name
+            in_name = loaded.runner.input.name
             names = [i.name for i in request.inputs]
             if in_name not in names:
                 raise ProtocolError(f"missing input {in_name!r}: model {state.name!r} version {loaded.version!r} "
@@ -325,20 +332,17 @@ class _Service:
                 extra = sorted({n for n in names if n != in_name}) or [in_name]
                 raise ProtocolError(f"unexpected or repeated inputs {extra}; the model takes one input, {in_name!r}.")
             images = decode_input(request.inputs[0], binaries.get(in_name), loaded.input_hwc, self.max_batch(loaded))
-            for out in request.outputs or ():
-                if out.name != out_name:
-                    raise ProtocolError(f"unknown output {out.name!r}; the model's outputs: [{out_name!r}].")
-            binary = wants_binary(request)
-            binary_names = {out_name} if binary is True else binary
+            available = [o.name for o in loaded.outputs]
+            names, binary_names = requested_outputs(request, available)
         except ProtocolError:
             raise
         except Exception as e:     # anything else a body can provoke while being decoded is still its fault
             raise ProtocolError(f"invalid inference request ({type(e).__name__}: {str(e)[:200]}).") from None
-        probs = self.predict(state, loaded, images)
+        arrays = dict(zip(available, self.predict_outputs(state, loaded, images)))
         head = {"model_name": state.name, "model_version": loaded.version}
         if request.id is not None:
             head["id"] = request.id
-        content, headers = encode_infer_response(head, {out_name: probs}, binary_names)
+        content, headers = encode_infer_response(head, {n: arrays[n] for n in names}, binary_names)
         media = "application/octet-stream" if headers else "application/json"
         return Response(content, media_type=media, headers=headers)
 

@@ -22,7 +22,7 @@ class _Pending:
 
     def __init__(self, images: np.ndarray):
         self.images, self.done = images, threading.Event()
-        self.result: np.ndarray | None = None
+        self.result: np.ndarray | list[np.ndarray] | None = None
         self.error: BaseException | None = None
 
 
@@ -30,7 +30,8 @@ class Batcher:
     """Runs ``predict`` on batches gathered from concurrent :meth:`__call__` callers.
 
     Args:
-        predict: float32 NHWC batch -> (N, classes), e.g. ``LoadedVersion.predict``.
+        predict: float32 NHWC batch -> one array (N, ...) or a list of them (every output of a version,
+            ``LoadedVersion.predict_outputs``); each caller gets its rows of each.
         max_images: most images in one runtime call.
         max_delay_s: longest a request waits for others to join it.
     """
@@ -43,8 +44,8 @@ class Batcher:
         self.batches = 0           # runtime calls made, for tests and metrics
         threading.Thread(target=self._run, name="edgecnn-batcher", daemon=True).start()
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for ``images``, computed in a batch with whatever else arrives meanwhile."""
+    def __call__(self, images: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """``predict``'s answer for ``images``, computed in a batch with whatever else arrives meanwhile."""
         pending = _Pending(images)
         with self._ready:
             self._queue.append(pending)
@@ -87,11 +88,12 @@ class Batcher:
                 return
             try:
                 batch = taken[0].images if len(taken) == 1 else np.concatenate([p.images for p in taken])
-                probs = self.predict(batch)
+                answer = self.predict(batch)
                 self.batches += 1
                 start = 0
                 for p in taken:
-                    p.result = probs[start:start + len(p.images)]
+                    rows = slice(start, start + len(p.images))
+                    p.result = answer[rows] if isinstance(answer, np.ndarray) else [a[rows] for a in answer]
                     start += len(p.images)
             except BaseException as e:      # every waiter learns of the failure
                 for p in taken:

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -40,6 +40,9 @@ class InferenceClient:
     Example:
         >>> client = InferenceClient("http://127.0.0.1:8000")              # doctest: +SKIP
         >>> probs = client.infer("defects", np.zeros((1, 128, 128, 3)))    # doctest: +SKIP
+        >>> out = client.infer_outputs("anomaly", np.zeros((1, 48, 48, 3)))  # doctest: +SKIP
+        >>> out["score"].shape, out["anomaly_map"].shape                      # doctest: +SKIP
+        ((1, 1), (1, 48, 48, 1))
     """
 
     def __init__(self, url: str, timeout: float = 30.0, api_key: str | None = None):
@@ -112,12 +115,14 @@ class InferenceClient:
         return self.json("GET", _model_path(model, version))
 
     def encode_infer(self, images: np.ndarray, input_name: str, *, binary: bool = True, datatype: str | None = None,
-                     request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+                     request_id: str | None = None,
+                     outputs: Sequence[str] | None = None) -> tuple[bytes, dict[str, str]]:
         """Body and headers of an infer request for a batch of pixels 0-255 (N, H, W, C).
 
         By default the pixels travel as binary tensor data (no JSON per value) and the answer comes
         back binary too; ``datatype`` None sends UINT8 (a quarter of the bytes) when every pixel is a
-        whole number, else FP32. ``binary=False`` sends JSON (whole numbers as integers).
+        whole number, else FP32. ``binary=False`` sends JSON (whole numbers as integers). ``outputs``
+        names the outputs to answer (None: every output of the model).
         """
         images = np.asarray(images)
         if datatype is None:
@@ -127,6 +132,8 @@ class InferenceClient:
         head: dict[str, Any] = {"inputs": [{"name": input_name, "shape": list(images.shape), "datatype": datatype}]}
         if request_id is not None:
             head["id"] = request_id
+        if outputs is not None:
+            head["outputs"] = [{"name": str(name)} for name in outputs]
         if binary:
             raw = np.ascontiguousarray(images, dtype=np.uint8 if datatype == "UINT8" else "<f4").tobytes()
             head["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
@@ -142,19 +149,29 @@ class InferenceClient:
         return json.dumps(head, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
 
     def infer(self, model: str, images: np.ndarray, *, version: str | None = None, binary: bool = True,
-              input_name: str | None = None) -> np.ndarray:
-        """Probabilities (N, classes) for a batch of pixels 0-255 (N, H, W, C)."""
+              input_name: str | None = None, output: str | None = None) -> np.ndarray:
+        """One output (N, ...) for a batch of pixels 0-255 (N, H, W, C): ``output`` by name, else the model's
+        first (primary) output, a classifier's probabilities (N, classes)."""
+        answer = self.infer_outputs(model, images, version=version, binary=binary, input_name=input_name,
+                                    outputs=None if output is None else [output])
+        return next(iter(answer.values()))
+
+    def infer_outputs(self, model: str, images: np.ndarray, *, version: str | None = None, binary: bool = True,
+                      input_name: str | None = None, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every output the server answers for a batch of pixels 0-255, by name, float32, in the answer's order:
+        the model's outputs in the artifact's order (``/v2/models/{name}``'s ``outputs``), or those ``outputs``
+        names, in its order (an unknown name is the server's 400, listing the real ones)."""
         key = (model, version)
         if input_name is None:   # asked once per model, not per call: a metadata round trip doubles the requests
             input_name = self._input_names.get(key) or self.model_metadata(model, version)["inputs"][0]["name"]
             self._input_names[key] = input_name
-        body, headers = self.encode_infer(images, input_name, binary=binary)
+        body, headers = self.encode_infer(images, input_name, binary=binary, outputs=outputs)
         status, resp_headers, data = self.request("POST", _model_path(model, version) + "/infer", body, headers)
         if status != 200:
             self._input_names.pop(key, None)   # a reloaded model may have renamed its input: ask again next time
             _decode(status, data, f"infer {model}")
         _, arrays = split_binary_response(data, resp_headers.get("inference-header-content-length"))
-        return next(iter(arrays.values())).astype(np.float32)
+        return {name: a.astype(np.float32) for name, a in arrays.items()}
 
     def classify(self, model: str, image: bytes, *, content_type: str = "image/png", top_k: int = 5,
                  version: str | None = None) -> dict[str, Any]:
@@ -244,10 +261,17 @@ def evaluate_via_http(
     Every concurrency level sends ``requests_per_level`` requests (default: each image once)
     from that many threads.
 
+    A classifier (the metadata's ``parameters.task``) is asked for its first output only and scored by
+    top-1 against the labels. Another task's model (anomaly: a score and a map; segment: per-pixel
+    probabilities) is asked for every output; each answer must hold every output the metadata declares,
+    with its shape, or it counts as an error; ``accuracy`` is then None (its quality figures, AUROC or
+    mIoU, are ``edgecnn evaluate RUN`` in process) and the result holds latency and throughput.
+
     Args:
         url: the service, e.g. ``http://127.0.0.1:8000``.
         data: a run directory (its recipe's test split, as ``edgecnn evaluate`` uses), or a folder
-            of ``<class>/*.png`` (or .jpg) images named after the model's labels (its metadata).
+            of ``<class>/*.png`` (or .jpg) images named after the model's labels (its metadata); for
+            another task than classify, any folder of images.
         model: model name; None = the only model the server serves.
         version: artifact version; None = the server's default.
         concurrency: client threads per level.
@@ -259,7 +283,7 @@ def evaluate_via_http(
         api_key: for a server that protects its routes (see docs/serving.md).
 
     Returns:
-        ``{"url", "model", "version", "n_images", "accuracy", "binary", "levels": [{"concurrency",
+        ``{"url", "model", "version", "n_images", "task", "outputs", "accuracy", "binary", "levels": [{"concurrency",
         "requests", "errors", "accuracy", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps",
         "wall_s"}, ...]}``; ``accuracy`` is the first level's.
 
@@ -280,32 +304,74 @@ def evaluate_via_http(
         meta = client.model_metadata(model, version)
     except OSError as e:
         raise EdgecnnError(f"cannot reach the service at {url} ({e}); is `edgecnn serve` running?") from e
-    labels = list(meta.get("parameters", {}).get("labels") or [])
+    params = meta.get("parameters", {})
+    labels = list(params.get("labels") or [])
+    task = str(params.get("task") or "classify")
     _, height, width, channels = meta["inputs"][0]["shape"]
     input_name = meta["inputs"][0]["name"]
-    served_version = meta.get("parameters", {}).get("version", version)
-    files = list_images(data, labels)[:limit]
+    served_version = params.get("version", version)
+    if task == "classify":
+        files = list_images(data, labels)[:limit]
+    else:
+        files = [(f, -1) for f in _task_images(data)][:limit]
     if not files:
         raise EdgecnnError(f"no .png/.jpg images found in {str(data)!r}.")
     truth = np.array([y for _, y in files])
     pixels = load_images([f for f, _ in files], height, width, channels)
-    bodies = [client.encode_infer(p[None], input_name, binary=binary) for p in pixels]
+    # A classifier's answer is its primary output; another task's is every output, each checked against metadata.
+    asked = [meta["outputs"][0]["name"]] if task == "classify" else None
+    bodies = [client.encode_infer(p[None], input_name, binary=binary, outputs=asked) for p in pixels]
     path = _model_path(model, served_version) + "/infer"
+    read = _answer_reader(meta["outputs"], task)
 
     levels = []
     for c in concurrency:
         if not isinstance(c, int) or c < 1:
             raise EdgecnnError(f"concurrency levels must be positive integers. Received {c!r}.")
         n = requests_per_level or len(bodies)
-        _run_requests(client, path, bodies, min(warmup, n), c)
-        levels.append(_level(client, path, bodies, truth, n, c))
+        _run_requests(client, path, bodies, min(warmup, n), c, read)
+        levels.append(_level(client, path, bodies, truth if task == "classify" else None, n, c, read))
     client.close()
     return {"url": url, "model": model, "version": served_version, "binary": binary, "n_images": len(bodies),
-            "labels": labels, "accuracy": levels[0]["accuracy"] if levels else None, "levels": levels}
+            "task": task, "outputs": meta["outputs"], "labels": labels,
+            "accuracy": levels[0]["accuracy"] if levels else None, "levels": levels}
 
 
-def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, threads: int) -> list[tuple]:
-    """Send requests 0..n-1 (image i % len) from ``threads`` threads; (index, status, seconds, top-1 or error)."""
+def _task_images(data: str | os.PathLike) -> list[str]:
+    """Images for a task other than classify (no class labels to score): a run directory's test split, or every
+    PNG/JPEG under a folder."""
+    root = Path(data)
+    if (root / "recipe.yaml").is_file():
+        from edgecnn.pipeline import Run
+
+        return [str(p) for p in Run.open(root).dataset().paths("test")]
+    if not root.is_dir():
+        raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of images.")
+    return [str(f) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _answer_reader(outputs: list[dict[str, Any]], task: str) -> Callable[[dict[str, np.ndarray]], Any]:
+    """What one answer (output name -> array, batch 1) is worth: a classifier's top-1 index; for another task None
+    when every declared output came back with its declared shape (-1 = any), else a string saying what did not."""
+    if task == "classify":
+        primary = outputs[0]["name"]
+        return lambda arrays: int(np.argmax(arrays[primary][0])) if primary in arrays else f"no output {primary!r}"
+    declared = {o["name"]: list(o["shape"]) for o in outputs}
+
+    def check(arrays: dict[str, np.ndarray]) -> str | None:
+        wrong = [f"{n} {list(arrays[n].shape) if n in arrays else 'missing'} (declared {shape})"
+                 for n, shape in declared.items()
+                 if n not in arrays or arrays[n].ndim != len(shape)
+                 or any(d not in (-1, a) for d, a in zip(shape[1:], arrays[n].shape[1:]))]
+        return f"outputs unlike the metadata: {'; '.join(wrong)}" if wrong else None
+
+    return check
+
+
+def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, threads: int,
+                  read: Callable[[dict[str, np.ndarray]], Any]) -> list[tuple]:
+    """Send requests 0..n-1 (image i % len) from ``threads`` threads; (index, status, seconds, ``read(answer)`` or
+    an error string)."""
     lock = threading.Lock()
     counter = iter(range(n))
     results: list[tuple] = []
@@ -329,7 +395,7 @@ def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, thre
             dt = time.perf_counter() - t0
             if status == 200:
                 _, arrays = split_binary_response(data, resp_headers.get("inference-header-content-length"))
-                out.append((i, status, dt, int(np.argmax(next(iter(arrays.values()))[0]))))
+                out.append((i, status, dt, read(arrays)))
             else:
                 out.append((i, status, dt, data[:300].decode("utf-8", "replace")))
         local.close()
@@ -344,17 +410,20 @@ def _run_requests(client: InferenceClient, path: str, bodies: list, n: int, thre
     return sorted(results)
 
 
-def _level(client: InferenceClient, path: str, bodies: list, truth: np.ndarray, n: int, c: int) -> dict[str, Any]:
+def _level(client: InferenceClient, path: str, bodies: list, truth: np.ndarray | None, n: int, c: int,
+           read: Callable[[dict[str, np.ndarray]], Any]) -> dict[str, Any]:
+    """One concurrency level; ``truth`` None: no accuracy (a task without class labels), answers only checked."""
     started = time.perf_counter()
-    results = _run_requests(client, path, bodies, n, c)
+    results = _run_requests(client, path, bodies, n, c, read)
     wall = time.perf_counter() - started
-    ok = [r for r in results if r[1] == 200]
-    errors = [r for r in results if r[1] != 200]
+    good = [r[1] == 200 and not isinstance(r[3], str) for r in results]
+    ok = [r for r, g in zip(results, good) if g]
+    errors = [r for r, g in zip(results, good) if not g]
     ms = np.array([r[2] for r in ok]) * 1e3 if ok else np.array([np.nan])
-    correct = sum(r[3] == truth[r[0] % len(truth)] for r in ok)
+    correct = 0 if truth is None else sum(r[3] == truth[r[0] % len(truth)] for r in ok)
     level = {
         "concurrency": c, "requests": n, "errors": len(errors),
-        "accuracy": correct / len(ok) if ok else None,
+        "accuracy": correct / len(ok) if ok and truth is not None else None,
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
         "throughput_rps": len(ok) / wall if wall > 0 else None, "wall_s": wall,

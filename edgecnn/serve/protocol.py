@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgecnn.errors import EdgecnnError
+from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.serve.json_tensor import MAX_HEADER_BYTES, DataError, DataSpan, cut_data, parse_numbers
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -352,12 +353,27 @@ def encode_infer_response(
     return head + b"".join(tail), {"Inference-Header-Content-Length": str(len(head))}
 
 
-def wants_binary(request: InferenceRequest) -> set[str] | bool:
-    """Output names the client asked for as binary (True = all of them)."""
-    params = request.parameters or {}
-    if params.get("binary_data_output") is True:
-        return True
-    return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
+def requested_outputs(request: InferenceRequest, available: Sequence[str]) -> tuple[list[str], set[str]]:
+    """The outputs an infer request asks for, and which of them go back as binary tensor data.
+
+    Without an ``outputs`` list every output is answered, in the artifact's order; with one, the outputs
+    it names, in its order (a repeated name once). Binary: all of them with the request parameter
+    ``binary_data_output: true`` (except an output whose ``binary_data`` is false), else those whose
+    ``binary_data`` is true.
+
+    Raises:
+        ProtocolError: an output name the model does not have (400, listing the ones it has).
+    """
+    asked = request.outputs or []
+    for out in asked:
+        if out.name not in available:
+            raise ProtocolError(f"unknown output {out.name!r}; the model's outputs: {list(available)}."
+                                f"{did_you_mean(out.name, available)}")
+    names = list(dict.fromkeys(o.name for o in asked)) or list(available)
+    flags = {o.name: (o.parameters or {}).get("binary_data") for o in asked}
+    if (request.parameters or {}).get("binary_data_output") is True:
+        return names, {n for n in names if flags.get(n) is not False}
+    return names, {n for n in names if flags.get(n) is True}
 
 
 def split_binary_response(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

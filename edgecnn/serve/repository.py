@@ -32,7 +32,7 @@ import numpy as np
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.export.manifest import MANIFEST, read_manifest, verify_artifact
-from edgecnn.runtime import Runner, RuntimeSpec, list_runtimes, load_runner
+from edgecnn.runtime import Runner, RuntimeSpec, TensorSpec, list_runtimes, load_runner
 from edgecnn.serve.metrics import log_event
 from edgecnn.serve.protocol import ProtocolError
 
@@ -59,11 +59,28 @@ class LoadedVersion:
     lock: threading.Lock | None = field(default=None, compare=False)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """float32 NHWC pixels 0-255 -> float32 probabilities (N, classes)."""
+        """float32 NHWC pixels 0-255 -> the primary output, float32 (a classifier's (N, classes) probabilities)."""
         if self.lock is None:
             return self.runner(images)
         with self.lock:
             return self.runner(images)
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        """float32 NHWC pixels 0-255 -> every output, float32, in :attr:`outputs`' order."""
+        if self.lock is None:
+            return self.runner.predict_outputs(images)
+        with self.lock:
+            return self.runner.predict_outputs(images)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The artifact's output specs, read from the file by its runner (the first is the primary)."""
+        return self.runner.outputs
+
+    def output_metadata(self) -> list[dict[str, Any]]:
+        """KServe tensor metadata of every output as ``/infer`` answers it: float32 (quantised outputs come back
+        dequantised), the artifact's shape with -1 for the batch and for any other dynamic dimension."""
+        return [{"name": o.name, "datatype": "FP32", "shape": tensor_shape(o)} for o in self.outputs]
 
 
 @dataclass(frozen=True)
@@ -268,6 +285,7 @@ class Repository:
         # The file must still be the one we hashed: a swap during loading is refused, not served.
         verify_artifact(run_dir, version, manifest)
         hwc = _input_hwc(runner, manifest, path)
+        _check_outputs(runner, entry, path)
         out_shape = runner.output.shape
         classify = manifest.get("task", "classify") == "classify"   # another task's output is its own (a map, a mask)
         if classify and (len(out_shape) != 2 or not isinstance(out_shape[1], int)):
@@ -325,6 +343,33 @@ def resolve_target(target: str | os.PathLike) -> _Target:
             )
         return _Target(path.parent, path.name)
     raise EdgecnnError(f"no such run directory or artifact: {str(path)!r}.")
+
+
+def tensor_shape(spec: TensorSpec) -> list[int]:
+    """A tensor's KServe shape: -1 for the batch and for every dynamic dimension."""
+    return [-1 if i == 0 or not isinstance(d, int) else int(d) for i, d in enumerate(spec.shape)]
+
+
+def manifest_outputs(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The output specs a manifest entry records: its ``outputs`` list, else its one (primary) ``output``."""
+    if entry.get("outputs"):
+        return list(entry["outputs"])
+    return [entry["output"]] if entry.get("output") else []
+
+
+def _check_outputs(runner: Runner, entry: dict[str, Any], path: Path) -> None:
+    """Output names an answer can be keyed by (distinct), and the manifest's record of them (logged if it differs:
+    the artifact, whose sha256 matched, is what is served)."""
+    names = [o.name for o in runner.outputs]
+    if len(set(names)) != len(names):
+        raise EdgecnnError(f"{path.name}: outputs {names} repeat a name; /infer answers each output under its own "
+                           "name. Re-export the model with distinct output names.")
+    recorded = [(o.get("name"), tensor_shape(TensorSpec(str(o.get("name")), tuple(o.get("shape") or ()), "")))
+                for o in manifest_outputs(entry)]
+    actual = [(o.name, tensor_shape(o)) for o in runner.outputs][:len(recorded)]
+    if recorded and recorded != actual:
+        log_event("manifest_outputs_differ", artifact=path.name, manifest=recorded, artifact_outputs=actual,
+                  note="the artifact's own outputs are served; re-export to rewrite manifest.json")
 
 
 def _input_hwc(runner: Runner, manifest: dict[str, Any], path: Path) -> tuple[int, int, int]:
