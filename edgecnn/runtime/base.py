@@ -59,11 +59,11 @@ class Runner(abc.ABC):
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
         """Every output of the artifact, in :meth:`predict_outputs`' order; ``(self.output,)`` unless set."""
-        return getattr(self, "_outputs", None) or (self.output,)
+        return getattr(self, "_output_specs", None) or (self.output,)
 
     @outputs.setter
     def outputs(self, specs) -> None:
-        self._outputs = tuple(specs)
+        self._output_specs = tuple(specs)
 
     def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
         """Every output of a multi-output artifact (an anomaly model's score and map), float32, in the
