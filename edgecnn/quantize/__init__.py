@@ -22,7 +22,7 @@ from edgecnn.quantize.converters import (
     register_quantize_config,
     tflite_converter,
 )
-from edgecnn.quantize.cpu import CpuFeatures, cpu_features, parse_cpuinfo
+from edgecnn.quantize.cpu import TARGET_CPUS, CpuFeatures, cpu_features, parse_cpuinfo, target_features
 from edgecnn.quantize.onnx_qdq import (
     ONNX_CALIBRATION_METHODS,
     ONNX_INT8_TYPES,
@@ -44,7 +44,7 @@ __all__ = [
     # calibration
     "MIN_CALIBRATION", "check_calibration", "representative_dataset", "CalibrationReader",
     # CPU
-    "CpuFeatures", "cpu_features", "parse_cpuinfo",
+    "CpuFeatures", "cpu_features", "parse_cpuinfo", "TARGET_CPUS", "target_features",
     # converters
     "tflite_converter", "keras_to_onnx", "quantize_scope", "register_quantize_config", "ONNX_INPUT_NAME",
     # ONNX

@@ -15,6 +15,11 @@ anything else (or unreadable)  uint8 / int8                onnxruntime's default
 
     features = cpu_features()                       # reads /proc/cpuinfo once
     parse_cpuinfo(text, machine="x86_64")           # the same from any cpuinfo text (tests)
+    target_features("arm64")                        # the CPU a recipe quantises for (compress.target_cpu)
+
+A recipe names the CPU its int8 files are for (``compress.target_cpu``, :data:`TARGET_CPUS`): ``host``
+(this machine, the default), ``arm64`` (phones, boards: S8S8), ``x86-avx2`` (7-bit weights) or
+``x86-vnni`` (U8S8). An int8 ONNX built on a VNNI PC for a phone is then quantised for the phone.
 """
 from __future__ import annotations
 
@@ -88,4 +93,34 @@ def cpu_features() -> CpuFeatures:
     return parse_cpuinfo(text, platform.machine())
 
 
-__all__ = ["CpuFeatures", "cpu_features", "parse_cpuinfo"]
+# The CPUs a recipe may quantise for, as the features they stand for (None: read this machine's).
+TARGET_CPUS: dict[str, CpuFeatures | None] = {
+    "host": None,
+    "arm64": CpuFeatures(frozenset({"arm", "arm_dotprod"}), "int8", "int8", reduce_range=False),
+    "x86-avx2": CpuFeatures(frozenset({"avx2"}), "uint8", "int8", reduce_range=True),
+    "x86-vnni": CpuFeatures(frozenset({"avx2", "avx512_vnni", "vnni"}), "uint8", "int8", reduce_range=False),
+}
+
+
+def target_features(target: str = "host") -> CpuFeatures:
+    """The :class:`CpuFeatures` int8 files are quantised for: a named target CPU, or this machine's (``host``).
+
+    Args:
+        target: a key of :data:`TARGET_CPUS`.
+
+    Raises:
+        EdgecnnError: an unknown target (the allowed names and the closest one); a ValueError.
+
+    Example:
+        >>> target_features("arm64").onnx_activation_type, target_features("x86-avx2").reduce_range
+        ('int8', True)
+    """
+    if target not in TARGET_CPUS:
+        from edgecnn.errors import EdgecnnError, did_you_mean
+
+        raise EdgecnnError(f"target_cpu must be one of {', '.join(TARGET_CPUS)}; received target_cpu={target!r}."
+                         f"{did_you_mean(str(target), TARGET_CPUS)}")
+    return TARGET_CPUS[target] or cpu_features()
+
+
+__all__ = ["TARGET_CPUS", "CpuFeatures", "cpu_features", "parse_cpuinfo", "target_features"]

@@ -3,7 +3,8 @@
     quantize_onnx("model.onnx", "model.int8.onnx", images, method="percentile", per_channel=True)
     quantize_onnx("model.onnx", "model.mixed.onnx", images, exclude_nodes=nodes)     # those stay float
 
-Activation type and ``reduce_range`` follow :func:`edgecnn.quantize.cpu.cpu_features` unless given.
+Activation type and ``reduce_range`` follow the target CPU (:func:`edgecnn.quantize.cpu.target_features`:
+this machine's flags for ``target="host"``) unless given.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from edgecnn._io import atomic_path
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import CalibrationReader, check_calibration
-from edgecnn.quantize.cpu import cpu_features
+from edgecnn.quantize.cpu import target_features
 
 log = logging.getLogger("edgecnn.quantize")
 ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -56,7 +57,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
                   per_channel: bool = True, reduce_range: bool | None = None, activation_type: str | None = None,
                   exclude_nodes: Iterable[str] = (), percentile: float = 99.999,
                   symmetric_activations: bool = False,
-                  tensor_ranges: dict[str, tuple[float, float]] | None = None) -> Path:
+                  tensor_ranges: dict[str, tuple[float, float]] | None = None, target: str = "host") -> Path:
     """Static QDQ int8 ONNX (int8 weights; uint8 or int8 activations) from a float ONNX, calibrated on images.
 
     ``quant_pre_process`` (shape inference + graph optimisation) runs first, as onnxruntime advises.
@@ -68,19 +69,21 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
         calibration_images: (N, H, W, 3) float32 0-255, N >= ``MIN_CALIBRATION`` (a few hundred is typical).
         method: ``'minmax'``, ``'entropy'`` (KL) or ``'percentile'`` activation ranges.
         per_channel: per-output-channel weight scales (better accuracy, same speed on CPU).
-        reduce_range: 7-bit weights; None asks :func:`~edgecnn.quantize.cpu.cpu_features` (True on AVX2 without VNNI).
-        activation_type: ``'uint8'`` or ``'int8'``; None asks ``cpu_features`` (int8 on ARM, else uint8).
+        reduce_range: 7-bit weights; None follows ``target`` (True on AVX2 without VNNI).
+        activation_type: ``'uint8'`` or ``'int8'``; None follows ``target`` (int8 on ARM, else uint8).
         exclude_nodes: node names to keep float (see :func:`~edgecnn.quantize.onnx_sensitive_nodes`).
         percentile: the percentile for ``method='percentile'``.
         symmetric_activations: symmetric activation ranges (some NPUs want them).
         tensor_ranges: ``{tensor: (rmin, rmax)}`` fixed real ranges instead of calibrated ones (e.g. learned
             by QAT, see :mod:`edgecnn.quantize.onnx_qat`); names absent after pre-processing are ignored.
+        target: the CPU the file is for, a key of :data:`~edgecnn.quantize.cpu.TARGET_CPUS` (``host``: this
+            machine's flags; ``arm64``: S8S8; ``x86-avx2``: U8S8 with 7-bit weights; ``x86-vnni``: U8S8).
 
     Returns:
         ``dst`` as a Path.
 
     Raises:
-        EdgecnnError: too few calibration images, unknown method / type / node names, missing ``src``.
+        EdgecnnError: too few calibration images, unknown method / type / node names / target, missing ``src``.
 
     Example:
         >>> quantize_onnx("run/model.onnx", "run/model.int8.onnx", calib, method="percentile")  # doctest: +SKIP
@@ -99,7 +102,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise EdgecnnError(f"float ONNX model not found: {str(src)!r}. Export it first (format 'onnx').")
-    cpu = cpu_features()
+    cpu = target_features(target)
     reduce = cpu.reduce_range if reduce_range is None else bool(reduce_range)
     act = activation_type or cpu.onnx_activation_type
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -129,8 +132,8 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration_im
                             extra_options=extra)
             if folded is not None:
                 _correct_fold(folded, tmp)
-    log.info("quantised %s -> %s (%s, %s activations, per_channel=%s, reduce_range=%s, %d node(s) float)", src.name,
-             dst.name, method, act, per_channel, reduce, len(exclude))
+    log.info("quantised %s -> %s (%s, %s activations, per_channel=%s, reduce_range=%s, %d node(s) float, for %s)",
+             src.name, dst.name, method, act, per_channel, reduce, len(exclude), target)
     return dst
 
 
