@@ -159,17 +159,6 @@ def run(recipe: Optional[Path] = typer.Argument(
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
 
 
-def _task_stages(r, force: bool) -> None:
-    """A stage command on a run of another task than classify: that task runs its own (resumable) stages."""
-    if r.recipe.task == "classify":
-        return
-    from edgecnn.tasks import get_task
-
-    result = get_task(r.recipe.task).run(r, force=force)
-    out.print(f"{r.recipe.task} run: every stage is current; report: {r.dir / 'report.html'}")
-    raise typer.Exit(0 if result.ok else EXIT_BUDGET)
-
-
 @app.command()
 def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgecnn run`"),
           force: bool = typer.Option(False, help="train even if model.keras is current")):
@@ -178,8 +167,7 @@ def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgec
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
-    _task_stages(r, force)
-    r.train(force=force)
+    r.train(force=force)   # the task's train stage alone (anomaly: the fit)
     out.print(f"model: {run_dir / 'model.keras'}")
 
 
@@ -190,9 +178,12 @@ def compress(run_dir: Path = typer.Argument(..., help="run directory with model.
     _setup_logging()
     from edgecnn.pipeline import Run
 
+    from edgecnn.classify.stages import compress_fingerprint
+
     r = Run.open(run_dir)
-    _task_stages(r, force)
-    if r.compress_fingerprint() is None:
+    if "compress" not in r.task.stage_names:
+        r.compress(force=force)   # the task's readable refusal: it names the stages it has
+    if compress_fingerprint(r) is None:
         raise EdgecnnError(f"the recipe of {str(run_dir)!r} opts out of the int8 chooser (compress.enabled: false) "
                            "or exports no int8 format; remove `enabled: false` from its compress section or add "
                            "tflite-int8 / onnx-int8 to export.formats (see README 'Models and compression').")
@@ -217,7 +208,6 @@ def export(run_dir: Path = typer.Argument(..., help="run directory with model.ke
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
-    _task_stages(r, force)
     done = r.export(formats or None, force=force)
     out.print(f"exported: {', '.join(done) or 'nothing (all current)'}; manifest: {run_dir / 'manifest.json'}")
 
@@ -235,7 +225,6 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
-    _task_stages(r, force)
     if url:
         import json
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from edgecnn._io import artifact_bytes, atomic_path, sha256_file, write_json, write_text
+from edgecnn._io import artifact_bytes, atomic_path, sha256_file, write_json
 from edgecnn.anomaly.data import AnomalySet, load_images, load_masks
 from edgecnn.anomaly.metrics import PixelAccumulator, image_metrics, rank_correlation, roc_points
 from edgecnn.anomaly.pipeline import BATCH
@@ -112,21 +112,22 @@ def render_anomaly_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_stage(r, ds: AnomalySet, force: bool = False):
+def evaluate_stage(r, force: bool = False):
     """Measure every artifact, apply the budgets, render the report; returns the RunResult."""
-    from edgecnn.evaluate.budgets import check_budgets
     from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
     from edgecnn.export.manifest import read_manifest, verify_artifact
-    from edgecnn.pipeline import RunResult, _fp
     from edgecnn.report import render_report
     from edgecnn.runtime import load_runner
+    from edgecnn.stages.verdict import finish_evaluation
+    from edgecnn.store import fingerprint as _fp
 
+    ds: AnomalySet = r.dataset()
     manifest = read_manifest(r.dir)
     cfg, ecfg = r.recipe.anomaly, r.recipe.evaluate
     fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()}, sha256_file(r.dir / REFERENCE),
              ecfg.model_dump(mode="json"), ds.fingerprint())
     path = r.dir / "report.json"
-    if not force and r._done("evaluate", fp, ["report.json", "scores.json"]):
+    if not force and r.store.is_current("evaluate", fp, ["report.json", "scores.json"]):
         log.info("evaluate: up to date (report.json), skipped measuring; re-checking budgets")
         report = json.loads(path.read_text())
     else:
@@ -179,11 +180,7 @@ def evaluate_stage(r, ds: AnomalySet, force: bool = False):
         write_json(r.dir / "scores.json", {"threshold": 0.5, "normal": cfg.normal, "defect": defect.tolist(),
                                            "kinds": kinds, "scores": all_scores,
                                            "threshold_rule": manifest.get("anomaly", {}).get("threshold_rule")})
-    checks, violations = check_budgets(report, r.recipe.budgets)
-    report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
-    report["verdict"] = "pass" if not violations else "fail"
-    write_json(path, report)
-    write_text(r.dir / "report.md", render_anomaly_markdown(report))
-    r._mark("evaluate", fp, ["report.json", "scores.json"], hashed=False)
+    result = finish_evaluation(r.store, report, r.recipe.budgets, fp, manifest=manifest,
+                               markdown=render_anomaly_markdown, outputs=("report.json", "scores.json"))
     render_report(r.dir)
-    return RunResult(r.dir, report, violations)
+    return result

@@ -22,6 +22,8 @@ import numpy as np
 from edgecnn._io import atomic_path, write_json
 from edgecnn.anomaly.data import AnomalySet, discover_anomaly, load_images
 from edgecnn.errors import EdgecnnError
+from edgecnn.stages.data import generate_defects
+from edgecnn.store import fingerprint as _fp
 
 log = logging.getLogger("edgecnn.anomaly")
 BATCH = 16
@@ -32,24 +34,18 @@ CALIBRATION_IMAGES = 64
 HEAD_LAYERS = ("anomaly_distance/", "anomaly_map/", "anomaly_inner/", "/score/")  # kept float by the mixed route
 
 
-def _fp(*parts) -> str:
-    from edgecnn.pipeline import _fp as fingerprint
-
-    return fingerprint(*parts)
-
-
 def anomaly_dataset(r) -> AnomalySet:
-    """The recipe's data folder (generated first when ``data.generate: defects`` and it is missing)."""
+    """The recipe's data folder (generated first when ``data.generate: defects`` and it is missing): the task's
+    data discovery (``run.dataset()`` calls it once per run)."""
+    if r.recipe.import_ is not None:
+        raise EdgecnnError("task: anomaly fits its own model from good images; `edgecnn import` is for classifiers.")
     d, cfg = r.recipe.data, r.recipe.anomaly
     path = Path(d.path)
     if not path.exists() and d.generate == "defects":
-        from edgecnn.data.defects import make_defects
-
-        log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)
-        make_defects(path, seed=d.generate_seed)
+        generate_defects(path, d.generate_seed)
     ds = discover_anomaly(path, normal=cfg.normal, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                           seed=d.split_seed)
-    write_json(r.dir / "dataset.json", {**ds.to_json(), "fingerprint": ds.fingerprint()})
+    r.store.write_dataset(None, {**ds.to_json(), "fingerprint": ds.fingerprint()})
     return ds
 
 
@@ -75,11 +71,18 @@ def _runner_scores(runner):
     return lambda x: split_outputs(runner.predict_outputs(x))[0]
 
 
-def fit_stage(r, ds: AnomalySet, force: bool = False) -> bool:
-    """Fit the statistics and the threshold; write model.keras and fit.json. Returns True when it fitted."""
+def fit_stage(r, force: bool = False) -> bool:
+    """The train stage: fit the statistics and the threshold; write model.keras and fit.json. Returns True when
+    it fitted. A memory bank or per-position Gaussians are sums over all images, not gradient steps:
+    ``train.distribute`` is refused."""
+    ds = r.dataset()
     cfg = r.recipe.anomaly
+    if r.recipe.train.distribute.strategy != "none":
+        raise EdgecnnError(f"train.distribute.strategy is {r.recipe.train.distribute.strategy!r}, but task: anomaly "
+                           f"fits {cfg.method}'s statistics in one pass on one machine (no gradient steps to "
+                           "distribute). Set train.distribute.strategy: none.")
     fp = _fp(ds.fingerprint(), cfg.model_dump(mode="json"))
-    if not force and r._done("fit", fp, [MODEL, "fit.json"]):
+    if not force and r.store.is_current("train", fp, [MODEL, "fit.json"]):
         log.info("fit: up to date (model.keras), skipped")
         return False
     from edgecnn.anomaly.fit import fit_padim, fit_patchcore
@@ -111,10 +114,7 @@ def fit_stage(r, ds: AnomalySet, force: bool = False) -> bool:
         "score_margin": cfg.score_margin, "blur_sigma": cfg.blur_sigma})
     log.info("fit: %s on %s, %d good images, %.1fs; threshold %.4f (%s), statistics %.1f MB", cfg.method,
              cfg.backbone, len(train), fit_s, thr["threshold"], thr["rule"], stat_bytes / 2 ** 20)
-    r._mark("fit", fp, [MODEL, "fit.json"])
-    for stage in ("export", "evaluate"):
-        r.state.pop(stage, None)
-    r._save_state()
+    r.store.record("train", fp, [MODEL, "fit.json"])
     return True
 
 
@@ -186,16 +186,19 @@ def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
                          "has no defects)"}
 
 
-def export_stage(r, ds: AnomalySet, force: bool = False) -> list[str]:
+def export_stage(r, force: bool = False, formats: list[str] | None = None) -> list[str]:
     """model.fp32.tflite, model.onnx and (when one fits) model.int8.tflite, with the manifest."""
     from edgecnn._io import copy_artifact
     from edgecnn.export import ExportContext, export, get_format
     from edgecnn.export.manifest import add_artifact, init_manifest, remove_artifact
 
     cfg = r.recipe.anomaly
-    fp = _fp(r.state.get("fit", {}).get("fingerprint"), r.recipe.export.opset, cfg.int8, cfg.max_int8_auroc_drop)
-    rec = r.state.get("export", {})
-    if not force and r._done("export", fp, ["manifest.json", *rec.get("outputs", {})]):
+    if formats:
+        raise EdgecnnError(f"task: anomaly exports a fixed set (float TFLite and ONNX, and the int8 picks); "
+                           f"received --format {formats}. Leave --format out.")
+    ds = r.dataset()
+    fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset, cfg.int8, cfg.max_int8_auroc_drop)
+    if not force and r.store.is_current("export", fp, ["manifest.json", *r.store.outputs_of("export")]):
         log.info("export: all artifacts up to date, skipped")
         return []
     from edgecnn._tf import keras
@@ -245,19 +248,5 @@ def export_stage(r, ds: AnomalySet, force: bool = False) -> list[str]:
             written.append(INT8_FILE)
         else:
             log.warning("export: no int8 candidate within the budget (%s); no %s", choice["criterion"], INT8_FILE)
-    r._mark("export", fp, written)
-    r.state.pop("evaluate", None)
-    r._save_state()
+    r.store.record("export", fp, written)
     return written
-
-
-def run_anomaly(r, force: bool = False):
-    """Every stage of a ``task: anomaly`` run (``edgecnn run``, and ``edgecnn train/export/evaluate RUN``)."""
-    from edgecnn.anomaly.evaluate import evaluate_stage
-
-    if r.recipe.import_ is not None:
-        raise EdgecnnError("task: anomaly fits its own model from good images; `edgecnn import` is for classifiers.")
-    ds = anomaly_dataset(r)
-    fit_stage(r, ds, force=force)
-    export_stage(r, ds, force=force)
-    return evaluate_stage(r, ds, force=force)

@@ -317,13 +317,10 @@ def _report(run_dir: Path, manifest: dict, names: list[str]) -> dict:
         report = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise EdgecnnError(f"{path} is unreadable ({e}). {fix}") from None
-    state = None
-    if (run_dir / "state.json").is_file():
-        try:
-            state = json.loads((run_dir / "state.json").read_text())
-        except json.JSONDecodeError:
-            state = None
-    exported = {v.get("sha256") for v in (state or {}).get("export", {}).values() if isinstance(v, dict)}
+    from edgecnn.store import STATE, RunStore
+
+    store = RunStore(run_dir) if (run_dir / STATE).is_file() else None
+    exported = store.item_digests("export") if store else set()
     for name in names:
         art = report.get("artifacts", {}).get(name)
         entry = manifest["artifacts"][name]
@@ -335,7 +332,8 @@ def _report(run_dir: Path, manifest: dict, names: list[str]) -> dict:
         elif art.get("bytes") != entry["bytes"]:
             stale = (f"it was measured on another {name!r} ({art.get('bytes')} bytes, "
                      f"manifest.json says {entry['bytes']})")
-        elif "sha256" not in art and state is not None and ("evaluate" not in state or entry["sha256"] not in exported):
+        elif "sha256" not in art and store is not None and (
+                not store.has("evaluate") or entry["sha256"] not in exported):
             stale = f"{name!r} was exported again after the evaluation (state.json)"
         if stale:
             raise EdgecnnError(f"{path} does not match the artifacts: {stale}. {fix}")

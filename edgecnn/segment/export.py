@@ -1,6 +1,6 @@
 """Export a segmentation model through the registered formats, int8 chosen within an mIoU budget.
 
-Float formats are exported as the classifier's are (:meth:`edgecnn.pipeline.Run._export_one`).
+Every format goes through the shared export loop (:func:`edgecnn.stages.export.export_formats`).
 An int8 format with a calibration method (``tflite-int8``, ``onnx-int8``) is exported once per
 method of ``segment.int8_calibrations`` that it knows, into ``int8_candidates/<method>/``, each
 scored by mIoU on ``segment.int8_val_images`` validation pairs; the first whose drop below the
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from edgecnn._io import sha256_file, write_json
-from edgecnn.pipeline import Run, _fp
 from edgecnn.segment.data import SegmentData, load_pair, load_split, spread
 from edgecnn.segment.metrics import confusion_matrix, mean_iou, pixel_agreement
+from edgecnn.store import fingerprint as _fp
 
 log = logging.getLogger("edgecnn.segment")
 CANDIDATES = "int8_candidates"
@@ -45,7 +45,7 @@ def _methods(spec_name: str, wanted: list[str]) -> list[tuple[str, str]]:
     return [(known[0], m) for m in wanted if m in known[1]] if known else []
 
 
-def choose_int8(run: Run, spec, model, ctx, val: tuple[np.ndarray, np.ndarray], float_masks: np.ndarray,
+def choose_int8(run, spec, model, ctx, val: tuple[np.ndarray, np.ndarray], float_masks: np.ndarray,
                 classes: list[str]) -> dict:
     """Export ``spec`` with each calibration method and pick one within ``segment.max_miou_drop`` (see module)."""
     from dataclasses import replace
@@ -84,19 +84,20 @@ def choose_int8(run: Run, spec, model, ctx, val: tuple[np.ndarray, np.ndarray], 
             "candidates": candidates}
 
 
-def export_all(run: Run, data: SegmentData, force: bool = False) -> list[str]:
-    """Export every format of ``export.formats`` whose artifact is missing or stale; returns those exported."""
+def export_all(run, data: SegmentData, force: bool = False, formats: list[str] | None = None) -> list[str]:
+    """Export every format of ``export.formats`` whose artifact is missing or stale (the shared export loop);
+    an int8 format with calibration methods is the mIoU choice's pick. Returns the formats exported."""
     from edgecnn._tf import keras
     from edgecnn.arch import get_model_entry
     from edgecnn.arch.inspect import preprocessing_of
     from edgecnn.export import ExportContext, format_depth, get_format
     from edgecnn.export.manifest import init_manifest
-    from edgecnn.progress import progress
     from edgecnn.runtime import load_runner
+    from edgecnn.stages.export import export_formats
 
     r, e, s = run.recipe, run.recipe.export, run.recipe.segment
-    specs = sorted((get_format(f) for f in e.formats), key=format_depth)
-    train_fp = run.state.get("train", {}).get("fingerprint") or _fp(sha256_file(run.dir / "model.keras"))
+    specs = sorted((get_format(f) for f in formats or e.formats), key=format_depth)
+    train_fp = run.store.fingerprint_of("train") or _fp(sha256_file(run.dir / "model.keras"))
     base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_per_channel)
     choice_fp = _fp(base_fp, s.max_miou_drop, s.int8_calibrations, s.int8_val_images)
 
@@ -108,41 +109,43 @@ def export_all(run: Run, data: SegmentData, force: bool = False) -> list[str]:
     init_manifest(run.dir, name=r.name, task="segment", labels=data.classes,
                   model={"name": r.model.name, "input_size": size, "num_classes": len(data.classes),
                          "family": entry.family, "task": "segment", **r.model.args})
-    todo = [spec for spec in specs if force or not run._export_current(spec, fp_of(spec))]
-    if not todo:
-        log.info("export: all %d artifacts up to date, skipped", len(specs))
-        return []
-    model = keras.models.load_model(str(run.dir / "model.keras"), compile=False)
-    init_manifest(run.dir, preprocessing={**preprocessing_of(model), "resize": [size, size],
-                                          "channels": int(model.input_shape[-1])})
-    calib = calibration_images(data, size, e.calibration_images) if any(t.needs_calibration for t in todo) else None
-    ctx = ExportContext(run.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
-                        onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel)
+
+    def load_model():
+        model = keras.models.load_model(str(run.dir / "model.keras"), compile=False)
+        init_manifest(run.dir, preprocessing={**preprocessing_of(model), "resize": [size, size],
+                                              "channels": int(model.input_shape[-1])})
+        return model
+
+    def context(todo, model):
+        calib = calibration_images(data, size, e.calibration_images) if any(
+            t.needs_calibration for t in todo) else None
+        return ExportContext(run.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
+                             onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel)
+
     choices: dict[str, Any] = {}
-    val = float_masks = None
-    with progress("exporting", len(todo)) as update:
-        for i, spec in enumerate(todo):
-            update(i, spec.name)
-            pick = None
-            if _methods(spec.name, s.int8_calibrations):
-                if val is None:
-                    val = load_split(data, "val", size, limit=s.int8_val_images)
-                    float_masks = predict_masks(load_runner(run.dir / "model.keras"), val[0])
-                choice = choose_int8(run, spec, model, ctx, val, float_masks, data.classes)
-                if choice:
-                    choices[spec.name] = choice
-                    pick = {"artifact": choice["artifact"], "route": f"{spec.name} {choice['pick']} calibration",
-                            "notes": [f"val mIoU {c['method']}: {c['miou']:.4f} (drop {c['miou_drop']:.4f})"
-                                      for c in choice["candidates"]]}
-            run._export_one(spec, model, ctx, fp_of(spec), pick)
-        update(len(todo))
+    val: dict[str, Any] = {}   # the val pairs and the float masks, loaded for the first int8 choice
+
+    def pick_of(spec, model, ctx) -> dict | None:
+        if not _methods(spec.name, s.int8_calibrations):
+            return None
+        if not val:
+            val["pairs"] = load_split(data, "val", size, limit=s.int8_val_images)
+            val["masks"] = predict_masks(load_runner(run.dir / "model.keras"), val["pairs"][0])
+        choice = choose_int8(run, spec, model, ctx, val["pairs"], val["masks"], data.classes)
+        if not choice:
+            return None
+        choices[spec.name] = choice
+        return {"artifact": choice["artifact"], "route": f"{spec.name} {choice['pick']} calibration",
+                "notes": [f"val mIoU {c['method']}: {c['miou']:.4f} (drop {c['miou_drop']:.4f})"
+                          for c in choice["candidates"]]}
+
+    done = export_formats(run.store, specs, fp_of, load_model=load_model, context=context, pick_of=pick_of,
+                          verified_of=lambda spec: False, force=force)
     if choices:
         old = run.dir / "int8.json"
         merged = {**(_read_json(old) if old.is_file() else {}), **choices}
         write_json(old, {n: merged[n] for n in merged if n in e.formats})
-    run.state.pop("evaluate", None)
-    run._save_state()
-    return [t.name for t in todo]
+    return done
 
 
 def _read_json(path) -> dict:

@@ -11,54 +11,55 @@ import logging
 import shutil
 from pathlib import Path
 
-from edgecnn._io import sha256_file, write_json, write_text
+from edgecnn._io import sha256_file, write_text
 from edgecnn.errors import EdgecnnError
-from edgecnn.pipeline import Run, RunResult, _fp
+from edgecnn.stages.data import generate_defects
+from edgecnn.stages.result import RunResult
+from edgecnn.store import fingerprint as _fp
 
 log = logging.getLogger("edgecnn.segment")
 
 
-def segment_data(run: Run):
-    """The run's image + mask pairs (generating the bundled set where the recipe says so); cached on the Run."""
-    cached = getattr(run, "_segment_data", None)
-    if cached is not None:
-        return cached
+def segment_data(run):
+    """The run's image + mask pairs (generating the bundled set where the recipe says so): the task's data
+    discovery (``run.dataset()`` calls it once per run)."""
     from edgecnn.segment.data import discover_pairs
 
+    if run.recipe.import_ is not None:
+        raise EdgecnnError("task: segment trains its own model; `edgecnn import` is for classifiers. "
+                           "Remove the import: section or set task: classify.")
     d, s = run.recipe.data, run.recipe.segment
     path = Path(d.path)
     if not path.exists() and d.generate == "defects":
-        from edgecnn.data.defects import CLASSES, make_defects
-        from edgecnn.progress import progress
-
-        log.info("generating the bundled defect set at %s (seed %d)", path, d.generate_seed)
-        with progress("generating defect images", 450 * len(CLASSES)) as update:
-            make_defects(path, seed=d.generate_seed, progress=lambda done, total: update(done))
+        generate_defects(path, d.generate_seed)
     data = discover_pairs(path, classes=s.classes, palette=s.palette, val_fraction=d.val_fraction,
                           test_fraction=d.test_fraction, seed=d.split_seed, channels=d.channels,
                           skip_bad_images=d.skip_bad_images)
-    write_text(run.dir / "labels.txt", "\n".join(data.classes) + "\n")
     # counts: images per split whose mask holds each class, where the folder says so (binary masks; a
     # good image is all background); id and colour masks are counted under none (read only when training)
     counts = {s: {c: sum(1 for p in pairs if (p.fill or 0) == i and (p.mask is None or p.fill is not None))
                   for i, c in enumerate(data.classes)} for s, pairs in data.splits.items()}
-    write_json(run.dir / "dataset.json", {"root": str(data.root), "layout": data.layout, "classes": data.classes,
-                                          "pairs": data.counts(), "counts": counts, "task": "segment",
-                                          "fingerprint": data.fingerprint()})
+    run.store.write_dataset(data.classes, {"root": str(data.root), "layout": data.layout, "classes": data.classes,
+                                           "pairs": data.counts(), "counts": counts, "task": "segment",
+                                           "fingerprint": data.fingerprint()})
     log.info("segmentation data %s (%s): classes %s; %s", data.root, data.layout, data.classes,
              ", ".join(f"{k} {v}" for k, v in data.counts().items()))
-    run._segment_data = data
     return data
 
 
-def train_stage(run: Run, force: bool = False) -> bool:
+def train_stage(run, force: bool = False) -> bool:
     """Train unless model.keras is current; returns True when it trained."""
     r = run.recipe
-    data = segment_data(run)
+    if r.train.distribute.strategy != "none":
+        # each worker would train alone and write the same directory: refuse rather than pretend
+        raise EdgecnnError(f"train.distribute.strategy is {r.train.distribute.strategy!r}, but task: segment trains "
+                           "on one machine only (its trainer runs no tf.distribute strategy yet). Set "
+                           "train.distribute.strategy: none, or train a classifier (task: classify) distributed.")
+    data = run.dataset()
     fp = _fp("segment", data.fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
              r.data.augment.flip, r.data.batch_size, r.segment.class_weight_power, r.segment.dice_weight,
              run.input_size)
-    if not force and run._done("train", fp, ["model.keras", "history.json"]):
+    if not force and run.store.is_current("train", fp, ["model.keras", "history.json"]):
         log.info("train: up to date (model.keras), skipped")
         return False
     # Phase 1 depends on fewer settings than the whole stage: a new fine-tuning schedule keeps it.
@@ -84,57 +85,38 @@ def train_stage(run: Run, force: bool = False) -> bool:
     size = run.input_size
     train_segmenter(r, data, size, run.dir, train_arrays=load_split(data, "train", size),
                     val_arrays=load_split(data, "val", size))
-    run._mark("train", fp, ["model.keras", "history.json"])
-    for stage in ("export", "evaluate"):
-        run.state.pop(stage, None)
-    run._save_state()
+    run.store.record("train", fp, ["model.keras", "history.json"])
     return True
 
 
-def export_stage(run: Run, force: bool = False) -> list[str]:
+def export_stage(run, force: bool = False, formats: list[str] | None = None) -> list[str]:
     """Export every configured format; int8 formats go through the mIoU-budgeted calibration choice."""
     from edgecnn.segment.export import export_all
 
     if not (run.dir / "model.keras").is_file():
         raise EdgecnnError(f"no model.keras in {str(run.dir)!r}; run `edgecnn train {run.dir}` first.")
-    return export_all(run, segment_data(run), force=force)
+    return export_all(run, run.dataset(), force=force, formats=formats)
 
 
-def evaluate_stage(run: Run, force: bool = False) -> RunResult:
+def evaluate_stage(run, force: bool = False) -> RunResult:
     """Measure every artifact on the test pairs (unless report.json is current), apply the budgets,
     draw the best/worst masks, render the report."""
-    from edgecnn.evaluate.budgets import check_budgets
     from edgecnn.export.manifest import read_manifest
     from edgecnn.report import render_report
     from edgecnn.segment.evaluate import evaluate_segmenters
+    from edgecnn.stages.verdict import finish_evaluation
 
-    data = segment_data(run)
+    data = run.dataset()
     manifest = read_manifest(run.dir)
     fp = _fp({n: a["sha256"] for n, a in manifest["artifacts"].items()}, sha256_file(run.dir / "model.keras"),
              run.recipe.evaluate.model_dump(mode="json"), data.fingerprint(), run.recipe.segment.examples)
-    path = run.dir / "report.json"
-    if not force and run._done("evaluate", fp, ["report.json"]):
+    if not force and run.store.is_current("evaluate", fp, ["report.json"]):
         log.info("evaluate: up to date (report.json), skipped measuring; re-checking budgets")
-        report = json.loads(path.read_text())
+        report = json.loads(run.store.path("report.json").read_text())
     else:
         report = evaluate_segmenters(run.recipe, run.dir, data, run.input_size)
-    if (run.dir / "int8.json").is_file():
-        report["int8_choice"] = json.loads((run.dir / "int8.json").read_text())
-    checks, violations = check_budgets(report, run.recipe.budgets)
-    report["budgets"] = {"checks": checks, "violations": [v.to_json() for v in violations]}
-    report["verdict"] = "pass" if not violations else "fail"
-    write_json(path, report)
-    run._mark("evaluate", fp, ["report.json"], hashed=False)
+    if run.store.path("int8.json").is_file():
+        report["int8_choice"] = json.loads(run.store.path("int8.json").read_text())
+    result = finish_evaluation(run.store, report, run.recipe.budgets, fp, manifest=manifest)
     render_report(run.dir)
-    return RunResult(run.dir, report, violations)
-
-
-def run_segment(run: Run, force: bool = False) -> RunResult:
-    """``task: segment``: data -> train -> export -> evaluate over ``run``'s directory (every stage resumable)."""
-    if run.recipe.import_ is not None:
-        raise EdgecnnError("task: segment trains its own model; `edgecnn import` is for classifiers. "
-                           "Remove the import: section or set task: classify.")
-    segment_data(run)
-    train_stage(run, force=force)
-    export_stage(run, force=force)
-    return evaluate_stage(run, force=force)
+    return result

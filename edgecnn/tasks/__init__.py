@@ -1,10 +1,11 @@
 """The tasks a recipe's ``task:`` may name: ``classify`` (the default), ``anomaly``, ``segment``.
 
-A task is one registered :class:`TaskSpec`: the function that runs a recipe of that task over a run
-directory (every stage, resumable), and the recipe section that holds its settings. ``classify`` is
-the pipeline's own stages (:class:`edgecnn.pipeline.Run`); another task owns its stages in its own
-package (``edgecnn.anomaly``, ``edgecnn.segment``) and reuses the shared parts (export formats,
-runtimes, budgets, report sections, the service) through their registries.
+A task is one registered :class:`TaskSpec`: its data discovery, its stages (each a function of the run,
+resumable, named from the one stage graph of :mod:`edgecnn.store`), and the recipe section that holds
+its settings. Each task owns its stages in its own package (``edgecnn.classify``, ``edgecnn.anomaly``,
+``edgecnn.segment``) and builds them from the stage core (``edgecnn.stages``: export, the budget
+verdict; ``edgecnn.compress.chooser``: the int8 choice) and the shared registries (export formats,
+runtimes, budgets, report sections, the service); :class:`edgecnn.pipeline.Run` only orchestrates.
 
 A new task is one module in this package that calls :func:`register_task`; nothing else keeps a
 list of task names (the recipe validates ``task:`` against :func:`task_names`). The task's recipe
@@ -32,8 +33,11 @@ class TaskSpec:
     Attributes:
         name: the recipe's ``task:`` value.
         summary: one line for ``edgecnn --help`` and the docs.
-        runner: ``"module:function"`` run as ``function(run, force=False) -> RunResult``; imported only
-            when a run of this task starts (the implementation may import TensorFlow).
+        discover: ``"module:function"``: ``function(run)`` finds (and where the recipe says so, generates)
+            the task's data and writes labels.txt and dataset.json through the run store.
+        stages: ``(stage, "module:function")`` pairs in run order, each run as ``function(run, force=False)``
+            (the evaluate stage returns the RunResult); stage names come from :data:`edgecnn.store.STAGES`.
+            Imported only when a stage runs (the implementation may import TensorFlow).
         image_handler: ``"module:function"`` answering the service's image endpoint
             (``POST /v2/models/{name}/classify``) for a run whose manifest.json says ``"task": name``:
             ``function(service, state, loaded, data: bytes, params: dict[str, str]) -> dict | Response``
@@ -47,24 +51,46 @@ class TaskSpec:
 
     name: str
     summary: str
-    runner: str
+    discover: str
+    stages: tuple[tuple[str, str], ...]
     image_handler: str = ""
     headline: tuple[tuple[str, str], ...] = (("top-1", "accuracy"), ("agree", "agreement"),
                                              ("macro F1", "macro_f1"))
     use: str = "Classify one image of a surface into {classes}"
     output: str = "class probabilities (softmax) in the order of `labels.txt`"
 
-    def run(self, run: Any, force: bool = False) -> Any:
-        """Run every stage of ``run`` (an :class:`edgecnn.pipeline.Run`); returns its RunResult."""
-        module, _, func = self.runner.partition(":")
-        fn: Callable[..., Any] = getattr(importlib.import_module(module), func)
-        return fn(run, force=force)
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The task's stages in run order."""
+        return tuple(name for name, _ in self.stages)
+
+    def run_stage(self, run: Any, stage: str, force: bool = False, **options: Any) -> Any:
+        """Run one stage over ``run`` (an :class:`edgecnn.pipeline.Run`); a stage this task lacks is an
+        :class:`EdgecnnError` naming those it has."""
+        target = dict(self.stages).get(stage)
+        if target is None:
+            raise EdgecnnError(f"task {self.name!r} has no {stage!r} stage; its stages: {list(self.stage_names)}. "
+                               f"Run `edgecnn run` on the recipe, or one of those stages.")
+        return _resolve(target)(run, force=force, **options)
+
+    def discover_data(self, run: Any) -> Any:
+        """The task's data for ``run``."""
+        return _resolve(self.discover)(run)
 
     def serve_image(self, service: Any, state: Any, loaded: Any, data: bytes, params: dict[str, str]) -> Any:
         if not self.image_handler:
             raise EdgecnnError(f"task {self.name!r} has no image endpoint")
-        module, _, func = self.image_handler.partition(":")
-        return getattr(importlib.import_module(module), func)(service, state, loaded, data, params)
+        return _resolve(self.image_handler)(service, state, loaded, data, params)
+
+    def references(self) -> list[str]:
+        """Every ``"module:function"`` this task names (the discovery, the stages, the image handler)."""
+        return [self.discover, *(t for _, t in self.stages), *([self.image_handler] if self.image_handler else [])]
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    """The function a ``"module:function"`` string names."""
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -72,6 +98,13 @@ _loaded = False
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the registry; its stage names must be stages of :data:`edgecnn.store.STAGES`."""
+    from edgecnn.store import STAGES
+
+    bad = [name for name in spec.stage_names if name not in STAGES]
+    if bad or not spec.stage_names:
+        raise ValueError(f"task {spec.name!r}: stages {list(spec.stage_names)} must be a non-empty list of "
+                         f"{list(STAGES)}; received unknown {bad}")
     if spec.name in _TASKS and _TASKS[spec.name] != spec:
         raise ValueError(f"task {spec.name!r} is registered twice")
     _TASKS[spec.name] = spec

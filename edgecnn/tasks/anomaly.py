@@ -10,7 +10,7 @@ from edgecnn._strict import Strict
 from edgecnn.errors import did_you_mean
 from edgecnn.tasks import TaskSpec, register_task
 
-__all__ = ["AnomalyConfig", "BACKBONES", "Backbone"]
+__all__ = ["AnomalyConfig", "BACKBONES", "Backbone", "INT8_ROUTES", "INT8_RUNTIMES"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ BACKBONES: dict[str, Backbone] = {b.model: b for b in (
     Backbone("efficientnet_lite0", ("block2b_add", "block3b_add"), 24 + 40),
 )}
 """The one list of anomaly backbones (plain data here, so the recipe validates against it without TF)."""
+
+INT8_RUNTIMES = ("litert", "onnxruntime")
+"""The runtimes an anomaly run chooses int8 files for (OpenVINO runs the ONNX one)."""
+INT8_ROUTES = ("tflite-int8", "tflite-int8-percentile", "tflite-int8-float-head",
+               "onnx-int8-minmax-pc", "onnx-int8-percentile", "onnx-int8-float-head")
+"""anomaly.int8_routes' default: per-channel PTQ, percentile calibration, then the head (distances, map, score)
+float. Entropy calibration is left out: on the tiny fixture it collapsed every score to one value (AUROC 0.5)."""
 
 
 class AnomalyConfig(Strict):
@@ -59,9 +66,26 @@ class AnomalyConfig(Strict):
     val_fraction: float = Field(0.15, gt=0, lt=1, description="share of good images held out for the threshold "
                                                               "where the layout has no val split")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="class-folder layout: share held out for testing")
-    int8: bool = Field(True, description="try an int8 TFLite artifact (full int8, else int8 backbone + float head)")
+    int8: bool = Field(True, description="choose int8 artifacts (model.int8.tflite, model.int8.onnx) through the "
+                                         "shared chooser, held to max_int8_auroc_drop on val")
     max_int8_auroc_drop: float = Field(0.01, ge=0, le=1, description="val AUROC the int8 pick may lose")
+    int8_routes: list[str] = Field(
+        default_factory=lambda: list(INT8_ROUTES), min_length=1,
+        description="the chooser's routes tried for anomaly, per runtime in escalation order (LiteRT: "
+                    "model.int8.tflite; onnxruntime: model.int8.onnx, which OpenVINO also runs)")
     seed: int = 0
+
+    @field_validator("int8_routes")
+    @classmethod
+    def _known_routes(cls, v: list[str]) -> list[str]:
+        from edgecnn.compress.chooser import list_routes
+
+        usable = [r.name for r in list_routes() if r.runtime in INT8_RUNTIMES]
+        bad = [n for n in v if n not in usable]
+        if bad:
+            raise ValueError(f"anomaly.int8_routes: {bad} are not routes of {list(INT8_RUNTIMES)}; the routes: "
+                             f"{usable}.{did_you_mean(bad[0], usable)}")
+        return v
 
     @field_validator("backbone")
     @classmethod
@@ -80,8 +104,14 @@ class AnomalyConfig(Strict):
         return v
 
 
+_STAGES = "edgecnn.anomaly.pipeline"
+
 register_task(TaskSpec("anomaly", "anomaly detection from good images only: an image score and an anomaly map",
-                       "edgecnn.anomaly.pipeline:run_anomaly", image_handler="edgecnn.anomaly.serve:answer_image",
+                       f"{_STAGES}:anomaly_dataset",
+                       # train fits the memory bank or the Gaussians; the int8 choice runs inside export
+                       stages=(("train", f"{_STAGES}:fit_stage"), ("export", f"{_STAGES}:export_stage"),
+                               ("evaluate", "edgecnn.anomaly.evaluate:evaluate_stage")),
+                       image_handler="edgecnn.anomaly.serve:answer_image",
                        headline=(("image AUROC", "auroc"), ("pixel AUROC", "pixel_auroc"),
                                  ("score rank correlation", "score_correlation")),
                        use="Flag surface images that differ from the good ones it was fitted on (any defect kind, "

@@ -1,4 +1,8 @@
-"""``task: classify``: the pipeline's own stages (train -> compress -> export -> evaluate)."""
+"""``task: classify``: one label per image (``edgecnn.classify``: import or train -> compress -> export -> evaluate)."""
 from edgecnn.tasks import TaskSpec, register_task
 
-register_task(TaskSpec("classify", "image classification (one label per image)", "edgecnn.pipeline:run_classify"))
+_STAGES = "edgecnn.classify.stages"
+
+register_task(TaskSpec("classify", "image classification (one label per image)", f"{_STAGES}:classify_data",
+                       stages=(("train", f"{_STAGES}:train"), ("compress", f"{_STAGES}:compress"),
+                               ("export", f"{_STAGES}:export"), ("evaluate", f"{_STAGES}:evaluate"))))

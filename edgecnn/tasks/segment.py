@@ -46,8 +46,13 @@ class SegmentConfig(Strict):
         return v
 
 
+_STAGES = "edgecnn.segment.pipeline"
+
 register_task(TaskSpec("segment", "semantic segmentation: a class per pixel, trained on masks",
-                       "edgecnn.segment.pipeline:run_segment", image_handler="edgecnn.segment.serve:answer_image",
+                       f"{_STAGES}:segment_data",
+                       stages=(("train", f"{_STAGES}:train_stage"), ("export", f"{_STAGES}:export_stage"),
+                               ("evaluate", f"{_STAGES}:evaluate_stage")),
+                       image_handler="edgecnn.segment.serve:answer_image",
                        headline=(("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"),
                                  ("pixel agreement", "pixel_agreement")),
                        use="Label every pixel of a surface image as one of {classes}, to measure a defect's area, "
