@@ -110,3 +110,35 @@ def pytest_collection_modifyitems(config, items):
 
     slow_units = {unit(i) for i in items if i.get_closest_marker("slow")}
     items.sort(key=lambda i: unit(i) not in slow_units)   # stable: each file keeps its order
+
+
+@pytest.fixture(scope="session")
+def anomaly_tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    """``tests/recipes/anomaly-tiny.yaml`` run once per test session on ``tiny_defects`` (PatchCore, ~15 s),
+    built under a lock like ``tiny_run``; each worker gets its own copy."""
+    mine = tmp_path_factory.mktemp("runs") / "anomaly-tiny"
+    with _shared_dir(tmp_path_factory, "anomaly-tiny-run") as (shared, exists):
+        if not exists:
+            result = edgecnn.run(ROOT / "tests" / "recipes" / "anomaly-tiny.yaml", data=tiny_defects, output=shared)
+            assert result.ok, result.violations
+    shutil.copytree(shared, mine, symlinks=True)
+    return mine
+
+
+@pytest.fixture(scope="session")
+def segment_tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    """tests/test_segment.py's ``TINY`` segment recipe run once per test session on ``tiny_defects`` (~30 s),
+    built under a lock like ``tiny_run``; each worker gets its own copy. Its mIoU budget (0.99) is meant to
+    break: the run's result is not asserted."""
+    import yaml
+
+    from test_segment import TINY
+
+    mine = tmp_path_factory.mktemp("runs") / "tiny-segment"
+    with _shared_dir(tmp_path_factory, "segment-tiny-run") as (shared, exists):
+        if not exists:
+            recipe = shared.parent / "segment-tiny.yaml"
+            recipe.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "path": str(tiny_defects)}}))
+            edgecnn.run(recipe, output=shared)
+    shutil.copytree(shared, mine, symlinks=True)
+    return mine

@@ -167,6 +167,65 @@ def test_openvino_agrees_with_onnxruntime(tiny_onnx):
         ort.predict_outputs(np.zeros((1, 8, 8, 3), np.float32))
 
 
+def _two_output_onnx(path: Path) -> Path:
+    """NHWC pixels -> ``map`` (N, H, W, 1), the mean over channels / 255, then ``score`` (N, 1), the map's max:
+    an anomaly model's outputs, the map first (converters do not keep a model's own order)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Mul", ["image", "scale"], ["scaled"]),
+        helper.make_node("ReduceMean", ["scaled"], ["map"], axes=[3], keepdims=1),
+        helper.make_node("ReduceMax", ["map"], ["score"], axes=[1, 2], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", *HWC])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", *HWC[:2], 1]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        initializer=[numpy_helper.from_array(np.array(1 / 255, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_runner_declares_every_output_in_the_order_it_returns_them(tmp_path, runtime):
+    _require(runtime)
+    runner = load_runner(_two_output_onnx(tmp_path / "two.onnx"), threads=1, runtime=runtime)
+    assert [(o.name, o.shape, o.dtype) for o in runner.outputs] == [
+        ("map", (None, *HWC[:2], 1), "float32"), ("score", (None, 1), "float32")]
+    assert runner.output == runner.outputs[0] and runner.inputs == (runner.input,)
+    x = _images(3)
+    amap, score = runner.predict_outputs(x)
+    want = x.mean(-1, keepdims=True) / 255
+    np.testing.assert_allclose(amap, want, atol=1e-5)
+    np.testing.assert_allclose(score, want.max(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(runner(x), amap, atol=1e-6)            # __call__: the primary, the first
+    with pytest.raises(EdgecnnError, match="input must have shape"):
+        runner.predict_outputs(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_a_runner_that_declares_only_input_and_output_still_has_inputs_and_outputs():
+    """The base class's defaults: a runner written before ``outputs`` existed keeps working."""
+    from edgecnn.runtime import Runner, TensorSpec
+
+    class Old(Runner):
+        def __init__(self):
+            super().__init__("old.bin")
+            self.input = TensorSpec("image", (None, *HWC), "float32")
+            self.output = TensorSpec("probs", (None, CLASSES), "float32")
+
+        def _predict(self, images):
+            return np.full((len(images), CLASSES), 1 / CLASSES, np.float32)
+
+    old = Old()
+    assert old.inputs == (old.input,) and old.outputs == (old.output,)
+    [probs] = old.predict_outputs(_images(2))
+    assert probs.shape == (2, CLASSES)
+
+
 def test_openvino_runs_the_qdq_int8_onnx(tiny_onnx, tmp_path):
     _require("openvino")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
