@@ -18,10 +18,18 @@ Schema (format_version 1)::
                                   "quantization": null},
                        "output": {"name": "probs", "shape": [null, 4], "dtype": "float32",
                                   "quantization": null},
+                       # every output in the artifact's order (Runner.outputs), "output" being the first;
+                       # optional: entries written before it have only "output"
+                       "outputs": [{"name": "probs", "shape": [null, 4], "dtype": "float32",
+                                    "quantization": null}],
                        "created": "2026-11-22T20:00:00Z"},
         ...
       }
     }
+
+An anomaly artifact's ``outputs`` hold its score (N, 1) and its map (N, H, W, 1); a segment artifact's
+its per-pixel probabilities (N, H, W, classes). The service's ``/v2/models/{name}`` declares what the
+artifact itself holds and agrees with these records.
 
 Paths are relative to the run directory. Runtimes take float32 0-255 and (de)quantise
 using ``quantization`` {"scale", "zero_point"} when an artifact's dtype is an integer.

@@ -209,9 +209,7 @@ def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[st
     """
     root = Path(data)
     if (root / "recipe.yaml").is_file():
-        from edgecnn.pipeline import Run
-
-        ds = Run.open(root).dataset()
+        ds = _run_dataset(root)
         unknown = sorted(set(ds.classes) - set(labels))
         if unknown:
             raise EdgecnnError(f"the run's classes {unknown} are not labels of the served model ({', '.join(labels)}); "
@@ -228,6 +226,14 @@ def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[st
         )
     return [(str(f), labels.index(d.name)) for d in class_dirs for f in sorted(d.iterdir())
             if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _run_dataset(run_dir: Path) -> Any:
+    """A run directory's data as the pipeline resolves it (the same folder and seeded split as ``edgecnn
+    evaluate``); the one place the client reads the pipeline, and only for a run directory."""
+    from edgecnn.pipeline import Run
+
+    return Run.open(run_dir).dataset()
 
 
 def load_images(files: Sequence[str], height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -342,9 +348,7 @@ def _task_images(data: str | os.PathLike) -> list[str]:
     PNG/JPEG under a folder."""
     root = Path(data)
     if (root / "recipe.yaml").is_file():
-        from edgecnn.pipeline import Run
-
-        return [str(p) for p in Run.open(root).dataset().paths("test")]
+        return [str(p) for p in _run_dataset(root).paths("test")]
     if not root.is_dir():
         raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of images.")
     return [str(f) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
