@@ -8,13 +8,17 @@ Scores and maps are the model's normalised outputs, so the threshold is 0.5 ever
   each ground-truth region's pixels above a threshold, as a function of the false-positive rate on good
   pixels, integrated from 0 to 0.3 and divided by 0.3; IoU of the map thresholded at 0.5 with the masks.
   Accumulated batch by batch (:class:`PixelAccumulator`), so a test split larger than memory is fine.
+* the int8 choice's scorer (:class:`AurocScorer`): image AUROC on val, its drop below the float model's, and
+  the rank correlation of the scores with the float model's.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PixelAccumulator", "THRESHOLD", "image_metrics", "pixel_metrics", "pro_score", "rank_correlation",
-           "roc_points"]
+from edgecnn.compress.scorers import Score, Scorer
+
+__all__ = ["AurocScorer", "PixelAccumulator", "THRESHOLD", "image_auroc", "image_metrics", "pixel_metrics", "pro_score",
+           "rank_correlation", "roc_points"]
 
 THRESHOLD = 0.5
 PRO_MAX_FPR = 0.3
@@ -133,7 +137,86 @@ def roc_points(scores: np.ndarray, defect: np.ndarray, max_points: int = 200) ->
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two score vectors (how well an artifact keeps the float model's order)."""
+    """Spearman's rank correlation of two score vectors (how well an artifact keeps the float model's order);
+    0.0 where it is undefined (one of them constant: an artifact whose scores collapsed keeps no order)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(np.asarray(a, np.float64), np.asarray(b, np.float64)).statistic)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def image_auroc(scores: np.ndarray, defect: np.ndarray) -> float:
+    """Image AUROC of ``scores`` (higher = more anomalous) against ``defect`` (both classes needed)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(defect, bool), np.asarray(scores, np.float64)))
+
+
+class AurocScorer(Scorer):
+    """anomaly's int8 scorer: image AUROC on the val images (drop = the float model's minus the artifact's)
+    and Spearman's rank correlation of the artifact's scores with the float model's (the agreement).
+
+    A val split without defects has no AUROC: the float model's ranking is held instead (metric and drop
+    0, rank correlation >= ``GOOD_ONLY_CORRELATION``).
+
+    Args:
+        images: the val images, anything sliced into (B, H, W, 3) float 0-255 batches (an array, or a sequence
+            that decodes each slice: memory holds one batch).
+        defect: (N,) bool, True for a defective image.
+        max_drop: the AUROC the pick may lose (``anomaly.max_int8_auroc_drop``).
+        min_agreement: a rank correlation the pick must keep (None: AUROC alone).
+        head_layers: name fragments of the distance / map / score layers the float-head routes keep float.
+
+    Example:
+        >>> s = AurocScorer(val_images, defect, max_drop=0.01)  # doctest: +SKIP
+        >>> s.prepare(lambda: float_runner); s.score(int8_runner)  # doctest: +SKIP
+    """
+
+    task = "anomaly"
+    metric_name = "image AUROC"
+    agreement_name = "score rank correlation"
+    fixes = "raise anomaly.max_int8_auroc_drop, fit on more good images (they are the calibration set), or keep " \
+            "the float model for this target"
+    GOOD_ONLY_CORRELATION = 0.99
+
+    def __init__(self, images, defect, *, max_drop: float, min_agreement: float | None = None,
+                 head_layers: tuple[str, ...] = (), batch: int = 16):
+        super().__init__(images, max_drop=max_drop, min_agreement=min_agreement)
+        self.defect = np.asarray(defect, bool).ravel()
+        if len(self.defect) != len(images):
+            raise ValueError(f"AurocScorer: {len(images)} images but {len(self.defect)} defect flags.")
+        self.ranked = bool(self.defect.any() and (~self.defect).any())
+        if not self.ranked:
+            self.metric_name = "image AUROC (not measurable: val has no defects; the float ranking is held)"
+            self.min_agreement = max(min_agreement or 0.0, self.GOOD_ONLY_CORRELATION)
+        self.head_layers, self.batch = tuple(head_layers), batch
+        self.ref_scores: np.ndarray | None = None
+
+    @property
+    def resolution(self) -> float:
+        """One (defect, good) pair of AUROC."""
+        pairs = int(self.defect.sum()) * int((~self.defect).sum())
+        return 1.0 / pairs if pairs else 1.0
+
+    def scores(self, runner) -> np.ndarray:
+        """Image scores (N,) of ``runner`` over the val images, a batch at a time (its score output, told from
+        the map by :func:`edgecnn.anomaly.serve.split_outputs`)."""
+        from edgecnn.anomaly.serve import split_outputs
+
+        return np.concatenate([split_outputs(runner.predict_outputs(np.asarray(self.images[i:i + self.batch],
+                                                                               np.float32)))[0]
+                               for i in range(0, len(self.images), self.batch)])
+
+    def _auroc(self, scores: np.ndarray) -> float:
+        return image_auroc(scores, self.defect) if self.ranked else 0.0
+
+    def _reference(self, float_model) -> float:
+        self.ref_scores = self.scores(float_model)
+        return self._auroc(self.ref_scores)
+
+    def score(self, runner) -> Score:
+        scores = self.scores(runner)
+        auroc = self._auroc(scores)
+        return Score(auroc, float(self.reference - auroc), rank_correlation(self.ref_scores, scores), scores)

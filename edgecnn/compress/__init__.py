@@ -27,7 +27,7 @@ _EXPORTS = {
                              "load_qat"),
     "edgecnn.compress._flatten": ("flatten", "is_nested"),
     "edgecnn.compress._fold": ("fold_normalization",),
-    "edgecnn.compress.chooser": ("choose", "ChooseOptions", "ChooseResult", "Candidate", "list_routes",
+    "edgecnn.compress.chooser": ("choose", "choose_with", "ChooseOptions", "ChooseResult", "Candidate", "list_routes",
                                  "register_route", "copy_chosen"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,4 +1,9 @@
-"""The accuracy-aware chooser: the cheapest int8 artifact whose top-1 drop fits the budget.
+"""The accuracy-aware chooser: the cheapest int8 artifact whose metric drop fits the task's budget.
+
+One chooser for every task: the task supplies a scorer (:mod:`edgecnn.compress.scorers`: top-1 and top-1
+agreement for classify, image AUROC and score rank correlation for anomaly, mIoU and pixel agreement for
+segment) with the budget it is held to; :func:`choose` is the classifier's entry (labelled val arrays),
+:func:`choose_with` the engine every task calls. Below, "top-1" reads as the task's metric.
 
 Routes are tried in tiers, cheapest first; after each tier, if any candidate's drop (float top-1
 minus candidate top-1 on the validation split) is within ``max_accuracy_drop``, the search stops
@@ -17,6 +22,11 @@ size and latency p50/p95 at ``threads`` threads (the report draws the Pareto fro
     result = choose(model, val_x, val_y, calib, "export/run/compress", ChooseOptions(max_accuracy_drop=0.005))
     result.chosen.artifact if result.chosen else result.reason
     write_json("compress.json", result.to_json())
+
+A route declares what it needs beyond a float model (``needs_labels``: class labels and a classifier loss;
+``needs_head``: the task's head layers, kept float); a task whose scorer lacks it skips the route with the
+reason under ``skipped``. A route that raises is recorded as that candidate's ``error`` (and logged with
+its traceback when the exception is not an :class:`EdgecnnError`); the search goes on without it.
 """
 from __future__ import annotations
 
@@ -33,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn._io import artifact_bytes, copy_artifact, remove_artifact_path, write_bytes
+from edgecnn.compress.scorers import Scorer, TopOneScorer
 from edgecnn.data.decoded_split import DecodedSplit, Images, predict_in_batches
 from edgecnn.errors import EdgecnnError, did_you_mean
 from edgecnn.quantize.calibration import check_calibration
@@ -49,7 +60,9 @@ CLOSE_CALL = 0.10
 
 @dataclass
 class Candidate:
-    """One artifact the chooser built and measured (or the reason it could not)."""
+    """One artifact the chooser built and measured (or the reason it could not). ``accuracy`` is the task's
+    metric (top-1, image AUROC, mIoU), ``drop`` the reference's minus it, ``agreement`` the task's agreement
+    with the float model (see :mod:`edgecnn.compress.scorers`)."""
 
     route: str
     tier: str
@@ -99,6 +112,9 @@ class ChooseResult:
     threads: int
     val_images: int = 0
     agreement_images: int = 0   # val plus the further unlabelled images the agreement was measured on
+    metric: str = "top-1"       # what accuracy/drop/agreement are (the scorer's names)
+    agreement_metric: str = "agreement"
+    resolution: float | None = None   # the metric's step on val (default: one val image)
 
     @property
     def ok(self) -> bool:
@@ -111,7 +127,9 @@ class ChooseResult:
                 "float_accuracy": self.float_accuracy, "reference_accuracy": self.reference_accuracy,
                 "latency_threads": self.threads, "val_images": self.val_images,
                 "agreement_images": self.agreement_images or self.val_images,
-                "resolution": 1.0 / self.val_images if self.val_images else None,
+                "resolution": self.resolution if self.resolution is not None else
+                1.0 / self.val_images if self.val_images else None,
+                "metric": self.metric, "agreement_metric": self.agreement_metric,
                 "candidates": [c.to_json() for c in self.candidates],
                 "skipped": dict(self.skipped)}
 
@@ -138,6 +156,8 @@ class ChooseOptions:
         slow_route_seconds: the time limit of a slow route's search (QAT's fine-tuning stops at the first batch
             past it; the mixed routes start no further round after it); NNCF's accuracy control cannot be
             stopped from outside and is not bounded.
+        target_cpu: the CPU the ONNX int8 files are quantised for (:data:`edgecnn.quantize.TARGET_CPUS`:
+            ``host``, ``arm64``, ``x86-avx2``, ``x86-vnni``); NNCF's route picks its own types.
     """
 
     max_accuracy_drop: float = 0.005
@@ -155,6 +175,7 @@ class ChooseOptions:
     warmup: int = 10
     runs: int = 50
     slow_route_seconds: float = 300.0
+    target_cpu: str = "host"
 
     def replace(self, **changes: Any) -> ChooseOptions:
         """A copy with ``changes``; an unknown name is a TypeError that lists the accepted ones."""
@@ -173,8 +194,9 @@ class ChooseOptions:
 class ChooseContext:
     """What a route function may use; routes cache shared work (the float ONNX, QAT model) in ``cache``.
 
-    ``model`` is None when only a float ONNX is given (:func:`choose_onnx`); ``ref_pred`` and ``reference``
-    are the float model's val predictions and the top-1 drops are measured from.
+    ``model`` is None when only a float ONNX is given (:func:`choose_onnx`); ``scorer`` is the task's
+    (:mod:`edgecnn.compress.scorers`): it holds the validation images, the float model's answers on them and
+    the budget. ``val`` is the classifier's (images, labels), None for a task without class labels.
     """
 
     model: Any
@@ -187,25 +209,27 @@ class ChooseContext:
     opset: int = 17
     cache: dict[str, Any] = field(default_factory=dict)
     done: list[Candidate] = field(default_factory=list)
-    ref_pred: np.ndarray | None = None
-    reference: float = 0.0
-    agreement_images: tuple[np.ndarray, np.ndarray] | None = None   # (unlabelled images, float's top-1 on them)
+    scorer: Scorer | None = None
 
     def fits(self, path: Path, runtime: str = "onnxruntime") -> tuple[float, float, bool]:
         """(drop, agreement, within budget) of an artifact on the val split, without timing it."""
         from edgecnn.runtime import load_runner
 
-        images, labels = self.val
         runner = load_runner(path, threads=0, runtime=runtime)
         try:
-            pred = predict_in_batches(runner, images).argmax(1)
-            agree = _agreement(runner, pred, self.ref_pred, self.agreement_images)
+            s = self.scorer.score(runner)
         finally:
             runner.close()
-        drop = float(self.reference - (pred == labels).mean())
-        o = self.options
-        return drop, agree, drop <= o.max_accuracy_drop + 1e-9 and (
-            o.min_agreement is None or agree >= o.min_agreement - 1e-9)
+        return s.drop, s.agreement, self.scorer.holds(s)
+
+    def float_reference(self):
+        """The float model called like a runner (``__call__``: its first output; ``predict_outputs``: all):
+        the Keras model when given, else the float ONNX in onnxruntime."""
+        if self.model is not None:
+            return _KerasOutputs(self.model)
+        from edgecnn.runtime import load_runner
+
+        return load_runner(self.onnx_path(), threads=0, runtime="onnxruntime")
 
     def onnx_path(self) -> Path:
         """The float ONNX: the one given, else ``model`` exported into the workdir once per ``cache``.
@@ -234,17 +258,32 @@ class Route:
     fn: Callable[[ChooseContext, Path], dict | None]
     description: str = ""
     needs_model: bool = True  # False: runs from a float ONNX alone (choose_onnx)
+    needs_labels: bool = False  # class labels and a classifier loss (QAT fine-tuning, NNCF's top-1 control)
+    needs_head: bool = False    # the task's head layers (scorer.head_layers), which it keeps float
+
+    def not_for(self, model, scorer: Scorer) -> str | None:
+        """Why this route does not apply to ``scorer``'s task or to a missing Keras model (None: it applies)."""
+        if self.needs_model and model is None:
+            return "needs the Keras model; only a float ONNX was given"
+        if self.needs_labels and not scorer.has_labels:
+            return (f"needs class labels and a classifier loss; task {scorer.task!r} has none (its int8 choice "
+                    f"is held to {scorer.metric_name})")
+        if self.needs_head and not scorer.head_layers:
+            return f"keeps the task's head float; task {scorer.task!r} names no head layers"
+        return None
 
 
 _ROUTES: dict[str, Route] = {}
 
 
 def register_route(name: str, *, tier: str, runtime: str, filename: str, description: str = "",
-                   needs_model: bool = True):
+                   needs_model: bool = True, needs_labels: bool = False, needs_head: bool = False):
     """Register ``fn(ctx, path) -> notes | None`` that writes one candidate artifact at ``path``.
 
     ``needs_model=False`` marks a route that needs only ``ctx.onnx_path()`` (no Keras model), so
-    :func:`choose_onnx` can run it on an imported ONNX file.
+    :func:`choose_onnx` can run it on an imported ONNX file. ``needs_labels`` marks a route that needs
+    class labels and a classifier loss (QAT, NNCF); ``needs_head`` one that keeps the task's head layers
+    (``ctx.scorer.head_layers``) float. A task whose scorer lacks either skips the route with the reason.
     """
     from edgecnn.runtime import runtime_names
 
@@ -254,7 +293,7 @@ def register_route(name: str, *, tier: str, runtime: str, filename: str, descrip
         raise ValueError(f"runtime must be one of {runtime_names()}; received {runtime!r}")
 
     def wrap(fn):
-        _ROUTES[name] = Route(name, tier, runtime, filename, fn, description, needs_model)
+        _ROUTES[name] = Route(name, tier, runtime, filename, fn, description, needs_model, needs_labels, needs_head)
         return fn
 
     return wrap
@@ -288,15 +327,18 @@ def _onnx_route(method: str, per_channel: bool):
     def fn(ctx: ChooseContext, path: Path):
         from edgecnn.quantize import quantize_onnx
 
-        quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel)
-        return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor"}
+        quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel,
+                      target=ctx.options.target_cpu)
+        return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor",
+                "target_cpu": ctx.options.target_cpu}
 
     return fn
 
 
-def _onnx(name: str, tier: str, filename: str, description: str, needs_model: bool = False):
+def _onnx(name: str, tier: str, filename: str, description: str, needs_model: bool = False,
+          needs_labels: bool = False, needs_head: bool = False):
     return register_route(name, tier=tier, runtime="onnxruntime", filename=filename, description=description,
-                          needs_model=needs_model)
+                          needs_model=needs_model, needs_labels=needs_labels, needs_head=needs_head)
 
 
 _onnx("onnx-int8-minmax", "ptq", "model.int8-minmax.onnx",
@@ -330,7 +372,8 @@ def _onnx_ends_float(ctx: ChooseContext, path: Path):
     method, per_channel, _ = _best_onnx_calibration(ctx)
     with preprocessed(ctx.onnx_path()) as prep:  # node names as quantize_onnx sees them
         nodes = onnx_end_nodes(prep)
-    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes)
+    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes,
+                  target=ctx.options.target_cpu)
     return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
 
 
@@ -362,7 +405,7 @@ def _qat_model(ctx: ChooseContext):
     return qat, notes
 
 
-@_onnx("onnx-int8-qat", "qat", "model.qat.int8.onnx", needs_model=True,
+@_onnx("onnx-int8-qat", "qat", "model.qat.int8.onnx", needs_model=True, needs_labels=True,
        description="the QAT model (trained once, shared with tflite-int8-qat) as fully fused QDQ ONNX, "
                    "its learned activation ranges kept")
 def _onnx_qat(ctx: ChooseContext, path: Path):
@@ -370,19 +413,21 @@ def _onnx_qat(ctx: ChooseContext, path: Path):
 
     qat, notes = _qat_model(ctx)
     method, _, _ = _best_onnx_calibration(ctx)
-    return {**notes, **qat_to_onnx_int8(qat, path, ctx.calibration, method=method, opset=ctx.opset),
+    return {**notes, **qat_to_onnx_int8(qat, path, ctx.calibration, method=method, opset=ctx.opset,
+                                              target=ctx.options.target_cpu),
             "calibration": method, "weights": "per-channel"}
 
 
 @_onnx("onnx-int8-nncf", "mixed", "model.int8-nncf.onnx",
-       "NNCF quantize_with_accuracy_control: int8, layers reverted to float until the val top-1 drop fits")
+       "NNCF quantize_with_accuracy_control: int8, layers reverted to float until the val top-1 drop fits",
+       needs_labels=True)
 def _onnx_nncf(ctx: ChooseContext, path: Path):
     from edgecnn.quantize.onnx_nncf import quantize_onnx_accuracy_control
 
     images, labels = ctx.val
     # NNCF validates from a list of images: the val split is read into memory for this route only
     return quantize_onnx_accuracy_control(ctx.onnx_path(), path, ctx.calibration, np.asarray(images), labels,
-                                          max_drop=ctx.options.max_accuracy_drop)
+                                          max_drop=ctx.scorer.max_drop)
 
 
 @_onnx("onnx-int8-mixed", "mixed", "model.int8-mixed.onnx",
@@ -396,7 +441,8 @@ def _onnx_mixed(ctx: ChooseContext, path: Path):
     method, per_channel, base = _best_onnx_calibration(ctx)
     if base is None:
         base = path.with_name("model.int8-base.onnx")
-        quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True)
+        quantize_onnx(ctx.onnx_path(), base, ctx.calibration, method=method, per_channel=True,
+                      target=ctx.options.target_cpu)
     rows = [r for r in onnx_node_sensitivity(ctx.onnx_path(), base, ctx.calibration) if r["loss_db"] > 0]
     with preprocessed(ctx.onnx_path()) as prep:
         first = onnx_first_layer(prep)
@@ -407,7 +453,7 @@ def _onnx_mixed(ctx: ChooseContext, path: Path):
         if set(first) & set(nodes):  # the first conv float without the normalisation before it collapses
             nodes = list(dict.fromkeys(first + nodes))
         quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel,
-                      exclude_nodes=nodes)
+                      exclude_nodes=nodes, target=ctx.options.target_cpu)
         drop, agree, ok = ctx.fits(path)
         rounds.append({"layers_float": min(k, len(rows)), "drop": round(drop, 4), "agreement": round(agree, 4)})
         if ok or k >= len(rows) or len(rounds) >= 5:
@@ -433,7 +479,8 @@ def _openvino_route(method: str):
             raise _Skip(why)
         qdq = path.with_name(path.name + ".qdq.onnx")
         try:
-            quantize_onnx(ctx.onnx_path(), qdq, ctx.calibration, method=method, per_channel=True)
+            quantize_onnx(ctx.onnx_path(), qdq, ctx.calibration, method=method, per_channel=True,
+                          target=ctx.options.target_cpu)
             onnx_to_openvino_ir(qdq, path)
         finally:
             remove_artifact_path(qdq)
@@ -452,7 +499,7 @@ register_route("openvino-int8-percentile", tier="calibration", runtime="openvino
 
 
 @register_route("tflite-int8-qat", tier="qat", runtime="litert", filename="model.qat.int8.tflite",
-                description="quantisation-aware fine-tuning, then TFLite full-int8")
+                description="quantisation-aware fine-tuning, then TFLite full-int8", needs_labels=True)
 def _tflite_qat(ctx: ChooseContext, path: Path):
     from edgecnn.compress.qat import to_tflite_int8
 
@@ -469,6 +516,46 @@ def _tflite_mixed(ctx: ChooseContext, path: Path):
     nodes = tflite_sensitive_nodes(ctx.model, ctx.calibration, top_k=ctx.options.sensitive_top_k)
     write_bytes(path, tflite_int8(ctx.model, ctx.calibration, denylisted_nodes=nodes))
     return {"float_nodes": nodes}
+
+
+def _in_head(name: str, ctx: ChooseContext) -> bool:
+    return any(h in name for h in ctx.scorer.head_layers)
+
+
+@register_route("tflite-int8-float-head", tier="mixed", runtime="litert", filename="model.int8-float-head.tflite",
+                description="TFLite int8 backbone under a float head: the task's head layers denylisted (selective "
+                            "quantisation)", needs_head=True)
+def _tflite_float_head(ctx: ChooseContext, path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecnn.quantize import tflite_int8
+
+    names = [t["name"] for t in Interpreter(model_path=str(_float_twin(ctx, "litert"))).get_tensor_details()]
+    nodes = [n for n in names if _in_head(n, ctx)]
+    if not nodes:
+        raise EdgecnnError(f"tflite-int8-float-head: no tensor of the float TFLite graph is in the head layers "
+                           f"{list(ctx.scorer.head_layers)}; the head was renamed or is not in this model.")
+    write_bytes(path, tflite_int8(ctx.model, ctx.calibration, denylisted_nodes=nodes))
+    return {"float_nodes": nodes, "head_layers": list(ctx.scorer.head_layers)}
+
+
+@_onnx("onnx-int8-float-head", "mixed", "model.int8-float-head.onnx",
+       "ONNX QDQ int8 (best calibration so far) with the task's head layers float", needs_head=True)
+def _onnx_float_head(ctx: ChooseContext, path: Path):
+    import onnx
+
+    from edgecnn.quantize import quantize_onnx
+    from edgecnn.quantize.onnx_qdq import preprocessed
+
+    method, per_channel, _ = _best_onnx_calibration(ctx)
+    with preprocessed(ctx.onnx_path()) as prep:  # node names as quantize_onnx sees them
+        nodes = [n.name for n in onnx.load(str(prep)).graph.node if _in_head(n.name, ctx)]
+    if not nodes:
+        raise EdgecnnError(f"onnx-int8-float-head: no node of the float ONNX graph is in the head layers "
+                           f"{list(ctx.scorer.head_layers)}; the head was renamed or is not in this model.")
+    quantize_onnx(ctx.onnx_path(), path, ctx.calibration, method=method, per_channel=per_channel, exclude_nodes=nodes,
+                  target=ctx.options.target_cpu)
+    return {"calibration": method, "weights": "per-channel" if per_channel else "per-tensor", "float_nodes": nodes}
 
 
 def _float_twin(ctx: ChooseContext, runtime: str) -> Path:
@@ -570,34 +657,38 @@ def _predict_onnx(path: str | os.PathLike, images: Images) -> np.ndarray:
         runner.close()
 
 
-def _agreement(runner, pred: np.ndarray, ref_pred: np.ndarray,
-               extra: tuple[np.ndarray, np.ndarray] | None) -> float:
-    """Top-1 agreement with the float model over the val split and, when given, further unlabelled images."""
-    same = [pred == ref_pred]
-    if extra is not None:
-        same.append(predict_in_batches(runner, extra[0]).argmax(1) == extra[1])
-    return float(np.concatenate(same).mean())
+class _KerasOutputs:
+    """A Keras model called like a runner: ``__call__`` gives its first output, ``predict_outputs`` all."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.model(images, training=False)
+        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+    def predict_outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        out = self.model(np.asarray(images, np.float32), training=False)
+        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def _measure(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray | None,
-             reference_acc: float | None, threads: int, warmup: int, runs: int,
-             extra: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Measure ``c`` on val (``ref_pred`` None: a float reference, measured against itself); returns its top-1."""
+def _measure(c: Candidate, scorer: Scorer, threads: int, warmup: int, runs: int) -> Any:
+    """Score ``c`` with ``scorer`` in the runtime its route is for, then its size and latency; returns its
+    answers (the scorer's per-image answers: top-1 classes for classify)."""
     from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
 
     runner = load_runner(c.artifact, threads=threads, runtime=c.runtime)  # the runtime the route is for
-    probs = predict_in_batches(runner, images)
-    pred = probs.argmax(1)
-    c.accuracy = float((pred == labels).mean())
-    c.drop = float((c.accuracy if reference_acc is None else reference_acc) - c.accuracy)
-    c.agreement = 1.0 if ref_pred is None else _agreement(runner, pred, ref_pred, extra)
-    c.size_bytes = artifact_bytes(c.artifact)
-    if runs:
-        lat = measure_latency(runner, images[0], warmup=warmup, runs=runs)
-        c.latency_p50_ms, c.latency_p95_ms = round(lat["p50_ms"], 4), round(lat["p95_ms"], 4)
-    runner.close()
-    return pred
+    try:
+        s = scorer.score(runner)
+        c.accuracy, c.drop, c.agreement = s.metric, s.drop, s.agreement
+        c.size_bytes = artifact_bytes(c.artifact)
+        if runs:
+            lat = measure_latency(runner, scorer.probe(), warmup=warmup, runs=runs)
+            c.latency_p50_ms, c.latency_p95_ms = round(lat["p50_ms"], 4), round(lat["p95_ms"], 4)
+    finally:
+        runner.close()
+    return s.answers
 
 
 def measure_candidate(c: Candidate, images: Images, labels: np.ndarray, ref_pred: np.ndarray | None,
@@ -605,7 +696,9 @@ def measure_candidate(c: Candidate, images: Images, labels: np.ndarray, ref_pred
     """Measure one artifact like the chooser measures its candidates (accuracy, drop and agreement on val,
     size, p50/p95 at ``options.threads``); ``ref_pred`` None measures a float reference against itself.
     Returns its val predictions (top-1 class per image)."""
-    return _measure(c, images, labels, ref_pred, reference_acc, options.threads, options.warmup, options.runs)
+    scorer = TopOneScorer(images, labels, max_drop=options.max_accuracy_drop, min_agreement=options.min_agreement,
+                          reference=reference_acc, ref_pred=ref_pred)
+    return _measure(c, scorer, options.threads, options.warmup, options.runs)
 
 
 def float_top1(model, images: Images, cache: dict[str, Any], *, float_onnx: str | os.PathLike | None = None
@@ -686,7 +779,6 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise EdgecnnError(f"min_agreement must be in [0, 1] (0.98 = 98 % of val images keep the float top-1); "
                            f"received min_agreement={min_agreement!r}.")
-    agree_txt = f" and agreement >= {min_agreement:.4f}" if min_agreement is not None else ""
     cal = check_calibration(calibration, what="the chooser's int8 routes")
     # a decoded split stays on disk (read a batch at a time); anything else becomes a float32 array
     images = val_images if isinstance(val_images, DecodedSplit) else np.asarray(val_images, np.float32)
@@ -696,10 +788,7 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                            f"{images.shape} and {len(labels)} labels.")
     if tuple(images.shape[1:]) != tuple(cal.shape[1:]):
         raise EdgecnnError(f"validation and calibration images differ in size: {images.shape[1:]} vs {cal.shape[1:]}.")
-    todo = _resolve_routes(o.routes, o.runtimes)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-
+    _resolve_routes(o.routes, o.runtimes)
     if model is None and float_onnx is None:
         raise EdgecnnError("choose needs a Keras model or a float ONNX (float_onnx=...); received neither.")
     cache = cache if cache is not None else {}
@@ -708,19 +797,63 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
     if agreement_images is not None and len(agreement_images):
         extra = (np.asarray(agreement_images, np.float32),
                  float_top1(model, agreement_images, cache, float_onnx=float_onnx))
-    float_acc = float((ref_pred == labels).mean())
-    reference = float_acc if reference_accuracy is None else float(reference_accuracy)
-    log.info("chooser: float top-1 %.4f (reference %.4f), budget drop <= %.4f, %d route(s)", float_acc, reference,
-             max_accuracy_drop, len(todo))
-    if max_accuracy_drop < 2.0 / len(labels):
-        log.warning("chooser: the budget %.4f is under two validation images (1/%d = %.4f each): candidates will be "
-                    "told apart by one or two images, which is noise; use a larger validation split or budget",
-                    max_accuracy_drop, len(labels), 1.0 / len(labels))
-    ctx = ChooseContext(model, cal, workdir, o, train=train, val=(images, labels),
-                        float_onnx=Path(float_onnx) if float_onnx else None,
-                        cache=cache, ref_pred=ref_pred, reference=reference, agreement_images=extra)
+    scorer = TopOneScorer(images, labels, max_drop=max_accuracy_drop, min_agreement=min_agreement,
+                          reference=reference_accuracy, ref_pred=ref_pred, extra=extra)
+    return choose_with(scorer, model, cal, workdir, o, train=train, float_onnx=float_onnx, cache=cache)
+
+
+def choose_with(scorer: Scorer, model, calibration, workdir: str | os.PathLike, options: ChooseOptions | None = None,
+                *, train: Any = None, float_onnx: str | os.PathLike | None = None, cache: dict[str, Any] | None = None,
+                **changes: Any) -> ChooseResult:
+    """The chooser for any task: escalate through the routes until one holds ``scorer``'s budget.
+
+    Args:
+        scorer: the task's (:mod:`edgecnn.compress.scorers`): the validation images, the metric and agreement
+            it measures, the budget (``max_drop``, ``min_agreement``) and what the task offers the routes.
+        model: the float ``tf_keras`` model, RGB 0-255 input; None with ``float_onnx`` runs only the routes that
+            need no Keras model.
+        calibration: (M, H, W, C) training images for calibration, M >= 10.
+        workdir: where candidate artifacts are written (created).
+        options: what to try (:class:`ChooseOptions`; its ``max_accuracy_drop`` and ``min_agreement`` are the
+            classifier's and unused here: the scorer holds the budget).
+        train: training data for the QAT routes (a task with class labels); None skips QAT.
+        float_onnx: an existing float ONNX of ``model`` (default: exported into ``workdir`` when a route needs it).
+        cache: work shared between calls (float twins, the QAT model, their latencies).
+        **changes: :class:`ChooseOptions` fields to override.
+
+    Returns:
+        :class:`ChooseResult` with the scorer's metric names; ``.chosen`` is None with ``.reason`` when no route
+        held. A candidate whose route raised has ``error`` set (the exception's type and message).
+
+    Raises:
+        EdgecnnError: bad options, too few calibration images, calibration and validation images of two sizes.
+    """
+    o = (options or ChooseOptions()).replace(**changes)
+    prefer = o.prefer
+    if prefer not in PREFER:
+        raise EdgecnnError(f"prefer must be one of {list(PREFER)}; received prefer={prefer!r}.")
+    cal = check_calibration(calibration, what="the chooser's int8 routes")
+    if scorer.image_shape != tuple(cal.shape[1:]):
+        raise EdgecnnError(f"validation and calibration images differ in size: {scorer.image_shape} vs "
+                           f"{cal.shape[1:]}.")
+    todo = _resolve_routes(o.routes, o.runtimes)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if model is None and float_onnx is None:
+        raise EdgecnnError("choose needs a Keras model or a float ONNX (float_onnx=...); received neither.")
+    cache = cache if cache is not None else {}
+    ctx = ChooseContext(model, cal, workdir, o, train=train, val=getattr(scorer, "val", None),
+                        float_onnx=Path(float_onnx) if float_onnx else None, cache=cache, scorer=scorer)
+    scorer.prepare(ctx.float_reference)
+    metric, agreement = scorer.metric_name, scorer.agreement_name
+    log.info("chooser: float %s %.4f (reference %.4f), budget %s, %d route(s)", metric, scorer.float_metric,
+             scorer.reference, scorer.budget_text(), len(todo))
+    if scorer.max_drop < 2.0 * scorer.resolution:
+        log.warning("chooser: the budget %.4f is under two steps of the validation %s (%.4f each, %d images): "
+                    "candidates will be told apart by one or two images, which is noise; use a larger validation "
+                    "split or budget", scorer.max_drop, metric, scorer.resolution, len(scorer.images))
     skipped: dict[str, str] = {}
-    eps = 1e-9
+    probe = scorer.probe()
     for tier in TIERS:
         tier_routes = [r for r in todo if r.tier == tier]
         for route in tier_routes:
@@ -728,8 +861,9 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
             path = workdir / route.filename
             t0 = time.perf_counter()
             try:
-                if route.needs_model and model is None:
-                    raise _Skip("needs the Keras model; only a float ONNX was given")
+                why = route.not_for(model, scorer)
+                if why:
+                    raise _Skip(why)
                 notes = route.fn(ctx, path)
                 c.notes = dict(notes or {})
                 c.artifact = path
@@ -738,12 +872,11 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
 
                     ops = onnx_float_ops(path)
                     c.float_heavy_ops, c.notes["ops"] = ops["heavy_float"], ops
-                _measure(c, images, labels, ref_pred, reference, o.threads, o.warmup, o.runs, extra)
-                c.within_budget = c.drop <= max_accuracy_drop + eps and (
-                    min_agreement is None or c.agreement >= min_agreement - eps)
+                _measure(c, scorer, o.threads, o.warmup, o.runs)
+                c.within_budget = scorer.holds(c)
                 if prefer == "latency" and o.runs and c.within_budget:   # an int8 file slower than float is no pick
-                    c.float_p50_ms = _float_p50(ctx, route.runtime, images[0])
-                    c.slower_than_float = _slower_than_float(ctx, c, images[0])
+                    c.float_p50_ms = _float_p50(ctx, route.runtime, probe)
+                    c.slower_than_float = _slower_than_float(ctx, c, probe)
                     c.within_budget = not c.slower_than_float
             except _Skip as e:
                 skipped[route.name] = str(e)
@@ -755,14 +888,15 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                 c.error = str(e)
             except Exception as e:  # one route failing (a converter bug, an op) must not end the search
                 c.error = f"{type(e).__name__}: {e}"
+                log.warning("chooser: %s raised %s", route.name, type(e).__name__, exc_info=True)
             c.seconds = round(time.perf_counter() - t0, 2)
             if c.error:
                 log.warning("chooser: %s failed: %s", route.name, c.error)
                 remove_artifact_path(path)
                 c.artifact = None
             else:
-                log.info("chooser: %-22s top-1 %.4f drop %+.4f agree %.4f size %8.1f KB p50 %s ms%s", route.name,
-                         c.accuracy, c.drop, c.agreement, c.size_bytes / 1024, c.latency_p50_ms,
+                log.info("chooser: %-22s %s %.4f drop %+.4f %s %.4f size %8.1f KB p50 %s ms%s", route.name, metric,
+                         c.accuracy, c.drop, agreement, c.agreement, c.size_bytes / 1024, c.latency_p50_ms,
                          " (within budget)" if c.within_budget else
                          f" (slower than float: {c.float_p50_ms} ms)" if c.slower_than_float else "")
             ctx.done.append(c)
@@ -770,42 +904,54 @@ def choose(model, val_images, val_labels, calibration, workdir: str | os.PathLik
                 break
         if not o.exhaustive and any(c.within_budget for c in ctx.done):
             break
-    cands = ctx.done
+    chosen, reason = _verdict(ctx.done, skipped, scorer, o)
+    log.info("chooser: %s", reason)
+    return ChooseResult(chosen, reason, scorer.max_drop, scorer.float_metric, scorer.reference, ctx.done, skipped,
+                        o.threads, val_images=len(scorer.images), agreement_images=scorer.agreement_images,
+                        metric=metric, agreement_metric=agreement, resolution=scorer.resolution)
+
+
+def _verdict(cands: list[Candidate], skipped: dict[str, str], scorer: Scorer, o: ChooseOptions
+             ) -> tuple[Candidate | None, str]:
+    """The pick among ``cands`` (the fastest or smallest within budget) and the reason, or None and why not."""
+    metric, agreement, prefer = scorer.metric_name, scorer.agreement_name, o.prefer
+    failed = [c for c in cands if c.error]
     fits = [c for c in cands if c.within_budget]
     if fits:
         key = (lambda c: (c.latency_p50_ms if c.latency_p50_ms is not None else math.inf, c.size_bytes)) \
             if prefer == "latency" else (lambda c: (c.size_bytes, c.latency_p50_ms or math.inf))
         chosen = min(fits, key=key)
-        reason = (f"{chosen.route}: top-1 drop {chosen.drop:+.4f} <= {max_accuracy_drop:.4f}, agreement "
+        reason = (f"{chosen.route}: {metric} drop {chosen.drop:+.4f} <= {scorer.max_drop:.4f}, {agreement} "
                   f"{chosen.agreement:.4f} "
                   f"(tier '{chosen.tier}'; {'lowest latency' if prefer == 'latency' else 'smallest'} of "
                   f"{len(fits)} within budget)")
+        if failed:
+            reason += " Failed: " + "; ".join(f"{c.route} ({c.error})" for c in failed) + "."
+        return chosen, reason
+    measured = [c for c in cands if c.drop is not None]
+    tried = ", ".join(c.route for c in cands) or "none"
+    slow = [c for c in measured if c.slower_than_float]
+    if measured:
+        best = min(measured, key=lambda c: c.drop)
+        agree_txt = f" and {agreement} >= {scorer.min_agreement:.4f}" if scorer.min_agreement is not None else ""
+        reason = (f"budget unreachable: no route keeps the {metric} drop <= {scorer.max_drop:.4f}{agree_txt}"
+                  f"{' and is not slower than float' if prefer == 'latency' and o.runs else ''}; "
+                  f"the best was {best.route} with drop {best.drop:+.4f} ({metric} {best.accuracy:.4f} vs reference "
+                  f"{scorer.reference:.4f}, {agreement} {best.agreement:.4f}). "
+                  f"Tried: {tried}.")
+        if slow:
+            reason += (" Within the accuracy budget but slower than the float model in the same runtime: "
+                       + "; ".join(f"{c.route} p50 {c.latency_p50_ms:.3f} ms vs float {c.float_p50_ms:.3f} ms"
+                                   for c in slow)
+                       + " (set compress.prefer to size for this runtime if size alone matters).")
     else:
-        chosen = None
-        measured = [c for c in cands if c.drop is not None]
-        tried = ", ".join(c.route for c in cands) or "none"
-        slow = [c for c in measured if c.slower_than_float]
-        if measured:
-            best = min(measured, key=lambda c: c.drop)
-            reason = (f"budget unreachable: no route keeps the top-1 drop <= {max_accuracy_drop:.4f}{agree_txt}"
-                      f"{' and is not slower than float' if prefer == 'latency' and o.runs else ''}; "
-                      f"the best was {best.route} with drop {best.drop:+.4f} (top-1 {best.accuracy:.4f} vs reference "
-                      f"{reference:.4f}, agreement {best.agreement:.4f}). "
-                      f"Tried: {tried}.")
-            if slow:
-                reason += (" Within the accuracy budget but slower than the float model in the same runtime: "
-                           + "; ".join(f"{c.route} p50 {c.latency_p50_ms:.3f} ms vs float {c.float_p50_ms:.3f} ms"
-                                       for c in slow)
-                           + " (set compress.prefer to size for this runtime if size alone matters).")
-        else:
-            reason = f"budget unreachable: every route failed or was skipped. Tried: {tried}."
-        if skipped:
-            reason += " Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "."
-        reason += (" Fixes: raise max_accuracy_drop, give train= for QAT, add calibration images, or keep the "
-                   "float model for this target.")
-    log.info("chooser: %s", reason)
-    return ChooseResult(chosen, reason, float(max_accuracy_drop), float_acc, reference, cands, skipped, o.threads,
-                        val_images=len(labels), agreement_images=len(labels) + (len(extra[1]) if extra else 0))
+        reason = f"budget unreachable: every route failed or was skipped. Tried: {tried}."
+    if failed:
+        reason += " Failed: " + "; ".join(f"{c.route} ({c.error})" for c in failed) + "."
+    if skipped:
+        reason += " Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "."
+    reason += f" Fixes: {scorer.fixes}."
+    return None, reason
 
 
 def choose_onnx(float_onnx: str | os.PathLike, val_images, val_labels, calibration, workdir: str | os.PathLike,
@@ -841,5 +987,5 @@ def copy_chosen(result: ChooseResult, dest: str | os.PathLike) -> Path | None:
 
 
 __all__ = ["Candidate", "ChooseOptions", "ChooseResult", "ChooseContext", "Route", "choose", "choose_onnx",
-           "copy_chosen", "float_top1", "measure_candidate",
+           "choose_with", "copy_chosen", "float_top1", "measure_candidate",
            "list_routes", "register_route", "TIERS"]
