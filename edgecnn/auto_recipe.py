@@ -32,7 +32,7 @@ from edgecnn.compress.chooser import list_routes
 from edgecnn.config import CompressConfig, Recipe, recipe_from_dict
 from edgecnn.data.folders import discover
 
-__all__ = ["AutoRecipe", "BACKBONE", "INPUT_SIZES", "recipe_for_folder"]
+__all__ = ["AutoRecipe", "BACKBONE", "INPUT_SIZES", "recipe_for_folder", "recipe_for_target"]
 
 BACKBONE = "efficientnet_lite0"
 # Routes the auto recipe leaves out. NNCF's accuracy control took 9 of 19 chooser minutes on 4,000 digits and its
@@ -161,3 +161,26 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
                      "routes": [r.name for r in list_routes() if r.name not in LEFT_OUT_ROUTES]},
     }
     return AutoRecipe(recipe_from_dict(raw, source=f"auto recipe for {folder}"), reasons)
+
+
+def recipe_for_target(path: str | os.PathLike, target: str, search_dir: str | os.PathLike) -> AutoRecipe:
+    """A recipe for a folder and a microcontroller profile (``edgecnn run --data FOLDER --target PROFILE``).
+
+    The model is what :func:`edgecnn.mcu.search.search_mcu` picks: candidates that do not fit ``target`` are
+    dropped before training, the rest trained briefly in ``search_dir``; the recipe trains the pick fully, with
+    the folder's safe augmentation, and gates it on the profile. Raises ``NoCandidateFits`` (one line naming the
+    constraint no candidate met) when nothing fits.
+    """
+    from edgecnn.mcu.search import candidate_of, mcu_recipe, search_mcu
+
+    base = recipe_for_folder(path)
+    augment = base.recipe.data.augment.model_dump(mode="json")
+    found = search_mcu(path, target, out_dir=search_dir, augment=augment, batch_size=base.recipe.data.batch_size)
+    raw = mcu_recipe(candidate_of(found.pick), str(Path(path).resolve()), target, name=f"{base.recipe.name}-{target}",
+                     batch_size=base.recipe.data.batch_size, augment=augment)
+    reasons = {"data.path": base.reasons["data.path"], "data.augment.flip": base.reasons["data.augment.flip"],
+               "model": (f"{found.pick.label}: the best val top-1 ({found.pick.val_top1:.3f}) of the "
+                         f"{sum(r.trained for r in found.rows)} of {len(found.rows)} candidates that fit {target} "
+                         f"(the rest dropped before training); {search_dir}/mcu_search.json has the front"),
+               "budgets": f"{target}: arena and flash within the profile's share, checked on the int8 file in TFLM"}
+    return AutoRecipe(recipe_from_dict(raw, source=f"auto recipe for {path} on {target}"), reasons)

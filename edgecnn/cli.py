@@ -129,12 +129,19 @@ def run(recipe: Optional[Path] = typer.Argument(
                                 "e.g. --set data.augment.flip=horizontal --set train.finetune.epochs=5"),
         skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="skip unreadable images"),
         force: bool = typer.Option(False, help="redo every stage"),
+        target: Optional[str] = typer.Option(
+            None, help="with --data: a microcontroller profile (cortex-m4-256k, cortex-m7-1m, esp32-s3, ...); "
+                       "the model is searched among candidates that fit it (docs/mcu.md)"),
         verbose: bool = typer.Option(False, "-v", "--verbose")):
     """Run the whole pipeline: data, train, export, evaluate, budgets."""
     _setup_logging(verbose)
     from edgecnn.config import load_recipe
     from edgecnn.pipeline import run as run_pipeline
 
+    if target and (recipe is not None or data is None):
+        raise EdgecnnError(f"--target {target} picks a model for --data FOLDER and needs no recipe; a recipe names its "
+                           f"own model (gate it with a budget `profile: {target}`). Run `edgecnn run --data FOLDER "
+                           f"--target {target}`.")
     if recipe is not None:
         chosen = load_recipe(recipe)
     elif data is None:
@@ -142,9 +149,12 @@ def run(recipe: Optional[Path] = typer.Argument(
                            "`edgecnn run --data /my/images` to have one chosen from the folder, or "
                            "`edgecnn run models/defects-mobilenetv2.yaml`.")
     else:
-        from edgecnn.auto_recipe import recipe_for_folder
+        from edgecnn.auto_recipe import recipe_for_folder, recipe_for_target
 
-        auto = recipe_for_folder(data)
+        if target:
+            auto = recipe_for_target(data, target, (output or Path("export") / f"auto-{data.name}-{target}") / "search")
+        else:
+            auto = recipe_for_folder(data)
         chosen = auto.recipe
         out.print(f"no recipe given; chosen from {data} (saved as the run's recipe.yaml):", highlight=False,
                   markup=False, soft_wrap=True)
