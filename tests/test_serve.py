@@ -851,3 +851,25 @@ def test_a_one_channel_model_gets_grey_pixels_from_an_image_upload():
     assert np.array_equal(grey, load_image(png, (16, 16), 1))
     assert abs(float(grey.mean()) - (0.299 * 200 + 0.587 * 30 + 0.114 * 30)) < 1.0   # ITU-R 601-2 luma
     assert decode_image(png, 16, 16, 10**6)[0].shape == (16, 16, 3)
+
+
+def test_the_dynamic_batcher_hands_each_caller_its_rows_of_every_output():
+    """A multi-output version (an anomaly score and map): each caller gets its rows of every output."""
+    from edgecnn.serve.batching import Batcher
+
+    batcher = Batcher(lambda x: [x.sum(axis=(1, 2, 3))[:, None], x[..., :1]], max_images=8, max_delay_s=0.2)
+    images = [np.full((1, 4, 4, 3), i, np.float32) for i in range(5)]
+    results: list = [None] * len(images)
+
+    def call(i):
+        results[i] = batcher(images[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    for i, (score, amap) in enumerate(results):
+        assert score.shape == (1, 1) and score[0, 0] == 48 * i
+        assert amap.shape == (1, 4, 4, 1) and (amap == i).all()

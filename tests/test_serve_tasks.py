@@ -19,6 +19,8 @@ from edgecnn.serve import InferenceClient, evaluate_via_http
 from edgecnn.serve.protocol import split_binary_response
 from serve_fixtures import Server
 
+pytestmark = pytest.mark.slow          # the session's trained tiny runs
+
 OUTPUTS = {"classify": 1, "anomaly": 2, "segment": 1}   # what each task's artifacts answer
 
 
@@ -95,6 +97,35 @@ def test_metadata_matches_the_manifest_for_every_task(server, runs, task):
             assert served[0]["shape"] == [-1, h, w, len(manifest["labels"])]
         if task == "anomaly":                      # a score and a map, in the artifact's order
             assert sorted(len(o["shape"]) for o in served) == [2, 4]
+
+
+def test_a_manifest_outputs_list_is_honoured_and_a_differing_record_logged(runs, tmp_path, caplog):
+    """Entries with the ``outputs`` list (what add_artifact's callers record): the service declares the same;
+    a record that differs from the artifact is a warning, and the artifact's own outputs are served."""
+    import logging
+    import shutil
+
+    from edgecnn._io import write_json
+    from edgecnn.serve.repository import Repository
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["anomaly"], run)
+    manifest = _manifest(run)
+    for version in ("model.onnx", "model.int8.tflite"):
+        entry = manifest["artifacts"][version]
+        entry["outputs"] = [o.to_json() for o in load_runner(run / version).outputs]
+        assert entry["outputs"][0] == entry["output"]
+    honest = [dict(o) for o in manifest["artifacts"]["model.onnx"]["outputs"]]
+    manifest["artifacts"]["model.int8.tflite"]["outputs"][1]["name"] = "renamed"
+    write_json(run / "manifest.json", manifest)
+    with caplog.at_level(logging.WARNING, logger="edgecnn.serve"):
+        repo = Repository(run, threads=1, warmup_runs=1)
+    _, onnx = repo.resolve(manifest["name"], "model.onnx")
+    assert [o.to_json() for o in onnx.outputs] == honest
+    _, tflite = repo.resolve(manifest["name"], "model.int8.tflite")
+    assert "renamed" not in [o.name for o in tflite.outputs]
+    differ = [r for r in caplog.records if r.getMessage() == "manifest_outputs_differ"]
+    assert [r.fields["artifact"] for r in differ] == ["model.int8.tflite"]
 
 
 def test_infer_on_a_segment_run_returns_the_per_pixel_probabilities(server, runs, pick_images):
@@ -181,26 +212,3 @@ def test_evaluate_via_http_reads_every_output_of_another_task(server, runs, tiny
     assert result["task"] == "anomaly" and result["accuracy"] is None and len(result["outputs"]) == 2
     [level] = result["levels"]
     assert level["errors"] == 0 and level["requests"] == 4 and level["p50_ms"] > 0, level
-
-
-def test_the_dynamic_batcher_hands_each_caller_its_rows_of_every_output():
-    import threading
-
-    from edgecnn.serve.batching import Batcher
-
-    batcher = Batcher(lambda x: [x.sum(axis=(1, 2, 3))[:, None], x[..., :1]], max_images=8, max_delay_s=0.2)
-    images = [np.full((1, 4, 4, 3), i, np.float32) for i in range(5)]
-    results: list = [None] * len(images)
-
-    def call(i):
-        results[i] = batcher(images[i])
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(images))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    batcher.close()
-    for i, (score, amap) in enumerate(results):
-        assert score.shape == (1, 1) and score[0, 0] == 48 * i
-        assert amap.shape == (1, 4, 4, 1) and (amap == i).all()

@@ -20,6 +20,7 @@ state and swaps one reference, so requests in flight finish on the old sessions 
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -368,8 +369,9 @@ def _check_outputs(runner: Runner, entry: dict[str, Any], path: Path) -> None:
                 for o in manifest_outputs(entry)]
     actual = [(o.name, tensor_shape(o)) for o in runner.outputs][:len(recorded)]
     if recorded and recorded != actual:
-        log_event("manifest_outputs_differ", artifact=path.name, manifest=recorded, artifact_outputs=actual,
-                  note="the artifact's own outputs are served; re-export to rewrite manifest.json")
+        log_event("manifest_outputs_differ", level=logging.WARNING, artifact=path.name, manifest=recorded,
+                  artifact_outputs=actual, note="the artifact's own outputs are served; re-export to rewrite "
+                  "manifest.json")
 
 
 def _input_hwc(runner: Runner, manifest: dict[str, Any], path: Path) -> tuple[int, int, int]:
