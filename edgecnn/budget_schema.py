@@ -19,6 +19,10 @@ budgets every selected artifact must hold::
         max_slowdown_vs: {baseline: ../baseline_run, max_ratio: 1.10, metric: p50}
         max_arena_kb: 256           # smallest TFLite Micro tensor arena, KiB (int8 .tflite, report.json)
         max_flash_kb: 1024          # model bytes + estimated TFLM kernel code, KiB (report.json)
+    - name: phone-kernels
+      artifacts: model.int8.tflite  # evaluated in litert-arm64 too (evaluate.runtimes; docs/arm64.md)
+      budgets:
+        min_target_agreement: 0.99  # top-1 agreement of the target-CPU run with the host run, same file
     - name: board
       artifacts: model.int8.tflite
       profile: cortex-m4-256k       # a microcontroller (MCU_PROFILES): sets max_arena_kb and max_flash_kb
@@ -149,6 +153,8 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("max_slowdown_vs", _RATIO, "slowdown", "×", timed=True),
     BudgetKey("max_arena_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "arena_kb", "KiB"),
     BudgetKey("max_flash_kb", NumberSpec("KiB (1024 bytes)", "kb", _SIZE_KB, lo=0, lo_open=True), "flash_kb", "KiB"),
+    # a target-CPU runtime (litert-arm64, onnxruntime-arm64): its answers vs the host runtime's, same file
+    BudgetKey("min_target_agreement", _FRACTION, "target_agreement"),
     # task: anomaly (image scores and anomaly maps)
     BudgetKey("min_auroc", _FRACTION, "auroc"),
     BudgetKey("max_auroc_drop", _FRACTION, "auroc_drop"),

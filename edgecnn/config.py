@@ -26,6 +26,7 @@ from edgecnn.importing import PRESETS, SOURCE_FORMATS
 from edgecnn.quantize import (
     MIN_CALIBRATION,
     ONNX_CALIBRATION_METHODS,
+    TARGET_CPUS,
     TFLITE_CALIBRATION_METHODS,
 )
 from edgecnn.tasks import DEFAULT_TASK, task_names
@@ -227,6 +228,9 @@ class CompressConfig(_Strict):
                                       description="time limit of QAT's fine-tuning and the mixed routes' search")
     exhaustive: bool = Field(ChooseOptions.exhaustive,
                              description="try every route instead of stopping at the first that fits")
+    target_cpu: str = Field(ChooseOptions.target_cpu,
+                            description="the CPU the int8 files are quantised for: host (this machine), arm64, "
+                                        "x86-avx2 or x86-vnni (edgecnn.quantize.TARGET_CPUS)")
     prune: PruneConfig = PruneConfig()
     cluster: ClusterConfig = ClusterConfig()
     qat: QatConfig = QatConfig()
@@ -242,6 +246,11 @@ class CompressConfig(_Strict):
     @classmethod
     def _known_runtimes(cls, v: list[str]) -> list[str]:
         return _known_names(v, sorted({r.runtime for r in list_routes()}), "runtime with int8 routes")
+
+    @field_validator("target_cpu")
+    @classmethod
+    def _known_target_cpu(cls, v: str) -> str:
+        return _known_names([v], list(TARGET_CPUS), "target_cpu")[0]
 
     @field_validator("prefer")
     @classmethod
@@ -270,7 +279,7 @@ class CompressConfig(_Strict):
             exhaustive=self.exhaustive,
             sensitive_top_k=self.sensitive_top_k, qat_scheme=self.qat_scheme, qat_epochs=self.qat.epochs,
             qat_lr=self.qat.lr, qat_distill=self.qat.distill, runs=self.latency_runs,
-            slow_route_seconds=self.slow_route_seconds).replace(**changes)
+            slow_route_seconds=self.slow_route_seconds, target_cpu=self.target_cpu).replace(**changes)
 
 
 class EvaluateConfig(_Strict):

@@ -222,6 +222,13 @@ def report_figures(report: dict) -> list[ArtifactFigures]:
     ref = report.get("reference_accuracy")
     # TFLite Micro's arena and flash are properties of the file: every entry of that file is judged on them
     mcu_of = {a.get("file", n): a["mcu"] for n, a in report.get("artifacts", {}).items() if a.get("mcu")}
+    # so is a target-CPU run's agreement with the host run (litert-arm64 ...): the lowest one, if several
+    target_of: dict[str, dict] = {}
+    for n, a in report.get("artifacts", {}).items():
+        t = a.get("target") or {}
+        prev = target_of.get(a.get("file", n))
+        if t.get("host_agreement") is not None and (prev is None or t["host_agreement"] < prev["host_agreement"]):
+            target_of[a.get("file", n)] = {**t, "runtime": a.get("runtime")}
     out = []
     for name, art in report.get("artifacts", {}).items():
         file = art.get("file", name)
@@ -233,6 +240,11 @@ def report_figures(report: dict) -> list[ArtifactFigures]:
                                       f"TFLite Micro tensor arena (report.json)")
             figs["flash_kb"] = Figure(mcu["flash_bytes"] / 1024, detail=f"{mcu['model_bytes']} model bytes + "
                                       f"{mcu['kernel_bytes_estimate']} estimated kernel bytes (report.json)")
+        target = target_of.get(file)
+        if target is not None:   # measured by a target-CPU runtime (edgecnn.runtime.arm64_child) on this file
+            figs["target_agreement"] = Figure(float(target["host_agreement"]), detail=(
+                f"top-1 agreement of {target['runtime']} ({target.get('cpu')} kernels) with "
+                f"{target.get('host_runtime')} on this machine, {target.get('images')} test images (report.json)"))
         n = m.get("n", report.get("test_images", "?"))
         if m.get("accuracy") is not None:
             acc = float(m["accuracy"])

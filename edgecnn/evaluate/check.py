@@ -79,7 +79,9 @@ _NEEDS = {"accuracy": "the accuracy of {name!r} in report.json",
           "arena_kb": "the TFLite Micro arena of {name!r} in report.json (an int8 .tflite evaluated with the tflm "
                       "runtime; narrow the target's artifacts to such files)",
           "flash_kb": "the TFLite Micro flash figure of {name!r} in report.json (an int8 .tflite evaluated with the "
-                      "tflm runtime; narrow the target's artifacts to such files)"}
+                      "tflm runtime; narrow the target's artifacts to such files)",
+          "target_agreement": "the target-CPU agreement of {name!r} in report.json (an int8 file evaluated in "
+                              "litert-arm64 or onnxruntime-arm64: name that runtime in evaluate.runtimes)"}
 
 
 @dataclass

@@ -20,9 +20,10 @@ def export_onnx(model, path: Path, ctx: ExportContext) -> Path:
 @register_format("onnx-int8", filename="model.int8.onnx", runtime="onnxruntime", precision="int8",
                  parent="model.onnx", needs_calibration=True,
                  description="static QDQ int8 (onnxruntime.quantization), per-channel, calibrated; "
-                             "activation type and reduce_range chosen for the CPU")
+                             "activation type and reduce_range chosen for the target CPU")
 def export_onnx_int8(model, path: Path, ctx: ExportContext) -> Path:
     src = ctx.run_dir / "model.onnx"
     if not src.is_file():
         export_onnx(model, src, ctx)
-    return quantize_onnx(src, path, ctx.calibration, method=ctx.onnx_calibration, per_channel=ctx.onnx_per_channel)
+    return quantize_onnx(src, path, ctx.calibration, method=ctx.onnx_calibration, per_channel=ctx.onnx_per_channel,
+                         target=ctx.target_cpu)

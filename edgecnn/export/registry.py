@@ -29,6 +29,7 @@ class ExportContext:
         tflite_calibration: one of ``edgecnn.quantize.TFLITE_CALIBRATION_METHODS``.
         onnx_calibration: one of ``edgecnn.quantize.ONNX_CALIBRATION_METHODS``.
         onnx_per_channel: per-channel ONNX weight scales.
+        target_cpu: the CPU int8 ONNX files are quantised for (``edgecnn.quantize.TARGET_CPUS``).
     """
 
     run_dir: Path
@@ -37,6 +38,7 @@ class ExportContext:
     tflite_calibration: str = "minmax"
     onnx_calibration: str = "minmax"
     onnx_per_channel: bool = True
+    target_cpu: str = "host"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]]]:
 
 
 def qat_to_onnx_int8(qat_model, dst: str | os.PathLike, calibration_images, *, method: str = "minmax",
-                     opset: int = 17, keep_float_onnx: str | os.PathLike | None = None) -> dict:
+                     opset: int = 17, keep_float_onnx: str | os.PathLike | None = None, target: str = "host") -> dict:
     """QDQ int8 ONNX from a tfmot QAT ``tf_keras`` model, with the activation ranges it learned.
 
     Args:
@@ -82,6 +82,7 @@ def qat_to_onnx_int8(qat_model, dst: str | os.PathLike, calibration_images, *, m
         method: calibration for those tensors (``quantize_onnx``'s ``method``).
         opset: ONNX opset for tf2onnx.
         keep_float_onnx: also keep the stripped float ONNX (QAT weights, no Q/DQ) here.
+        target: the CPU the file is for (``quantize_onnx``'s ``target``).
 
     Returns:
         ``{"learned_ranges": n}``: the Q/DQ pairs found in the QAT graph (their ranges are fixed).
@@ -100,7 +101,8 @@ def qat_to_onnx_int8(qat_model, dst: str | os.PathLike, calibration_images, *, m
         model, ranges = strip_qdq(onnx.load(str(raw)))
         flt = Path(keep_float_onnx) if keep_float_onnx else Path(tmp) / "qat.float.onnx"
         onnx.save(model, str(flt))
-        quantize_onnx(flt, dst, calibration_images, method=method, per_channel=True, tensor_ranges=ranges)
+        quantize_onnx(flt, dst, calibration_images, method=method, per_channel=True, tensor_ranges=ranges,
+                      target=target)
     return {"learned_ranges": len(ranges)}
 
 

@@ -70,14 +70,19 @@ def int8_refusal(path: Path) -> str | None:
 class Arm64Child:
     """The emulated worker: ``open`` once, then ``run`` batches; ``close`` ends it."""
 
-    def __init__(self, engine: str, path: Path, threads: int | None):
-        root = arm64_root.ensure_root()
+    def __init__(self, engine: str, path: Path, threads: int | None, *, command: list[str] | None = None):
+        """Start the worker in the arm64 root (built on first use), or with ``command`` (a Python and
+        :data:`WORKER`; the tests run the protocol with this machine's Python)."""
+        env = cwd = None
+        if command is None:
+            root = arm64_root.ensure_root()
+            command = arm64_root.python_command(root, str(WORKER))
+            env, cwd = arm64_root.child_env(root, threads), str(root)
         self._stderr = tempfile.TemporaryFile()
         self._lock = threading.Lock()
         try:
-            self.proc = subprocess.Popen(arm64_root.python_command(root, str(WORKER)), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._stderr,
-                                         env=arm64_root.child_env(root, threads), cwd=str(root))
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         env=env, cwd=cwd)
         except OSError as e:
             raise RuntimeRefusal(f"could not start the arm64 Python under qemu-user: {e}") from e
         self.info = self.request({"op": "open", "engine": engine, "path": str(path.resolve()), "threads": threads})[0]
