@@ -272,3 +272,27 @@ def test_service_returns_the_mask_and_areas(seg_run, tiny_defects, tmp_path):
         assert bad.status_code == 400 and "mask must be one of" in bad.text
     finally:
         server.stop()
+
+
+def test_a_split_over_the_memory_cap_is_memory_mapped_and_reads_the_same(tiny_defects, tmp_path):
+    """``data.cache_memory_mb`` holds for segmentation: a split whose float32 images do not fit is decoded once
+    into the run directory and memory-mapped; training batches read it a pair at a time, the same pixels."""
+    import tensorflow as tf  # noqa: F401  (make_batches builds tf.data)
+
+    from edgecnn.segment.data import discover_pairs, split_arrays
+    from edgecnn.segment.train import make_batches
+
+    data = discover_pairs(tiny_defects, val_fraction=0.2, test_fraction=0.2, seed=0)
+    in_memory = split_arrays(data, "val", 48, tmp_path, memory_mb=1024)
+    mapped = split_arrays(data, "val", 48, tmp_path, memory_mb=0)
+    assert not isinstance(in_memory[0], np.memmap) and isinstance(mapped[0], np.memmap)
+    np.testing.assert_array_equal(in_memory[0], mapped[0])
+    np.testing.assert_array_equal(in_memory[1], mapped[1])
+    cached = tmp_path / "segment-val-48.npy"
+    stamp = cached.stat().st_mtime_ns
+    assert split_arrays(data, "val", 48, tmp_path, memory_mb=0)[0].shape == mapped[0].shape
+    assert cached.stat().st_mtime_ns == stamp, "the decoded split was not reused"
+    seen = [(x.numpy(), y.numpy()) for x, y in make_batches(*mapped, 4, training=True, seed=1)]
+    assert sum(len(x) for x, _ in seen) == len(mapped[0])
+    got = np.concatenate([x for x, _ in seen]).reshape(len(mapped[0]), -1).sum(1)
+    np.testing.assert_allclose(np.sort(got), np.sort(in_memory[0].reshape(len(mapped[0]), -1).sum(1)), rtol=1e-6)

@@ -251,8 +251,8 @@ def test_unsupported_op_is_named_with_its_layer_and_skipped_by_the_evaluator(tmp
 def _run_dir(tmp_path: Path, int8_file: Path, images, size: int = SIZE) -> tuple[Path, dict]:
     """A run directory holding the int8 file, its manifest, and report.json entries written by the
     evaluate stage's own per-artifact function (in LiteRT, then in TFLM)."""
-    from edgecnn.evaluate.run import _evaluate_one
-    from edgecnn.export.manifest import add_artifact, init_manifest, read_manifest
+    from edgecnn.evaluate.run import evaluate_artifacts
+    from edgecnn.export.manifest import add_artifact, init_manifest
 
     run = tmp_path / "run"
     run.mkdir()
@@ -261,15 +261,12 @@ def _run_dir(tmp_path: Path, int8_file: Path, images, size: int = SIZE) -> tuple
                   labels=["r", "g", "b"], preprocessing={"input_range": [0, 255], "resize": [size, size]})
     add_artifact(run, "model.int8.tflite", format="tflite-int8", precision="int8", runtime="litert", stage="export",
                  parent="model.keras")
-    manifest = read_manifest(run)
     x, y = images
-    cfg = SimpleNamespace(top_k=1, warmup=1, runs=3)
-    arts = {}
-    for key, runtime in (("model.int8.tflite", "litert"), ("model.int8.tflite@tflm", "tflm")):
-        arts[key], _ = _evaluate_one(run, "model.int8.tflite", manifest, x[:12], y[:12], ["r", "g", "b"], cfg, [1],
-                                     None, lambda *a: None, runtime=runtime, label=key)
-    report = {"artifacts": arts, "reference_accuracy": arts["model.int8.tflite"]["metrics"]["accuracy"],
-              "test_images": 12}
+    recipe = SimpleNamespace(name="mcu", evaluate=SimpleNamespace(top_k=1, warmup=1, runs=3, threads=[1],
+                                                                  runtimes=["tflm"]))
+    # the int8 file is its own reference here (no model.keras): in LiteRT, then in TFLM
+    report = evaluate_artifacts(recipe, run, x[:12], y[:12], ["r", "g", "b"], reference="model.int8.tflite")
+    assert set(report["artifacts"]) == {"model.int8.tflite", "model.int8.tflite@tflm"}
     (run / "report.json").write_text(json.dumps(report))
     return run, report
 

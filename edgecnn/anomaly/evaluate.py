@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from edgecnn._io import artifact_bytes, atomic_path, sha256_file, write_json
+from edgecnn._io import atomic_path, sha256_file, write_json
 from edgecnn.anomaly.data import AnomalySet, load_images, load_masks
 from edgecnn.anomaly.metrics import PixelAccumulator, image_metrics, rank_correlation, roc_points
 from edgecnn.anomaly.pipeline import BATCH
@@ -101,7 +101,11 @@ def render_anomaly_markdown(report: dict) -> str:
              f"{report['machine']['cpu']} ({report['machine']['cores']} cores).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, art in report["artifacts"].items():
-        m = art["metrics"]
+        m = art.get("metrics")
+        if m is None:   # a further runtime that could not run here, or failed: say which and why
+            lines.append(f"| `{name}` | {art['runtime']} | {art.get('precision') or ''} | "
+                         f"{'skipped' if 'skipped' in art else 'ERROR'}: {art.get('skipped') or art.get('error')} |")
+            continue
         row = [f"`{name}`", art["runtime"], art.get("precision") or "", f"{art['bytes'] / 1024:.1f}", _f(m["auroc"]),
                _f(m["f1"]), _f(m.get("pixel_auroc")), _f(m.get("pro")), _f(m.get("iou")), _f(m["score_correlation"])]
         row += [f"{art['latency'][str(t)]['p50_ms']:.2f}" if str(t) in art["latency"] else "—" for t in threads]
@@ -114,10 +118,10 @@ def render_anomaly_markdown(report: dict) -> str:
 
 def evaluate_stage(r, force: bool = False):
     """Measure every artifact, apply the budgets, render the report; returns the RunResult."""
-    from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
-    from edgecnn.export.manifest import read_manifest, verify_artifact
+    from edgecnn.evaluate.latency import machine_info, resolve_threads
+    from edgecnn.evaluate.loop import evaluate_all
+    from edgecnn.export.manifest import read_manifest
     from edgecnn.report import render_report
-    from edgecnn.runtime import load_runner
     from edgecnn.stages.verdict import finish_evaluation
     from edgecnn.store import fingerprint as _fp
 
@@ -145,38 +149,29 @@ def evaluate_stage(r, force: bool = False):
                   "latency_protocol": {"batch": 1, "warmup": ecfg.warmup, "runs": ecfg.runs, "threads": threads},
                   "artifacts": {}}
         all_scores: dict[str, list[float]] = {}
-        ref_scores = ref_auroc = ref_runner = None
-        first = load_images([ds.test[0].path], size)[0]  # the latency probe
-        for name in [REFERENCE, *manifest["artifacts"]]:
-            entry = {"format": "keras", "runtime": "keras", "precision": "fp32"}
-            if name != REFERENCE:
-                entry = verify_artifact(r.dir, name, manifest)
-            runner = load_runner(r.dir / name, threads=max(threads), runtime=entry.get("runtime"))
+        ref: dict = {}   # the reference's scores and AUROC, measured first
+
+        def measure(job, runner) -> dict:
             scores, pixel = _score_split(runner, ds, size, known)
             metrics = {**image_metrics(scores, defect, kinds, cfg.normal), **pixel}
-            if ref_scores is None:
-                ref_scores, ref_auroc, ref_runner = scores, metrics["auroc"], runner
-            metrics["auroc_drop"] = ref_auroc - metrics["auroc"]
-            metrics["score_correlation"] = rank_correlation(ref_scores, scores)
-            metrics["max_score_diff"] = float(np.abs(ref_scores - scores).max())
-            latency = {}
-            for t in threads:
-                if runner.backend == "keras" and t != max(threads):
-                    continue
-                run_t = runner if t == max(threads) else load_runner(r.dir / name, threads=t, runtime=runner.backend)
-                latency[str(t)] = measure_latency(run_t, first, warmup=ecfg.warmup, runs=ecfg.runs)
-            report["artifacts"][name] = {
-                "file": name, "format": entry.get("format"), "runtime": runner.backend,
-                "precision": entry.get("precision"), "route": entry.get("route"),
-                "sha256": entry.get("sha256") or sha256_file(r.dir / name), "bytes": artifact_bytes(r.dir / name),
-                "metrics": metrics, "latency": latency, "roc": roc_points(scores, defect)}
-            all_scores[name] = [round(float(s), 6) for s in scores]
-            lat = next(iter(latency.values()))
-            log.info("evaluated %-20s auroc=%.4f pixel_auroc=%s f1=%.3f corr=%.4f p50=%.2fms", name, metrics["auroc"],
-                     f"{metrics.get('pixel_auroc', float('nan')):.4f}", metrics["f1"], metrics["score_correlation"],
-                     lat["p50_ms"])
-        report["reference_auroc"] = ref_auroc
-        report["gallery"] = _write_gallery(r, ds, ref_runner, size, ref_scores)
+            if not ref:
+                ref.update(scores=scores, auroc=metrics["auroc"])
+                report["gallery"] = _write_gallery(r, ds, runner, size, scores)
+            metrics["auroc_drop"] = ref["auroc"] - metrics["auroc"]
+            metrics["score_correlation"] = rank_correlation(ref["scores"], scores)
+            metrics["max_score_diff"] = float(np.abs(ref["scores"] - scores).max())
+            all_scores[job.key] = [round(float(s), 6) for s in scores]
+            entry = manifest["artifacts"].get(job.file, {})
+            return {"route": entry.get("route"), "metrics": metrics, "roc": roc_points(scores, defect)}
+
+        first = load_images([ds.test[0].path], size)[0]  # the latency probe
+        report["artifacts"], errors = evaluate_all(
+            r.dir, manifest, REFERENCE, ecfg, measure, first,
+            describe=lambda m: f"auroc={m['auroc']:.4f} pixel_auroc={m.get('pixel_auroc', float('nan')):.4f} "
+                               f"f1={m['f1']:.3f} corr={m['score_correlation']:.4f}")
+        if errors:
+            report["errors"] = errors
+        report["reference_auroc"] = ref["auroc"]
         write_json(r.dir / "scores.json", {"threshold": 0.5, "normal": cfg.normal, "defect": defect.tolist(),
                                            "kinds": kinds, "scores": all_scores,
                                            "threshold_rule": manifest.get("anomaly", {}).get("threshold_rule")})

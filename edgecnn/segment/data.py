@@ -242,3 +242,37 @@ def load_split(data: SegmentData, split: str, size: int, limit: int | None = Non
         raise EdgecnnError(f"the {split} split of {str(data.root)!r} has no image + mask pairs.")
     out = [load_pair(p, size, data.classes, data.palette, data.channels) for p in pairs]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+def split_arrays(data: SegmentData, split: str, size: int, cache_dir: str | os.PathLike,
+                 memory_mb: float) -> tuple[np.ndarray, np.ndarray]:
+    """A split for training, kept within ``data.cache_memory_mb``: in memory when its float32 images fit,
+    else decoded once into ``cache_dir/segment-<split>-<size>.npy`` and memory-mapped (read a batch at a
+    time by :func:`edgecnn.segment.train.make_batches`). The masks (uint8) are always in memory."""
+    pairs = data.splits[split]
+    if not pairs:
+        raise EdgecnnError(f"the {split} split of {str(data.root)!r} has no image + mask pairs.")
+    if len(pairs) * size * size * data.channels * 4 <= memory_mb * 2 ** 20:
+        return load_split(data, split, size)
+    from numpy.lib.format import open_memmap
+
+    from edgecnn._io import atomic_path
+
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"segment-{split}-{size}.npy"
+    key = cache / f"segment-{split}-{size}.fingerprint"
+    masks = np.empty((len(pairs), size, size), np.uint8)
+    if path.is_file() and key.is_file() and key.read_text() == data.fingerprint():
+        for i, p in enumerate(pairs):   # masks are cheap to read again; images are the cost
+            with Image.open(p.image) as im:
+                masks[i] = load_mask(p, im.size, size, data.classes, data.palette)
+        return np.load(path, mmap_mode="r"), masks
+    with atomic_path(path, suffix=".npy") as tmp:
+        images = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(pairs), size, size, data.channels))
+        for i, p in enumerate(pairs):
+            images[i], masks[i] = load_pair(p, size, data.classes, data.palette, data.channels)
+        images.flush()
+        del images
+    key.write_text(data.fingerprint())
+    return np.load(path, mmap_mode="r"), masks

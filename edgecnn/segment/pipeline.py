@@ -79,12 +79,15 @@ def train_stage(run, force: bool = False) -> bool:
     ckpt.mkdir(parents=True, exist_ok=True)
     write_text(marker, fp)
     write_text(marker1, fp1)
-    from edgecnn.segment.data import load_split
+    from edgecnn.data.decoded_split import SPLITS_DIR
+    from edgecnn.segment.data import split_arrays
     from edgecnn.segment.train import train_segmenter
 
     size = run.input_size
-    train_segmenter(r, data, size, run.dir, train_arrays=load_split(data, "train", size),
-                    val_arrays=load_split(data, "val", size))
+    # each split in memory while it fits data.cache_memory_mb, else memory-mapped from the run directory
+    arrays = {split: split_arrays(data, split, size, run.dir / SPLITS_DIR, r.data.cache_memory_mb)
+              for split in ("train", "val")}
+    train_segmenter(r, data, size, run.dir, train_arrays=arrays["train"], val_arrays=arrays["val"])
     run.store.record("train", fp, ["model.keras", "history.json"])
     return True
 

@@ -109,10 +109,27 @@ def set_trainable(model, blocks: set[str] | None, train_batchnorm: bool = False)
 
 def make_batches(images: np.ndarray, masks: np.ndarray, batch_size: int, *, training: bool = False,
                  flip: str = "none", seed: int = 0):
-    """tf.data of (float32 pixels 0-255, uint8 masks); training: shuffled, the same flips on image and mask."""
-    data = tf.data.Dataset.from_tensor_slices((images, masks))
+    """tf.data of (float32 pixels 0-255, uint8 masks); training: shuffled, the same flips on image and mask.
+    Memory-mapped images (a split larger than ``data.cache_memory_mb``) are read a pair at a time, in a new
+    seeded order each epoch; arrays in memory are sliced as they are."""
+    if isinstance(images, np.memmap):
+        epoch = [0]
+
+        def pairs():
+            order = np.arange(len(images))
+            if training:
+                np.random.default_rng([seed, epoch[0]]).shuffle(order)
+                epoch[0] += 1
+            for i in order:
+                yield np.asarray(images[i]), masks[i]
+
+        data = tf.data.Dataset.from_generator(pairs, output_signature=(
+            tf.TensorSpec(images.shape[1:], tf.float32), tf.TensorSpec(masks.shape[1:], tf.uint8)))
+    else:
+        data = tf.data.Dataset.from_tensor_slices((images, masks))
+        if training:
+            data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if training:
-        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         horizontal, vertical = "horizontal" in flip, "vertical" in flip
 
         def augment(x, y):
