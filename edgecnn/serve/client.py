@@ -344,11 +344,15 @@ def evaluate_via_http(
 
 
 def _task_images(data: str | os.PathLike) -> list[str]:
-    """Images for a task other than classify (no class labels to score): a run directory's test split, or every
+    """Images for a task other than classify (no class labels to score): a run directory's test split (its data's
+    ``paths("test")``, else every image in the ``test`` folder of the root its dataset.json names), or every
     PNG/JPEG under a folder."""
     root = Path(data)
     if (root / "recipe.yaml").is_file():
-        return [str(p) for p in _run_dataset(root).paths("test")]
+        ds = _run_dataset(root)
+        if hasattr(ds, "paths"):
+            return [str(p) for p in ds.paths("test")]
+        root = Path(json.loads((root / "dataset.json").read_text())["root"]) / "test"
     if not root.is_dir():
         raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of images.")
     return [str(f) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
