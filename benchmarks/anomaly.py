@@ -26,8 +26,8 @@ METHODS = ("patchcore", "padim")
 def main() -> None:
     from edgecnn._io import write_json
     from edgecnn.config import recipe_from_dict
-    from edgecnn.evaluate.latency import machine_info
     from edgecnn.pipeline import run
+    from edgecnn.runtime.latency import machine_info
     from edgecnn.tasks.anomaly import BACKBONES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -30,9 +30,9 @@ import numpy as np
 
 from edgecnn._io import write_json
 from edgecnn.evaluate.check import check
-from edgecnn.evaluate.latency import machine_info
 from edgecnn.evaluate.measure_protocol import build_conv_net
 from edgecnn.export.manifest import add_artifact, init_manifest
+from edgecnn.runtime.latency import machine_info
 
 
 def make_run(path: Path, depth: int, channels: int, size: int) -> Path:

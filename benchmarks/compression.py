@@ -144,11 +144,11 @@ def part_latency(work: Path, args) -> dict:
     from edgecnn._tf import keras, tf
     from edgecnn.arch import create_model
     from edgecnn.compress import prune, sparse_tflite, strip
-    from edgecnn.evaluate.latency import measure_latency, resolve_threads
     from edgecnn.export.onnx import export_onnx
     from edgecnn.export.registry import ExportContext
     from edgecnn.quantize import quantize_onnx, tflite_int8
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import measure_latency, resolve_threads
 
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from edgecnn._io import sha256_file, write_json
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.runtime.latency import machine_info
 
     work = args.work
     shutil.rmtree(work, ignore_errors=True)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     from edgecnn._io import write_json, write_text
     from edgecnn.config import dump_recipe, load_recipe
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.runtime.latency import machine_info
 
     recipe = load_recipe(ROOT / "models" / "defects-mobilenetv2.yaml")
     data = Path(recipe.data.path if Path(recipe.data.path).is_absolute() else ROOT / recipe.data.path)

@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fold_ab.json")
     args = ap.parse_args(argv)
     from edgecnn._io import write_json
-    from edgecnn.evaluate.latency import interleaved_latency, machine_info
     from edgecnn.evaluate.op_profile import ort_profile, ov_profile
     from edgecnn.evaluate.op_profile import summarise_profile as summarise
     from edgecnn.export.openvino import onnx_to_openvino_ir
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import interleaved_latency, machine_info
 
     work = Path(tempfile.mkdtemp(prefix="fold-ab-"))
     arts: dict[str, tuple[Path, str]] = {}

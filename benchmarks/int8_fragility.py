@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgecnn.data.decoded_split import SPLITS_DIR, decoded_split
     from edgecnn.data.folders import discover
     from edgecnn.data.loader import calibration_arrays
-    from edgecnn.evaluate.latency import machine_info
     from edgecnn.quantize import tflite_int8
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)

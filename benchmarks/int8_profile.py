@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from edgecnn._io import write_json
     from edgecnn.arch import create_model
-    from edgecnn.evaluate.latency import machine_info
     from edgecnn.export.openvino import onnx_to_openvino_ir
     from edgecnn.quantize import cpu_features, keras_to_onnx, quantize_onnx
     from edgecnn.quantize.onnx_graph import onnx_float_ops
+    from edgecnn.runtime.latency import machine_info
     from mobilenetv2_224 import real_images
 
     results = {}

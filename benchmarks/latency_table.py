@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgecnn._io import write_json
-    from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
     from edgecnn.export.manifest import read_manifest, verify_artifact
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import machine_info, measure_latency, resolve_threads
 
     manifest = read_manifest(args.run_dir)
     size = manifest["model"]["input_size"]

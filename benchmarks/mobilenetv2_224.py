@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.evaluate.latency import interleaved_latency
+from edgecnn.runtime.latency import interleaved_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 224
@@ -225,8 +225,8 @@ def load(folder: Path):
 
 def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref: np.ndarray, args) -> dict:
     """Agreement with Keras (``ref``: its softmax) and interleaved p50/p95 at 1 thread and all cores, per artifact."""
-    from edgecnn.evaluate.latency import resolve_threads
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import resolve_threads
 
     rows = {name: {"runtime": rt, "bytes": sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")))}
             for name, (p, rt) in arts.items()}
@@ -257,8 +257,8 @@ def measure(arts: dict[str, tuple[Path, str]], images: np.ndarray, ref: np.ndarr
 
 
 def summarise(rows: dict, images: np.ndarray, ref: np.ndarray, calib_n: int, args) -> dict:
-    from edgecnn.evaluate.latency import machine_info
     from edgecnn.quantize import cpu_features
+    from edgecnn.runtime.latency import machine_info
 
     int8 = [n for n in rows if "int8" in n and rows[n]["agreement"] >= args.min_agreement]
     pick = min(int8, key=lambda n: rows[n]["threads_1"]["p50_ms"]) if int8 else None

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(out.read_text()) if out.is_file() else {}
     points = old.get("points", {})   # points not run now are kept from the last run
     sys.path.insert(0, str(ROOT))
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.runtime.latency import machine_info
 
     def write() -> None:   # after every point: a long run keeps what it measured
         result = {"benchmark": "scale", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -75,7 +75,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import edgecnn
     from edgecnn.config import load_recipe
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.runtime.latency import machine_info
 
     results, load_before = {}, os.getloadavg()
     for name in args.models or [load_recipe(args.recipe).model.name]:

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         strip,
         xnnpack_sparse_inference,
     )
-    from edgecnn.evaluate.latency import machine_info, measure_latency, resolve_threads
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import machine_info, measure_latency, resolve_threads
 
     t0 = time.perf_counter()
     model = create_model("mobilenet_v2", num_classes=1000, input_size=args.size, alpha=1.0)

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from edgecnn._tf import keras
     from edgecnn.arch import create_model
-    from edgecnn.evaluate.latency import machine_info
     from edgecnn.export import ExportContext, export
+    from edgecnn.runtime.latency import machine_info
 
     extra = {"alpha": 0.5, "depth": 7} if args.model == "dsconv" else {"weights": None}
     keras.utils.set_random_seed(0)

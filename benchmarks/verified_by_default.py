@@ -121,7 +121,7 @@ def run_one(name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from edgecnn._io import write_json
-    from edgecnn.evaluate.latency import machine_info
+    from edgecnn.runtime.latency import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=list(SETS), default=list(SETS))

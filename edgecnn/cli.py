@@ -186,9 +186,8 @@ def compress(run_dir: Path = typer.Argument(..., help="run directory with model.
              force: bool = typer.Option(False, help="compress again even if compress.json is current")):
     """Prune / cluster, then choose the int8 artifact per runtime within the recipe's accuracy budget."""
     _setup_logging()
-    from edgecnn.pipeline import Run
-
     from edgecnn.classify.stages import compress_fingerprint
+    from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
     if "compress" not in r.task.stage_names:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecnn.evaluate.latency import measure_latency, percentiles
 from edgecnn.evaluate.metrics import classification_metrics, wilson_interval
+from edgecnn.runtime.latency import measure_latency, percentiles
 
 
 def test_metrics_by_hand():

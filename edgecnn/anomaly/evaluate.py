@@ -118,10 +118,10 @@ def render_anomaly_markdown(report: dict) -> str:
 
 def evaluate_stage(r, force: bool = False):
     """Measure every artifact, apply the budgets, render the report; returns the RunResult."""
-    from edgecnn.evaluate.latency import machine_info, resolve_threads
     from edgecnn.evaluate.loop import evaluate_all
     from edgecnn.export.manifest import read_manifest
     from edgecnn.report import render_report
+    from edgecnn.runtime.latency import machine_info, resolve_threads
     from edgecnn.stages.verdict import finish_evaluation
     from edgecnn.store import fingerprint as _fp
 

@@ -588,8 +588,8 @@ def _slower_than_float(ctx: ChooseContext, c: Candidate, image: np.ndarray) -> b
     if c.float_p50_ms is None or c.latency_p50_ms is None:
         return False
     if abs(c.latency_p50_ms / c.float_p50_ms - 1) < CLOSE_CALL:
-        from edgecnn.evaluate.latency import interleaved_latency
         from edgecnn.runtime import load_runner
+        from edgecnn.runtime.latency import interleaved_latency
 
         o = ctx.options
         runners = {k: load_runner(p, threads=o.threads, runtime=c.runtime)
@@ -608,8 +608,8 @@ def _float_p50(ctx: ChooseContext, runtime: str, image: np.ndarray) -> float | N
     """p50 latency (ms) of the float twin in ``runtime`` at the chooser's threads, measured once per stage."""
     key = ("float_p50", runtime, ctx.options.threads)
     if key not in ctx.cache:
-        from edgecnn.evaluate.latency import measure_latency
         from edgecnn.runtime import load_runner
+        from edgecnn.runtime.latency import measure_latency
 
         try:
             twin = _float_twin(ctx, runtime)
@@ -675,8 +675,8 @@ class _KerasOutputs:
 def _measure(c: Candidate, scorer: Scorer, threads: int, warmup: int, runs: int) -> Any:
     """Score ``c`` with ``scorer`` in the runtime its route is for, then its size and latency; returns its
     answers (the scorer's per-image answers: top-1 classes for classify)."""
-    from edgecnn.evaluate.latency import measure_latency
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import measure_latency
 
     runner = load_runner(c.artifact, threads=threads, runtime=c.runtime)  # the runtime the route is for
     try:

@@ -6,8 +6,8 @@
 Both judge with ``check_targets`` and return :class:`BudgetResult` s.
 """
 from edgecnn.evaluate.budgets import BudgetResult, check_budgets, check_targets
-from edgecnn.evaluate.latency import measure_latency
 from edgecnn.evaluate.metrics import classification_metrics
+from edgecnn.runtime.latency import measure_latency
 
 __all__ = ["BudgetResult", "check", "check_budgets", "check_targets", "classification_metrics", "measure_latency"]
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edgecnn.budget_schema import BUDGET_KEYS, REPORT_FIGURES, Limit, Target, runtime_of
-from edgecnn.evaluate.latency import resolve_threads
+from edgecnn.runtime.latency import resolve_threads
 
 __all__ = ["ArtifactFigures", "BudgetResult", "Figure", "check_budgets", "check_http_result", "check_targets",
            "report_figures"]

@@ -45,7 +45,6 @@ from edgecnn.budget_schema import BUDGET_KEYS, REPORT_FIGURES, Limit, Target, ru
 from edgecnn.errors import EdgecnnError
 from edgecnn.evaluate.budget_file import BudgetFile, load_budget_file
 from edgecnn.evaluate.budgets import ArtifactFigures, BudgetResult, Figure, check_targets, report_figures
-from edgecnn.evaluate.latency import machine_info, resolve_threads
 from edgecnn.evaluate.measure_protocol import (
     REFERENCE_VERSION,
     Measurement,
@@ -57,6 +56,7 @@ from edgecnn.evaluate.measure_protocol import (
     spread_pct,
 )
 from edgecnn.export.manifest import read_manifest, verify_artifact
+from edgecnn.runtime.latency import machine_info, resolve_threads
 
 log = logging.getLogger("edgecnn.check")
 

@@ -496,9 +496,9 @@ def diagnose(run_dir: str | os.PathLike, artifact: str | os.PathLike | None = No
         >>> d = diagnose("export/defects-mobilenetv2", profile=False)     # doctest: +SKIP
         >>> print(format_diagnosis(d))                                     # doctest: +SKIP
     """
-    from edgecnn.evaluate.latency import interleaved_latency, machine_info
     from edgecnn.quantize import cpu_features
     from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import interleaved_latency, machine_info
 
     run_dir = Path(run_dir)
     _check_run(run_dir)

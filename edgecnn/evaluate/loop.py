@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecnn._io import artifact_bytes, sha256_file
 from edgecnn.errors import EdgecnnError, RuntimeRefusal
-from edgecnn.evaluate.latency import measure_latency
+from edgecnn.runtime.latency import measure_latency
 
 __all__ = ["Job", "evaluate_all", "evaluation_jobs", "gzip_size"]
 
@@ -108,10 +108,10 @@ def evaluate_all(run_dir: Path, manifest: dict, reference: str, cfg: Any,
     Returns:
         ``(artifacts, errors)``: report.json's ``artifacts`` (one entry per job key) and ``errors``.
     """
-    from edgecnn.evaluate.latency import resolve_threads
     from edgecnn.export.manifest import verify_artifact
     from edgecnn.progress import progress
     from edgecnn.runtime import get_runtime, load_runner
+    from edgecnn.runtime.latency import resolve_threads
 
     threads = sorted({resolve_threads(t) for t in cfg.threads})
     jobs = evaluation_jobs(run_dir, manifest, reference, cfg.runtimes)

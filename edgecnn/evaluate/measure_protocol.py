@@ -39,7 +39,7 @@ from statistics import NormalDist
 import numpy as np
 
 from edgecnn.errors import EdgecnnError
-from edgecnn.evaluate.latency import percentiles
+from edgecnn.runtime.latency import percentiles
 
 log = logging.getLogger("edgecnn.check")
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from edgecnn.data.decoded_split import Images, predict_in_batches
-from edgecnn.evaluate.latency import machine_info, resolve_threads
 from edgecnn.evaluate.loop import evaluate_all
 from edgecnn.evaluate.metrics import classification_metrics
 from edgecnn.export.manifest import read_manifest
+from edgecnn.runtime.latency import machine_info, resolve_threads
 
 log = logging.getLogger("edgecnn.evaluate")
 REFERENCE = "model.keras"

@@ -230,7 +230,7 @@ def target_figures(path: Path, runtime: str, host_runtime: str, version: str | N
         "host_runtime_version", "host_cpu", "images", "host_agreement", "max_abs_diff", "changed"}``;
         the comparison keys are absent (``error`` says why) when the host runtime cannot run the file.
     """
-    from edgecnn.evaluate.latency import machine_info  # measurement helpers; imports no runtime
+    from edgecnn.runtime.latency import machine_info  # measurement helpers; imports no runtime
     from edgecnn.runtime.registry import get_runtime, load_runner
 
     info = arm64_root.root_info()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgecnn.errors import EdgecnnError
-from edgecnn.evaluate.latency import machine_info, resolve_threads
 from edgecnn.export.manifest import read_manifest
+from edgecnn.runtime.latency import machine_info, resolve_threads
 from edgecnn.segment.data import SegmentData, load_pair
 from edgecnn.segment.metrics import confusion_matrix, pixel_agreement, segment_metrics
 
