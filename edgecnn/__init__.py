@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-__version__ = "0.1.0"
+from edgecnn._version import __version__  # noqa: E402
 
 __all__ = ["create_model", "list_models", "run", "import_model", "EdgecnnError", "__version__"]
 

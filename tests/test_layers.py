@@ -1,4 +1,5 @@
-"""The package's layering: no import cycle between subpackages, and TensorFlow-free entry points.
+"""The package's layering: layers point one way (docs/architecture.md's order), no import cycle between
+subpackages, and TensorFlow-free entry points.
 
 Every ``import`` counts: at module level, inside a function, or under ``if TYPE_CHECKING:``.
 A node is a subpackage (``edgecnn/export/``) or a
@@ -96,6 +97,64 @@ def test_no_import_cycle_between_subpackages():
 def test_the_cycle_check_can_fail():
     assert _cycles({"a": {"b": ["x"]}, "b": {"a": ["y"]}}) == [["a", "b"]]
     assert _cycles({"a": {"b": ["x"]}, "b": {}}) == []
+
+
+# docs/architecture.md's layers, lowest first: a node may import its own layer and those before it, never one
+# after it. A new subpackage or top-level module must be placed here (the test says so).
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "_io", "_tf", "_plugins", "_strict", "_trust", "_version", "progress", "store"),  # the floor
+    ("data", "arch"),
+    ("quantize",),
+    ("runtime",),
+    ("export",),
+    ("budget_schema",),
+    ("compress",),
+    ("importing",),
+    ("tasks",),          # the task registry and the tasks' recipe sections
+    ("report",),         # rendering only: reads the run directory
+    ("evaluate",),       # measurement and gating
+    ("serve",),
+    ("stages",),         # the stage core the tasks share
+    ("config",),         # the recipe, composed from the sections
+    ("distill", "train"),
+    ("classify", "segment", "anomaly"),   # the tasks' packages
+    ("mcu", "auto_recipe", "predict"),
+    ("pipeline",),       # orchestration only
+    ("cli", "edgecnn"),  # the commands and the package's public API
+]
+
+
+def upward_imports(graph, layers) -> list[str]:
+    """Every import of a node by a node in a lower layer, as "low -> high: where"."""
+    level = {node: i for i, layer in enumerate(layers) for node in layer}
+    return [f"{a} -> {b}: {', '.join(where[:3])}" for a, targets in graph.items() for b, where in targets.items()
+            if level[b] > level[a]]
+
+
+def test_every_node_has_a_layer():
+    graph = import_graph()
+    nodes = set(graph) | {b for targets in graph.values() for b in targets}
+    placed = {n for layer in LAYERS for n in layer}
+    assert not nodes - placed, f"place these in tests/test_layers.py LAYERS and docs/architecture.md: {nodes - placed}"
+
+
+def test_layers_point_one_way():
+    bad = upward_imports(import_graph(), LAYERS)
+    assert not bad, "a lower layer imports a higher one (see docs/architecture.md):\n  " + "\n  ".join(bad)
+
+
+def test_the_direction_check_can_fail():
+    graph = {"data": {"pipeline": ["edgecnn/data/x.py:3"]}, "pipeline": {"data": ["edgecnn/pipeline.py:9"]}}
+    assert upward_imports(graph, [("data",), ("pipeline",)]) == ["data -> pipeline: edgecnn/data/x.py:3"]
+
+
+def test_the_version_is_the_packages():
+    import tomllib
+
+    from edgecnn._version import __version__
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__
 
 
 # The layers a runtime-only install (``edgecnn[serve]``) uses: importing them must not import TensorFlow.

@@ -45,7 +45,8 @@ def anomaly_dataset(r) -> AnomalySet:
         generate_defects(path, d.generate_seed)
     ds = discover_anomaly(path, normal=cfg.normal, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                           seed=d.split_seed)
-    r.store.write_dataset(None, {**ds.to_json(), "fingerprint": ds.fingerprint()})
+    r.store.write_dataset(None, {**ds.to_json(), "fingerprint": ds.fingerprint(),
+                                 "test_files": [[i.path, i.kind] for i in ds.test]})
     return ds
 
 

@@ -103,7 +103,9 @@ def classify_data(run):
         log.warning("skipped unreadable image %s (%s)", p, why)
     run.store.write_dataset(ds.classes, {"root": str(ds.root), "layout": ds.layout, "classes": ds.classes,
                                          "counts": ds.counts(), "skipped": ds.skipped,
-                                         "fingerprint": ds.fingerprint()})
+                                         "fingerprint": ds.fingerprint(),
+                                         "test_files": [[str(p), ds.classes[y]] for p, y in
+                                                        zip(ds.paths("test"), ds.labels("test"))]})
     log.info("dataset %s (%s): %s", ds.root, ds.layout,
              ", ".join(f"{s} {sum(c.values())}" for s, c in ds.counts().items()))
     return ds

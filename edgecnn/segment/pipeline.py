@@ -41,7 +41,8 @@ def segment_data(run):
                   for i, c in enumerate(data.classes)} for s, pairs in data.splits.items()}
     run.store.write_dataset(data.classes, {"root": str(data.root), "layout": data.layout, "classes": data.classes,
                                            "pairs": data.counts(), "counts": counts, "task": "segment",
-                                           "fingerprint": data.fingerprint()})
+                                           "fingerprint": data.fingerprint(),
+                                           "test_files": [[p.image, None] for p in data.splits["test"]]})
     log.info("segmentation data %s (%s): classes %s; %s", data.root, data.layout, data.classes,
              ", ".join(f"{k} {v}" for k, v in data.counts().items()))
     return data

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import edgecnn
+from edgecnn._version import __version__
 from edgecnn.data.preprocess import load_image
 from edgecnn.errors import EdgecnnError
 from edgecnn.serve.batching import Batcher
@@ -393,7 +393,7 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
         service.ready = False
         log_event("stopped", pid=os.getpid())
 
-    app = FastAPI(title="edgecnn inference service", version=edgecnn.__version__, lifespan=lifespan,
+    app = FastAPI(title="edgecnn inference service", version=__version__, lifespan=lifespan,
                   summary="KServe v2 / Open Inference Protocol over onnxruntime and LiteRT.")
     app.state.service = service
     app.add_middleware(LimitMiddleware, max_body_bytes=options.max_body_bytes, max_concurrency=options.max_concurrency,
@@ -418,7 +418,7 @@ def create_app(target: str | os.PathLike | Sequence[str | os.PathLike], options:
 
     @app.get("/v2", response_model=ServerMetadata)
     async def server_metadata():
-        return {"name": "edgecnn", "version": edgecnn.__version__,
+        return {"name": "edgecnn", "version": __version__,
                 "extensions": ["model_repository", "binary_tensor_data", "classification"]}
 
     @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=_NOT_FOUND)

@@ -203,18 +203,18 @@ def _decode(status: int, data: bytes, what: str) -> Any:
 def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[str, int]]:
     """(image path, label index) pairs: a run directory's test split, or a class-per-folder tree.
 
-    A run directory (with ``recipe.yaml``) is resolved through its recipe exactly as
-    ``edgecnn evaluate`` does (same data folder, same seeded split); otherwise ``data`` must hold
+    A run directory (with ``recipe.yaml``) gives the test split its dataset.json records, the one
+    ``edgecnn evaluate`` measures (same data folder, same seeded split); otherwise ``data`` must hold
     one folder of PNG/JPEG images per label.
     """
     root = Path(data)
     if (root / "recipe.yaml").is_file():
-        ds = _run_dataset(root)
-        unknown = sorted(set(ds.classes) - set(labels))
+        files = _run_test_files(root)
+        unknown = sorted({c for _, c in files} - set(labels))
         if unknown:
             raise EdgecnnError(f"the run's classes {unknown} are not labels of the served model ({', '.join(labels)}); "
                                "is the service serving this run?")
-        return [(p, labels.index(ds.classes[y])) for p, y in zip(ds.paths("test"), ds.labels("test"))]
+        return [(p, labels.index(c)) for p, c in files]
     if not root.is_dir():
         raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of <class>/*.png images.")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
@@ -228,12 +228,17 @@ def list_images(data: str | os.PathLike, labels: Sequence[str]) -> list[tuple[st
             if f.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _run_dataset(run_dir: Path) -> Any:
-    """A run directory's data as the pipeline resolves it (the same folder and seeded split as ``edgecnn
-    evaluate``); the one place the client reads the pipeline, and only for a run directory."""
-    from edgecnn.pipeline import Run
-
-    return Run.open(run_dir).dataset()
+def _run_test_files(run_dir: Path) -> list[tuple[str, str | None]]:
+    """A run directory's test split as ``edgecnn evaluate`` resolved it (the same folder and seeded split):
+    (image path, class name or None) pairs its dataset.json records; no pipeline, no TensorFlow."""
+    path = run_dir / "dataset.json"
+    try:
+        files = json.loads(path.read_text())["test_files"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        raise EdgecnnError(f"{str(path)!r} does not list the run's test images (a run made before they were "
+                           f"recorded, or none yet). Run `edgecnn evaluate {run_dir}` once, or pass a folder of "
+                           "images.") from None
+    return [(str(f), c) for f, c in files]
 
 
 def load_images(files: Sequence[str], height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -344,15 +349,11 @@ def evaluate_via_http(
 
 
 def _task_images(data: str | os.PathLike) -> list[str]:
-    """Images for a task other than classify (no class labels to score): a run directory's test split (its data's
-    ``paths("test")``, else every image in the ``test`` folder of the root its dataset.json names), or every
-    PNG/JPEG under a folder."""
+    """Images for a task other than classify (no class labels to score): a run directory's test split (what its
+    dataset.json records), or every PNG/JPEG under a folder."""
     root = Path(data)
     if (root / "recipe.yaml").is_file():
-        ds = _run_dataset(root)
-        if hasattr(ds, "paths"):
-            return [str(p) for p in ds.paths("test")]
-        root = Path(json.loads((root / "dataset.json").read_text())["root"]) / "test"
+        return [p for p, _ in _run_test_files(root)]
     if not root.is_dir():
         raise EdgecnnError(f"no such folder: {str(root)!r}; pass a run directory or a folder of images.")
     return [str(f) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
