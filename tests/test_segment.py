@@ -142,6 +142,24 @@ def test_builders_give_a_probability_per_pixel_and_a_receptive_field(name):
         assert any(r.dilation and max(r.dilation) > 1 for r in rows), "no atrous convolution"
 
 
+@pytest.mark.parametrize("name", ["fcn_mobilenet_v2", "deeplab_mobilenet_v2", "unet_efficientnet_lite0"])
+def test_every_builder_exports_and_runs_the_same_in_litert_and_onnxruntime(name, tmp_path):
+    """The end-to-end run exports the U-Net; the other heads (FCN's, the dilated DeepLab head, the EfficientNet
+    U-Net) go through the same shared exporters here and give the Keras model's per-pixel probabilities."""
+    from edgecnn.arch import create_model
+    from edgecnn.export import ExportContext, export
+    from edgecnn.runtime import load_runner
+
+    model = create_model(name, num_classes=3, input_size=64)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    want = model(x, training=False).numpy()
+    ctx = ExportContext(tmp_path, opset=17)
+    for fmt in ("tflite-fp32", "onnx"):
+        runner = load_runner(export(fmt, model, ctx), threads=1)
+        assert [tuple(o.shape[1:]) for o in runner.outputs] == [(64, 64, 3)], (fmt, runner.outputs)
+        np.testing.assert_allclose(runner(x), want, atol=2e-4, err_msg=f"{name} {fmt}")
+
+
 def test_builder_refuses_a_size_the_decoder_cannot_join():
     from edgecnn.arch import create_model
 
