@@ -166,6 +166,10 @@ def run(recipe: Optional[Path] = typer.Argument(
     result = run_pipeline(chosen, data=str(data) if data else None, output=output,
                           skip_bad_images=skip_bad_images or None, force=force)
     _print_result(result)
+    if target and (result.run_dir / "model.int8.tflite").exists():   # an estimate, labelled so, beside the report
+        from edgecnn.mcu.latency import write_run_latency
+
+        out.print(f"estimated latency (not measured): {write_run_latency(result.run_dir, [target])}")
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
 
 

@@ -59,3 +59,20 @@ def test_estimate_is_labelled_an_estimate_with_its_basis(tiny_int8):
 def test_unknown_target_names_the_known_ones(tiny_int8):
     with pytest.raises(EdgecnnError, match="cortex-m4-256k"):
         estimate_latency(tiny_int8, "cortex-m4-265k")
+
+
+def test_run_latency_json_for_the_report(tiny_int8, tmp_path):
+    """A run directory gets mcu_latency.json for the targets its budgets name (the report reads it later)."""
+    import json
+
+    from edgecnn.mcu.latency import write_run_latency
+
+    (tmp_path / "model.int8.tflite").write_bytes(tiny_int8)
+    (tmp_path / "recipe.yaml").write_text("budgets:\n  - {name: m7, artifacts: model.int8.tflite, "
+                                          "profile: cortex-m7-1m}\n")
+    saved = json.loads(write_run_latency(tmp_path).read_text())
+    assert saved["kind"] == "estimate" and list(saved["targets"]) == ["cortex-m7-1m"]
+    assert saved["targets"]["cortex-m7-1m"]["ms"] == estimate_latency(tiny_int8, "cortex-m7-1m")["ms"]
+    (tmp_path / "model.int8.tflite").unlink()
+    with pytest.raises(EdgecnnError, match="no model.int8.tflite"):
+        write_run_latency(tmp_path)

@@ -35,14 +35,16 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 
 __all__ = ["CoreCost", "CORE_COSTS", "PROFILE_CORES", "SOURCES", "OpCost", "op_costs", "estimate_latency",
-           "core_of"]
+           "core_of", "write_run_latency", "LATENCY_JSON"]
 
 SOURCES = {
     "cmsis-nn": "L. Lai, N. Suda, V. Chandra, 'CMSIS-NN: Efficient Neural Network Kernels for Arm Cortex-M CPUs', "
@@ -212,3 +214,55 @@ def estimate_latency(data: bytes, target: str, *, clock_mhz: float | None = None
                   "TFLM/CMSIS-NN version move real figures by tens of percent"),
         "sources": SOURCES,
     }
+
+
+LATENCY_JSON = "mcu_latency.json"
+
+
+def write_run_latency(run_dir: str | os.PathLike, targets: list[str] | None = None) -> Path:
+    """Write ``<run_dir>/mcu_latency.json``: the estimate for ``model.int8.tflite`` on each target.
+
+    The report's MCU section can show it beside the measured arena and flash; it is labelled an estimate.
+    Default targets: the profiles the run's budgets name, else every profile with a latency model.
+    """
+    import yaml
+
+    from edgecnn._io import write_json
+
+    run = Path(run_dir)
+    tflite = run / "model.int8.tflite"
+    if not tflite.exists():
+        raise EdgecnnError(f"{str(run)!r} has no model.int8.tflite to estimate; run `edgecnn run` first (an int8 file "
+                           "withheld by the chooser is not shipped, so there is nothing to estimate).")
+    if targets is None:
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text()) if (run / "recipe.yaml").exists() else {}
+        named = [t.get("profile") for t in (recipe.get("budgets") or []) if isinstance(t, dict)]
+        targets = [p for p in named if p in PROFILE_CORES] or list(PROFILE_CORES)
+    data = tflite.read_bytes()
+    return write_json(run / LATENCY_JSON, {"artifact": "model.int8.tflite", "kind": "estimate",
+                                           "targets": {t: estimate_latency(data, t) for t in targets}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgecnn.mcu.latency RUN_DIR [TARGET ...]``: print the estimates, write mcu_latency.json."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m edgecnn.mcu.latency RUN_DIR [TARGET ...]", file=sys.stderr)
+        return 2
+    try:
+        path = write_run_latency(args[0], args[1:] or None)
+    except EdgecnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import json
+
+    for t, e in json.loads(path.read_text())["targets"].items():
+        print(f"{t}: {e['ms']:.1f} ms estimated ({e['macs'] / 1e6:.1f} M MACs, {e['core']} at {e['clock_mhz']:g} MHz)")
+    print(f"basis and per-op split: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -212,7 +212,7 @@ def mcu_recipe(c: McuCandidate, data: str, profile: str, *, name: str, head_epoc
                                "schedule": "cosine", "train_batchnorm": True},
                   "early_stopping_patience": 5},
         "export": {"formats": ["tflite-fp32", "tflite-int8", "tflm-c"], "calibration_images": 200},
-        "compress": {"max_accuracy_drop": 0.02, "min_agreement": 0.97, "prefer": "size",
+        "compress": {"max_accuracy_drop": 0.02, "min_agreement": 0.95, "prefer": "size",
                      "routes": ["tflite-int8", "tflite-int8-percentile", "tflite-int8-qat"], "runtimes": ["litert"]},
         "evaluate": {"warmup": 5, "runs": 50, "threads": [1], "runtimes": ["tflm"]},
         "budgets": [{"name": profile, "artifacts": ["model.int8.tflite", "model.int8.tflm"], "profile": profile}],
