@@ -1,0 +1,1 @@
+"""Object detection: boxes, their post-processing and COCO metrics (``task: detect``)."""
