@@ -5,10 +5,12 @@
   PatchCore's coreset or PaDiM's Gaussians (:mod:`edgecnn.anomaly.fit`); the threshold from the
   validation images (:mod:`edgecnn.anomaly.threshold`), written into the graph so 0.5 is the threshold;
   ``model.keras`` and ``fit.json``.
-* **export**: ``model.fp32.tflite`` and ``model.onnx`` (the shared exporters), then the int8 choice: full
-  int8, else an int8 backbone under a float head (TFLite selective quantisation), the first whose
-  validation AUROC is within ``max_int8_auroc_drop`` of the float model's becomes ``model.int8.tflite``
-  (``int8.json`` records every candidate). ``manifest.json`` records the method, threshold and map scale.
+* **export**: ``model.fp32.tflite`` and ``model.onnx`` (the shared exporters), then the int8 choice through
+  the shared chooser (:func:`choose_int8`): per runtime (LiteRT, onnxruntime; OpenVINO runs the ONNX file)
+  the routes of ``anomaly.int8_routes`` (PTQ, percentile calibration, then an int8 backbone under a float
+  head), the first whose validation AUROC is within ``max_int8_auroc_drop`` of the float model's becomes
+  ``model.int8.tflite`` / ``model.int8.onnx``; ``int8.json`` records every candidate and why a file is
+  withheld. ``manifest.json`` records the method, threshold and map scale.
 * **evaluate**: every artifact on the test split (:mod:`edgecnn.anomaly.evaluate`), budgets, the report.
 """
 from __future__ import annotations
@@ -29,9 +31,10 @@ log = logging.getLogger("edgecnn.anomaly")
 BATCH = 16
 MODEL = "model.keras"
 FLOAT_FORMATS = ("tflite-fp32", "onnx")
-INT8_FILE = "model.int8.tflite"
+INT8_FILES = ("model.int8.tflite", "model.int8.onnx")   # the int8 picks of INT8_RUNTIMES (edgecnn.tasks.anomaly)
+CANDIDATES = "int8_candidates"                          # the chooser's workdir
 CALIBRATION_IMAGES = 64
-HEAD_LAYERS = ("anomaly_distance/", "anomaly_map/", "anomaly_inner/", "/score/")  # kept float by the mixed route
+HEAD_LAYERS = ("anomaly_distance/", "anomaly_map/", "anomaly_inner/", "/score/")  # kept float by the float-head routes
 
 
 def anomaly_dataset(r) -> AnomalySet:
@@ -66,10 +69,6 @@ def _scores(predict, paths: list[str], size: int) -> np.ndarray:
 
 def _keras_scores(model):
     return lambda x: model.predict(x, verbose=0)[0][:, 0]
-
-
-def _runner_scores(runner):
-    return lambda x: split_outputs(runner.predict_outputs(x))[0]
 
 
 def fit_stage(r, force: bool = False) -> bool:
@@ -126,69 +125,90 @@ def split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return split(outputs)
 
 
-def _head_nodes(fp32_tflite: Path) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
+class _ValImages:
+    """The val images, decoded a slice at a time: what the int8 scorer slices (memory holds one batch)."""
 
-    names = [t["name"] for t in Interpreter(model_path=str(fp32_tflite)).get_tensor_details()]
-    return [n for n in names if any(h in n for h in HEAD_LAYERS)]
+    ndim = 4
+
+    def __init__(self, paths: list[str], size: int):
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size, self.size, 3)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return load_images(self.paths[index], self.size)
+        return load_images([self.paths[index]], self.size)[0]
 
 
-def _candidate_failures() -> tuple[type[BaseException], ...]:
-    """What drops an int8 candidate rather than the run: the TFLite converter's ``ConverterError``, the
-    interpreter's ``RuntimeError`` (a converted graph it cannot allocate or invoke) and a readable
-    :class:`EdgecnnError` (too few calibration images, an artifact the runner refuses). Anything else
-    (``TypeError``, ``AttributeError``, ``KeyError``, ...) is a bug in this code and propagates."""
-    from tensorflow.lite.python.convert_phase import ConverterError
+def _int8_row(c, run_dir: Path, float_auroc: float) -> dict:
+    """One chooser candidate as int8.json lists it (the anomaly names of its figures)."""
+    return {"route": c.route, "runtime": c.runtime, "tier": c.tier,
+            "artifact": str(Path(c.artifact).relative_to(run_dir)) if c.artifact else None,
+            "auroc": c.accuracy, "auroc_float": float_auroc, "auroc_drop": c.drop, "score_correlation": c.agreement,
+            "size_bytes": c.size_bytes, "latency_p50_ms": c.latency_p50_ms, "float_p50_ms": c.float_p50_ms,
+            "slower_than_float": c.slower_than_float, "ok": c.within_budget, "error": c.error,
+            "float_nodes": len(c.notes.get("float_nodes", []))}
 
-    return EdgecnnError, ConverterError, RuntimeError
 
+def choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
+    """The int8 files of an anomaly model through the shared chooser (:func:`edgecnn.compress.chooser.choose_with`):
+    for each runtime of ``INT8_RUNTIMES`` its routes in ``anomaly.int8_routes``, escalated until one keeps the
+    val image AUROC within ``anomaly.max_int8_auroc_drop`` of the float model's (:class:`AurocScorer`) and,
+    unless ``compress.prefer`` says size for the runtime, is not slower than its float twin.
 
-def _choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
-    """Full int8, then int8 backbone + float head; the first within max_int8_auroc_drop on val is kept."""
-    from edgecnn._io import write_bytes
-    from edgecnn.anomaly.metrics import rank_correlation
-    from edgecnn.quantize import tflite_int8
-    from edgecnn.runtime import load_runner
+    Returns int8.json's content: ``picks`` and ``withheld`` by file name (a withheld file says why no route
+    held), ``runtimes`` (each chooser result), every candidate in ``candidates`` and ``pick``, the LiteRT route.
+    """
+    from edgecnn.anomaly.metrics import AurocScorer
+    from edgecnn.compress.chooser import choose_with, list_routes
+    from edgecnn.compress.stage import int8_format_of
+    from edgecnn.export import get_format
+    from edgecnn.tasks.anomaly import INT8_RUNTIMES
 
     cfg = r.recipe.anomaly
-    val = [i.path for i in ds.val]
-    defect = np.array([i.defect for i in ds.val])
-    ref = _scores(_keras_scores(model), val, cfg.input_size)
-
-    def quality(scores):
-        out = {"score_correlation": rank_correlation(ref, scores)}
-        if defect.any() and (~defect).any():
-            from sklearn.metrics import roc_auc_score
-
-            out["auroc"], out["auroc_float"] = float(roc_auc_score(defect, scores)), float(roc_auc_score(defect, ref))
-            out["auroc_drop"] = out["auroc_float"] - out["auroc"]
-            out["ok"] = out["auroc_drop"] <= cfg.max_int8_auroc_drop
-        else:  # a good-only val split: keep the float model's ranking instead
-            out["ok"] = out["score_correlation"] >= 0.99
-        return out
-
-    candidates = []
-    for route, deny in (("full-int8", None), ("int8-backbone-float-head", _head_nodes(r.dir / "model.fp32.tflite"))):
-        tmp = r.dir / f"int8_candidates/{route}.tflite"
-        tmp.parent.mkdir(exist_ok=True)
-        try:
-            write_bytes(tmp, tflite_int8(model, calib, denylisted_nodes=deny or ()))
-            scores = _scores(_runner_scores(load_runner(tmp, threads=1)), val, cfg.input_size)
-            cand = {"route": route, "artifact": str(tmp.relative_to(r.dir)), **quality(scores)}
-        except _candidate_failures() as e:  # a converter or interpreter failure drops the candidate, not the run
-            cand = {"route": route, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
-        log.info("int8 candidate %s: %s", route, {k: v for k, v in cand.items() if k != "artifact"})
-        candidates.append(cand)
-        if cand["ok"]:
-            break
-    pick = next((c for c in candidates if c["ok"]), None)
-    return {"candidates": candidates, "pick": pick["route"] if pick else None,
-            "criterion": f"val AUROC drop <= {cfg.max_int8_auroc_drop} (score rank correlation >= 0.99 when val "
-                         "has no defects)"}
+    scorer = AurocScorer(_ValImages([i.path for i in ds.val], cfg.input_size), [i.defect for i in ds.val],
+                         max_drop=cfg.max_int8_auroc_drop, head_layers=HEAD_LAYERS, batch=BATCH)
+    runtime_of = {route.name: route.runtime for route in list_routes()}
+    out: dict = {"criterion": "", "runtimes": {}, "picks": {}, "withheld": {}, "candidates": []}
+    cache: dict = {}   # the float twins and their latencies, shared by the runtimes
+    for runtime in INT8_RUNTIMES:
+        fmt = get_format(int8_format_of(runtime))
+        routes = [n for n in cfg.int8_routes if runtime_of[n] == runtime]
+        if not routes:
+            offered = [n for n, rt in runtime_of.items() if rt == runtime]
+            out["withheld"][fmt.filename] = {"runtime": runtime,
+                                             "reason": f"anomaly.int8_routes names no {runtime} route; {offered}"}
+            continue
+        result = choose_with(scorer, model, calib, r.dir / CANDIDATES,
+                             r.recipe.compress.choose_options(routes=routes, runtimes=(runtime,)),
+                             float_onnx=r.dir / "model.onnx", cache=cache)
+        out["runtimes"][runtime] = result.to_json()
+        out["candidates"] += [_int8_row(c, r.dir, scorer.float_metric) for c in result.candidates]
+        if result.chosen is None:
+            log.error("export: %s withheld: %s", fmt.filename, result.reason)
+            out["withheld"][fmt.filename] = {"runtime": runtime, "reason": result.reason}
+            continue
+        c = result.chosen
+        out["picks"][fmt.filename] = {**_int8_row(c, r.dir, scorer.float_metric), "format": fmt.name,
+                                      "precision": "int8+fp32-head" if c.notes.get("float_nodes") else "int8",
+                                      "reason": result.reason}
+    out["criterion"] = (f"val {scorer.budget_text()}" + (" (the float ranking is held: val has no defects)"
+                                                         if not scorer.ranked else "")
+                        + "; not slower than the float twin unless compress.prefer says size")
+    out["max_auroc_drop"], out["float_auroc"] = cfg.max_int8_auroc_drop, scorer.float_metric
+    out["pick"] = out["picks"].get(get_format(int8_format_of("litert")).filename, {}).get("route")
+    return out
 
 
 def export_stage(r, force: bool = False, formats: list[str] | None = None) -> list[str]:
-    """model.fp32.tflite, model.onnx and (when one fits) model.int8.tflite, with the manifest."""
+    """model.fp32.tflite, model.onnx and (where a route holds) model.int8.tflite and model.int8.onnx, with the
+    manifest."""
     from edgecnn._io import copy_artifact
     from edgecnn.export import ExportContext, export, get_format
     from edgecnn.export.manifest import add_artifact, init_manifest, remove_artifact
@@ -198,7 +218,8 @@ def export_stage(r, force: bool = False, formats: list[str] | None = None) -> li
         raise EdgecnnError(f"task: anomaly exports a fixed set (float TFLite and ONNX, and the int8 picks); "
                            f"received --format {formats}. Leave --format out.")
     ds = r.dataset()
-    fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset, cfg.int8, cfg.max_int8_auroc_drop)
+    fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset, cfg.int8, cfg.max_int8_auroc_drop,
+             cfg.int8_routes, r.recipe.compress.model_dump(mode="json"))   # the chooser's routes and options
     if not force and r.store.is_current("export", fp, ["manifest.json", *r.store.outputs_of("export")]):
         log.info("export: all artifacts up to date, skipped")
         return []
@@ -230,24 +251,21 @@ def export_stage(r, force: bool = False, formats: list[str] | None = None) -> li
         add_artifact(r.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
                      stage="export", parent=MODEL, input=runner.input.to_json(), output=runner.output.to_json())
         written.append(spec.filename)
-    remove_artifact(r.dir, INT8_FILE)
-    (r.dir / INT8_FILE).unlink(missing_ok=True)
+    for name in INT8_FILES:
+        remove_artifact(r.dir, name)
+        (r.dir / name).unlink(missing_ok=True)
     if cfg.int8:
         # good images only (what a line has); val's good ones too when train is tiny
         good = ds.train[:cfg.max_train_images] + [i.path for i in ds.val if not i.defect]
         calib = load_images(good[:CALIBRATION_IMAGES], size)
-        choice = _choose_int8(r, model, ds, calib)
+        choice = choose_int8(r, model, ds, calib)
         write_json(r.dir / "int8.json", choice)
-        if choice["pick"]:
-            cand = next(c for c in choice["candidates"] if c["route"] == choice["pick"])
-            copy_artifact(r.dir / cand["artifact"], r.dir / INT8_FILE)
-            runner = load_runner(r.dir / INT8_FILE, threads=1)
-            add_artifact(r.dir, INT8_FILE, format="tflite-int8", precision="int8" if cand["route"] == "full-int8"
-                         else "int8+fp32-head", runtime="litert", stage="export", parent=MODEL, route=cand["route"],
-                         input=runner.input.to_json(), output=runner.output.to_json(),
-                         calibration_images=len(calib))
-            written.append(INT8_FILE)
-        else:
-            log.warning("export: no int8 candidate within the budget (%s); no %s", choice["criterion"], INT8_FILE)
+        for name, pick in choice["picks"].items():
+            copy_artifact(r.dir / pick["artifact"], r.dir / name)
+            runner = load_runner(r.dir / name, threads=1, runtime=pick["runtime"])
+            add_artifact(r.dir, name, format=pick["format"], precision=pick["precision"], runtime=pick["runtime"],
+                         stage="export", parent=MODEL, route=pick["route"], input=runner.input.to_json(),
+                         output=runner.output.to_json(), calibration_images=len(calib))
+            written.append(name)
     r.store.record("export", fp, written)
     return written

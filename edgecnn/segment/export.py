@@ -1,23 +1,25 @@
 """Export a segmentation model through the registered formats, int8 chosen within an mIoU budget.
 
 Every format goes through the shared export loop (:func:`edgecnn.stages.export.export_formats`).
-An int8 format with a calibration method (``tflite-int8``, ``onnx-int8``) is exported once per
-method of ``segment.int8_calibrations`` that it knows, into ``int8_candidates/<method>/``, each
-scored by mIoU on ``segment.int8_val_images`` validation pairs; the first whose drop below the
-float model's mIoU on the same pairs is within ``segment.max_miou_drop`` becomes the artifact
-(else the smallest drop, with a warning). Every candidate is recorded in ``int8.json``.
+An int8 format with a calibration method (``tflite-int8``, ``onnx-int8``) is chosen by the shared
+int8 chooser (:func:`edgecnn.compress.chooser.choose_with`) among the routes of the methods of
+``segment.int8_calibrations`` it knows (in the chooser's escalation order: plain min/max first),
+into ``int8_candidates/``, each scored by :class:`edgecnn.segment.metrics.MiouScorer` (mIoU and
+pixel agreement on ``segment.int8_val_images`` validation pairs) and timed against its float twin
+(``compress.prefer``); the first whose drop below the float model's mIoU on the same pairs is within
+``segment.max_miou_drop`` becomes the artifact (else the smallest drop, with a warning: the shared
+export loop has no withheld state yet). Every candidate is recorded in ``int8.json``.
 """
 from __future__ import annotations
 
 import logging
-import shutil
 from typing import Any
 
 import numpy as np
 
 from edgecnn._io import sha256_file, write_json
 from edgecnn.segment.data import SegmentData, load_pair, load_split, spread
-from edgecnn.segment.metrics import confusion_matrix, mean_iou, pixel_agreement
+from edgecnn.segment.metrics import MiouScorer, predict_masks  # noqa: F401  (segment.evaluate reads it here)
 from edgecnn.store import fingerprint as _fp
 
 log = logging.getLogger("edgecnn.segment")
@@ -30,58 +32,45 @@ def calibration_images(data: SegmentData, size: int, n: int) -> np.ndarray:
                      for p in spread(data.splits["train"], n)])
 
 
-def predict_masks(runner: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Class-id masks (N, H, W) uint8: the argmax of a runner's (N, H, W, K) probabilities."""
-    return np.concatenate([np.argmax(runner(images[i:i + batch]), axis=-1).astype(np.uint8)
-                           for i in range(0, len(images), batch)])
+def _methods(spec_name: str, wanted: list[str], per_channel: bool = True) -> list[tuple[str, str]]:
+    """(calibration method, the chooser's route) pairs a calibrated int8 format takes, in the recipe's order
+    (the ONNX percentile and entropy routes quantise weights per channel whatever ``per_channel`` says)."""
+    routes = {"tflite-int8": {"minmax": "tflite-int8", "percentile": "tflite-int8-percentile"},
+              "onnx-int8": {"minmax": "onnx-int8-minmax-pc" if per_channel else "onnx-int8-minmax",
+                            "percentile": "onnx-int8-percentile", "entropy": "onnx-int8-entropy"}}.get(spec_name, {})
+    return [(m, routes[m]) for m in wanted if m in routes]
 
 
-def _methods(spec_name: str, wanted: list[str]) -> list[tuple[str, str]]:
-    """(ExportContext field, method) pairs a calibrated int8 format takes, in the recipe's order."""
-    from edgecnn.quantize import ONNX_CALIBRATION_METHODS, TFLITE_CALIBRATION_METHODS
+def choose_int8(run, spec, model, calibration: np.ndarray, scorer, cache: dict[str, Any]) -> dict:
+    """The int8 file of ``spec`` through the shared chooser (:func:`edgecnn.compress.chooser.choose_with`) with the
+    mIoU scorer: the routes of the recipe's calibration methods, escalated until one holds ``segment.max_miou_drop``
+    on the val pairs (see the module). Returns int8.json's record of the format ({} when it has no methods)."""
+    from edgecnn.compress.chooser import choose_with
 
-    known = {"tflite-int8": ("tflite_calibration", TFLITE_CALIBRATION_METHODS),
-             "onnx-int8": ("onnx_calibration", ONNX_CALIBRATION_METHODS)}.get(spec_name)
-    return [(known[0], m) for m in wanted if m in known[1]] if known else []
-
-
-def choose_int8(run, spec, model, ctx, val: tuple[np.ndarray, np.ndarray], float_masks: np.ndarray,
-                classes: list[str]) -> dict:
-    """Export ``spec`` with each calibration method and pick one within ``segment.max_miou_drop`` (see module)."""
-    from dataclasses import replace
-
-    from edgecnn.export import export
-    from edgecnn.runtime import load_runner
-
-    s = run.recipe.segment
-    k = len(classes)
-    float_miou = mean_iou(confusion_matrix(val[1], float_masks, k))
-    candidates = []
-    for field, method in _methods(spec.name, s.int8_calibrations):
-        out_dir = run.dir / CANDIDATES / method
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if spec.parent != "model.keras" and (run.dir / spec.parent).exists():
-            shutil.copy2(run.dir / spec.parent, out_dir / spec.parent)  # onnx-int8 quantises model.onnx
-        path = export(spec.name, model, replace(ctx, run_dir=out_dir, **{field: method}))
-        masks = predict_masks(load_runner(path, threads=2), val[0])
-        miou = mean_iou(confusion_matrix(val[1], masks, k))
-        cand = {"method": method, "artifact": str(path.relative_to(run.dir)), "miou": miou,
-                "miou_drop": float_miou - miou, "pixel_agreement": pixel_agreement(masks, float_masks)}
-        candidates.append(cand)
-        log.info("int8 %s %s: val mIoU %.4f (float %.4f, drop %.4f), agreement %.4f", spec.name, method, miou,
-                 float_miou, cand["miou_drop"], cand["pixel_agreement"])
-        if cand["miou_drop"] <= s.max_miou_drop:
-            break
-    if not candidates:
+    s, e = run.recipe.segment, run.recipe.export
+    methods = _methods(spec.name, s.int8_calibrations, e.onnx_per_channel)
+    if not methods:
         return {}
-    fits = [c for c in candidates if c["miou_drop"] <= s.max_miou_drop]
-    pick = fits[0] if fits else min(candidates, key=lambda c: c["miou_drop"])
-    if not fits:
-        log.warning("int8 %s: no calibration within max_miou_drop %.3f on val; keeping %s (drop %.4f)", spec.name,
-                    s.max_miou_drop, pick["method"], pick["miou_drop"])
-    return {"format": spec.name, "float_miou": float_miou, "max_miou_drop": s.max_miou_drop,
-            "within_budget": bool(fits), "pick": pick["method"], "artifact": pick["artifact"],
-            "candidates": candidates}
+    method_of = {route: method for method, route in methods}
+    float_onnx = run.dir / "model.onnx"
+    result = choose_with(scorer, model, calibration, run.dir / CANDIDATES,
+                         run.recipe.compress.choose_options(routes=list(method_of), runtimes=(spec.runtime,)),
+                         float_onnx=float_onnx if float_onnx.is_file() else None, cache=cache)
+    candidates = [{"method": method_of[c.route], "route": c.route,
+                   "artifact": str(c.artifact.relative_to(run.dir)) if c.artifact else None, "miou": c.accuracy,
+                   "miou_drop": c.drop, "pixel_agreement": c.agreement, "ok": c.within_budget, "error": c.error,
+                   "latency_p50_ms": c.latency_p50_ms, "float_p50_ms": c.float_p50_ms,
+                   "slower_than_float": c.slower_than_float} for c in result.candidates]
+    pick = next((c for c in candidates if result.chosen and c["route"] == result.chosen.route), None)
+    if pick is None:
+        measured = [c for c in candidates if c["artifact"]]
+        pick = min(measured, key=lambda c: c["miou_drop"]) if measured else None
+        log.warning("int8 %s: %s%s", spec.name, result.reason,
+                    f" Keeping {pick['method']} (drop {pick['miou_drop']:.4f})." if pick else "")
+    return {"format": spec.name, "float_miou": scorer.float_metric, "max_miou_drop": s.max_miou_drop,
+            "within_budget": result.chosen is not None, "pick": pick["method"] if pick else None,
+            "route": pick["route"] if pick else None, "artifact": pick["artifact"] if pick else None,
+            "reason": result.reason, "skipped": result.skipped, "candidates": candidates}
 
 
 def export_all(run, data: SegmentData, force: bool = False, formats: list[str] | None = None) -> list[str]:
@@ -92,14 +81,14 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
     from edgecnn.arch.inspect import preprocessing_of
     from edgecnn.export import ExportContext, format_depth, get_format
     from edgecnn.export.manifest import init_manifest
-    from edgecnn.runtime import load_runner
     from edgecnn.stages.export import export_formats
 
     r, e, s = run.recipe, run.recipe.export, run.recipe.segment
     specs = sorted((get_format(f) for f in formats or e.formats), key=format_depth)
     train_fp = run.store.fingerprint_of("train") or _fp(sha256_file(run.dir / "model.keras"))
     base_fp = _fp(train_fp, e.calibration_images, e.opset, e.onnx_per_channel)
-    choice_fp = _fp(base_fp, s.max_miou_drop, s.int8_calibrations, s.int8_val_images)
+    choice_fp = _fp(base_fp, s.max_miou_drop, s.int8_calibrations, s.int8_val_images,
+                    r.compress.model_dump(mode="json"))   # the chooser's options (prefer, latency runs, ...)
 
     def fp_of(spec) -> str:
         return choice_fp if _methods(spec.name, s.int8_calibrations) else base_fp
@@ -123,21 +112,22 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
                              onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel)
 
     choices: dict[str, Any] = {}
-    val: dict[str, Any] = {}   # the val pairs and the float masks, loaded for the first int8 choice
+    shared: dict[str, Any] = {}   # the mIoU scorer (val pairs, float masks) and the chooser's cache, made once
 
     def pick_of(spec, model, ctx) -> dict | None:
         if not _methods(spec.name, s.int8_calibrations):
             return None
-        if not val:
-            val["pairs"] = load_split(data, "val", size, limit=s.int8_val_images)
-            val["masks"] = predict_masks(load_runner(run.dir / "model.keras"), val["pairs"][0])
-        choice = choose_int8(run, spec, model, ctx, val["pairs"], val["masks"], data.classes)
-        if not choice:
+        if not shared:
+            images, masks = load_split(data, "val", size, limit=s.int8_val_images)
+            shared["scorer"] = MiouScorer(images, masks, len(data.classes), max_drop=s.max_miou_drop)
+            shared["cache"] = {}
+        choice = choose_int8(run, spec, model, ctx.calibration, shared["scorer"], shared["cache"])
+        if not choice or choice["artifact"] is None:
             return None
         choices[spec.name] = choice
-        return {"artifact": choice["artifact"], "route": f"{spec.name} {choice['pick']} calibration",
-                "notes": [f"val mIoU {c['method']}: {c['miou']:.4f} (drop {c['miou_drop']:.4f})"
-                          for c in choice["candidates"]]}
+        return {"artifact": choice["artifact"], "route": choice["route"],
+                "notes": [f"val mIoU {c['method']}: {c['miou']:.4f} (drop {c['miou_drop']:.4f})" if c["miou"]
+                          is not None else f"{c['method']}: {c['error']}" for c in choice["candidates"]]}
 
     done = export_formats(run.store, specs, fp_of, load_model=load_model, context=context, pick_of=pick_of,
                           verified_of=lambda spec: False, force=force)
