@@ -221,6 +221,9 @@ def discover_detection(path: str | os.PathLike, *, val_fraction: float = 0.15, t
     if not any(found.values()):
         raise EdgecnnError(f"no readable image in the {layout} dataset at {str(path)!r} "
                            f"({len(log.skipped)} skipped, e.g. {log.skipped[:1]}). Check the image paths.")
+    if not found.get("train"):
+        raise EdgecnnError(f"the {layout} dataset at {str(path)!r} has no readable train image "
+                           f"({len(log.skipped)} skipped, e.g. {log.skipped[:1]}). Check its train split's paths.")
     splits = _fill_splits(found, val_fraction, test_fraction, seed, log)
     return DetectionSet(root, layout, names, splits, log.skipped, log.notes())
 
@@ -531,7 +534,7 @@ def _yolo_images(root: Path, entry: str, yaml_path: Path, split: str) -> list[Pa
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if path.is_file() and path.suffix.lower() == ".txt":
         listed = [Path(ln.strip()) for ln in path.read_text().splitlines() if ln.strip()]
-        return [p if p.is_absolute() or (path.parent / p).exists() or not (root / p).exists() else root / p
+        return [path.parent / p if (path.parent / p).exists() or not (root / p).exists() else root / p
                 for p in listed]
     if path.is_file():
         return [path]
