@@ -377,3 +377,21 @@ def test_mosaic_tiles_four_images_and_moves_their_boxes():
         region = out[int(y0) - 2:int(np.ceil(y1)) + 2, int(x0) - 2:int(np.ceil(x1)) + 2]
         offset = np.array([int(x0) - 2, int(y0) - 2] * 2)
         assert np.abs(np.array(_extent(region)) + offset - box).max() <= 1
+
+
+def test_docs_layout_table_lists_exactly_the_layouts():
+    from edgecnn.detect.data import LAYOUTS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "detection.md").read_text()
+    section = text[text.index("## Data"):]
+    rows = [line.split("|")[1].strip().strip("`") for line in section.split("\n### ")[0].splitlines()
+            if line.startswith("|") and not set(line) <= set("|- ")][1:]
+    assert sorted(rows) == sorted(LAYOUTS)
+
+
+def test_coco_roboflow_split_folders_with_images_beside_each_file(tmp_path):
+    for split in ("train", "valid"):
+        _coco(tmp_path / split, images_dir=".").rename(tmp_path / split / "_annotations.coco.json")
+    ds = discover_detection(tmp_path, test_fraction=0.34)
+    assert ds.layout == "coco" and ds.root == tmp_path.absolute()
+    assert len(ds.splits["val"]) == 3 and all("/valid/" in i.image for i in ds.splits["val"])

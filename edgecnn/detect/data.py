@@ -610,8 +610,8 @@ def _read_coco(files: dict[str | None, Path], classes: list[str] | None, log: _L
     found: dict[str, list[DetItem]] = {}
     for split, (path, data) in loaded.items():
         found[split or "train"] = _coco_items(path, data, categories, index, names, log)
-    root = next(iter(files.values())).parent
-    return (root.parent if root.name == "annotations" else root).absolute(), names, found
+    root = Path(os.path.commonpath([p.parent.absolute() for p in files.values()]))
+    return root.parent if root.name == "annotations" else root, names, found
 
 
 def _load_coco(path: Path) -> dict:
