@@ -395,3 +395,23 @@ def test_coco_roboflow_split_folders_with_images_beside_each_file(tmp_path):
     ds = discover_detection(tmp_path, test_fraction=0.34)
     assert ds.layout == "coco" and ds.root == tmp_path.absolute()
     assert len(ds.splits["val"]) == 3 and all("/valid/" in i.image for i in ds.splits["val"])
+
+
+def test_bundled_meta_written_by_hand_null_bbox_is_skipped_and_unknown_class_is_an_error(tmp_path):
+    records = [{"path": f"{split}/{cls}/{k}.png", "class": cls, "split": split, "bbox": bbox}
+               for k, (split, cls, bbox) in enumerate([
+                   ("train", "good", None), ("train", "scratch", [2, 3, 9, 7]), ("train", "scratch", None),
+                   ("train", "good", None), ("val", "scratch", [0, 0, 40, 30]), ("test", "good", None)])]
+    for r in records:
+        _png(tmp_path / r["path"])
+    meta = {"classes": ["good", "scratch"], "images": records}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    ds = discover_detection(tmp_path)
+    assert ds.layout == "bundled" and ds.classes == ["scratch"]
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [3, 1, 1]
+    np.testing.assert_allclose(ds.splits["train"][1].boxes, [[2, 3, 9, 7]])
+    assert "without its bbox" in dict(ds.skipped)[f"{tmp_path / 'meta.json'}#images[2]"]
+    records[4]["class"] = "dent"
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(EdgecnnError, match=r"unknown class 'dent' in .*meta.json#images\[4\]"):
+        discover_detection(tmp_path)

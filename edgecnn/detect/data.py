@@ -17,21 +17,12 @@ Every box becomes ``[x0, y0, x1, y1]`` float32 in the image's own pixels, in con
 coordinates (pixel ``i`` covers ``[i, i + 1)``; a box covering pixels 3..5 is ``[3, ., 6, .]``).
 A layout without a val or test split gets them from its train images by a seeded, stratified shuffle.
 
-The annotation rules (docs/detection.md, "Data", states them for users):
-
-* a box partly outside its image is clipped to it (counted in ``notes``); one wholly outside, or of
-  zero or negative width or height, is skipped (listed in ``skipped`` with the reason);
-* an exact duplicate of another box of the same image and class is skipped (listed);
-* an unknown class id or name, a malformed line, record or file is one :class:`EdgecnnError` naming
-  the file and line (or annotation), the value, what is allowed and the fix;
-* a missing or unreadable image is skipped (listed); none readable at all is an error;
-* an image without a label file, or with an empty one, is a negative: an image with no objects;
-* COCO ``iscrowd: 1`` annotations and VOC ``difficult`` objects are left out (counted in ``notes``),
-  the image stays;
-* the width and height are the image file's, upright (EXIF orientation applied, as
-  :func:`edgecnn.data.preprocess.load_image` sees it); where a COCO or VOC file declares another size,
-  boxes are scaled to the file when the aspect ratio agrees (a resized copy, counted in ``notes``),
-  otherwise the image is skipped (listed).
+The annotation rules are docs/detection.md's ("Data"): a box partly outside its image is clipped
+(counted in ``notes``); one wholly outside, of zero or negative size, or a duplicate is skipped (listed
+in ``skipped`` with the reason); an unknown class or a malformed line/record/file is one
+:class:`EdgecnnError` naming the file and line; a missing or unreadable image is skipped (listed); an
+image without a label file is a negative; COCO crowd and VOC difficult objects are left out (counted);
+width and height are the upright file's, a declared size of a resized copy scales the boxes.
 
 Example:
     >>> ds = discover_detection("data/defects")                        # doctest: +SKIP
@@ -799,6 +790,8 @@ def _read_bundled(meta_path: Path, classes: list[str] | None, log: _Log):
     found: dict[str, list[DetItem]] = {s: [] for s in SPLITS}
     for i, rec in enumerate(meta["images"]):
         where = f"{meta_path}#images[{i}]"
+        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+            raise EdgecnnError(f"{where} should be a record with path, class, split and bbox. Received {rec!r}.")
         if rec.get("split") not in SPLITS:
             raise EdgecnnError(f"split {rec.get('split')!r} at {where} should be one of {list(SPLITS)}.")
         cls, bbox = rec.get("class"), rec.get("bbox")
