@@ -415,3 +415,15 @@ def test_bundled_meta_written_by_hand_null_bbox_is_skipped_and_unknown_class_is_
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(EdgecnnError, match=r"unknown class 'dent' in .*meta.json#images\[4\]"):
         discover_detection(tmp_path)
+
+
+def test_image_size_is_upright_as_load_image_decodes_it(tmp_path):
+    from edgecnn.detect.data import _image_size, _Log
+
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6                                   # "rotate 90 CW to view": the upright image is 20 x 40
+    image.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    assert _image_size(tmp_path / "phone.jpg", _Log()) == (20, 40)
+    log = _Log()
+    assert _image_size(tmp_path / "none.jpg", log) is None and "not found" in log.skipped[0][1]

@@ -306,7 +306,10 @@ def _image_size(path: Path, log: _Log, where: str | None = None) -> tuple[int, i
     try:
         with Image.open(path) as im:
             width, height = im.size
-            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn swaps the sides
+            # A PNG's getexif() decodes the whole image unless its eXIf chunk came before the pixels: only
+            # those (and every JPEG/TIFF/WebP header) are read here. A quarter turn swaps the sides.
+            exif = im.getexif() if im.format != "PNG" or "exif" in im.info else {}
+            if exif.get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for a bad file
         log.skip(where or str(path), f"unreadable image {path}: {type(e).__name__}: {e}")
