@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RECIPE ?= models/defects-mobilenetv2.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench clean arm64-root
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ lint: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
+
+# The arm64 root of the litert-arm64 / onnxruntime-arm64 runtimes (docs/arm64.md): built once (~1 min, as
+# root: installs qemu-user-static and debootstrap with apt-get if missing), cached in ~/.cache/edgecnn.
+# Optional: the first evaluation that needs it builds it too.
+arm64-root: install
+	$(BIN)/python -m edgecnn.runtime.arm64_root
 
 bench: install
 	$(BIN)/python benchmarks/latency_table.py export/defects-mobilenetv2
