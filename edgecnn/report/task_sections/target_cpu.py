@@ -47,7 +47,7 @@ def target_cpu_section(ctx: ReportContext) -> str | None:
     machine = ctx.run.report.get("machine", {})
     where = table(["figure", "CPU", "kernels", "versions"], [
         ["target columns", escape(f"{first.get('cpu')} (emulated: {first.get('emulator') or 'qemu-user'})"),
-         escape(str(first.get("kernels", ""))),
+         escape(", ".join(dict.fromkeys(str(a["target"].get("kernels", "")) for a in entries.values()))),
          escape(", ".join(f"{a['target'].get('kernels', '?').split(' of ')[-1]} {a['target'].get('runtime_version')}"
                           for a in entries.values()))],
         ["host columns", escape(f"{machine.get('cpu', first.get('host_cpu'))} ({machine.get('machine', '?')})"),
