@@ -123,9 +123,11 @@ def root_refusal() -> str | None:
         return f"the arm64 root needs Linux (qemu-user); this is {platform.system()}"
     if platform.machine() not in ("x86_64", "AMD64", "aarch64"):
         return f"the arm64 root is built on x86_64 hosts; this is {platform.machine()}"
-    if is_built():
-        return None if qemu_binary() else "qemu-aarch64-static is missing (apt-get install qemu-user-static)"
+    if is_built() and qemu_binary():
+        return None
     if os.geteuid() != 0:
+        if is_built():
+            return "qemu-aarch64-static is missing (apt-get install qemu-user-static)"
         return ("no cached arm64 root and building one needs root (debootstrap); run `make arm64-root` once "
                 f"as root, or copy a built root to {root_path()}")
     missing = [pkg for tool, pkg in HOST_TOOLS.items() if not _have_tool(tool)]
@@ -166,6 +168,8 @@ def ensure_root(*, log_to=None) -> Path:
         say(f"building the arm64 root (once; cached in {root}) ...")
         try:
             _install_host_tools(say)
+            if is_built(root):          # only qemu was missing
+                return root
             _build(root, say)
         except RuntimeRefusal:
             raise
