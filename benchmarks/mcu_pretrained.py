@@ -11,7 +11,7 @@ float model, LiteRT int8 and TFLM int8, TFLM's agreement with LiteRT's XNNPACK a
 arena (bisection with the interpreter) and flash (model + estimated kernels), and the latency *estimated* by
 ``edgecnn.mcu.latency`` for cortex-m4-256k and cortex-m7-1m (an estimate with its basis, never a measurement).
 Training time is the span of the run's training log lines (from the training cache to the last epoch).
-Results go to ``benchmarks/results/mcu_pretrained.json`` (rows merged by key).
+Results go to ``benchmarks/results/mcu_pretrained.json`` (rows merged by key) and the table in docs/mcu.md.
 """
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ LEVERS: dict[str, tuple[str, str, list[str]]] = {
     "lite0-b9-96-pruned": ("96 px, blocks 2a/2b expansion pruned to 1/2 (BN scale x L1), 9 blocks", M4,
                            ["model.input_size=96",
                             "model.args={blocks: 9, expand: [1, 0.5, 0.5], weights: imagenet, dropout: 0.1}"]),
+    "lite0-b10-96-thin-early": ("96 px, stem/block1a 24 of 32 channels, block2a 32 of 96 and block2b 72 of 144 "
+                                "expansion channels (BN scale x L1), 10 blocks", M4,
+                                ["model.input_size=96", "model.args={blocks: 10, expand: [1.0, 0.34, 0.5], "
+                                 "stem: 0.75, weights: imagenet, dropout: 0.1}"]),
     "lite0-b10-96-allpruned": ("96 px, every block's expansion and the stem pruned to 1/2", M4,
                                ["model.input_size=96",
                                 "model.args={blocks: 10, expand: 0.5, stem: 0.5, weights: imagenet, dropout: 0.1}"]),
@@ -110,6 +114,53 @@ def collect(run_dir: Path, log: str, *, lever: str, run_seconds: float | None = 
     }
 
 
+ORDER = ["m4", "m7", "lite0-b10-64-full", "lite0-b10-96-full", "lite0-b9-96-pruned", "lite0-b10-96-thin-early",
+         "lite0-b10-96-allpruned", "m4-grey", "mnv2-b10-96-pruned"]
+DOC = ROOT / "docs" / "mcu.md"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def render_table(rows: dict) -> str:
+    """The levers as a Markdown table (docs/mcu.md, between the levers markers)."""
+    head = ("| row | what changes | net | top-1 float | LiteRT int8 | TFLM int8 | TFLM = LiteRT XNNPACK / reference | "
+            "arena | flash (est.) | fits | est. latency M4 @100 MHz / M7 @480 MHz | training |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for key in [k for k in ORDER if k in rows] + [k for k in rows if k not in ORDER]:
+        r = rows[key]
+        m = r["model"]
+        args = ", ".join(f"{k}={v}" for k, v in (m.get("args") or {}).items() if k not in ("weights", "dropout"))
+        net = f"{m['name']}({args}) {m.get('input_size')} px" + (" grey" if r.get("channels") == 1 else "")
+        agree = r.get("tflm_vs_litert") or {}
+        ag = (f"{agree['xnnpack']['agreement']:.3f} / {agree['reference']['agreement']:.3f}"
+              if agree.get("xnnpack") else "—")
+        fits = ", ".join(p for p, ok in (r.get("fits") or {}).items() if ok) if r.get("arena_kib") else "—"
+        lat = r.get("latency_estimate") or {}
+        est = (f"{lat['cortex-m4-256k']['ms']:.0f} / {lat['cortex-m7-1m']['ms']:.0f} ms"
+               if lat else "—")
+        t = r.get("train_seconds")
+        ep = r.get("epochs") or {}
+        train = f"{ep.get('head')}+{ep.get('finetune')} epochs, {t / 60:.1f} min" if t else "—"
+        withheld = " (int8 withheld)" if r["top1"].get("litert_int8") is None and r["top1"].get("float") else ""
+        lines.append(f"| {key} | {r['lever']}{withheld} | {net} | {_pct(r['top1']['float'])} | "
+                     f"{_pct(r['top1']['litert_int8'])} | {_pct(r['top1']['tflm_int8'])} | {ag} | "
+                     f"{r.get('arena_kib') or '—'} KiB | {r.get('flash_kib') or '—'} KiB | {fits or 'none'} | {est} | "
+                     f"{train} |")
+    return "\n".join(lines)
+
+
+def write_doc(rows: dict) -> None:
+    text = DOC.read_text()
+    start, end = "<!-- BEGIN levers -->", "<!-- END levers -->"
+    if start in text and end in text:
+        pre, rest = text.split(start, 1)
+        _, post = rest.split(end, 1)
+        DOC.write_text(f"{pre}{start}\n{render_table(rows)}\n{end}{post}")
+
+
 def _machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
@@ -148,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(key, json.dumps(rows[key]["top1"]), rows[key]["arena_kib"], rows[key]["flash_kib"], flush=True)
         OUT.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2) + "\n")
     OUT.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2) + "\n")
+    write_doc(rows)
     return 0
 
 

@@ -40,3 +40,21 @@ def test_unknown_profile_is_one_readable_error(tiny_defects, tmp_path):
 
     with pytest.raises(EdgecnnError, match="Did you mean 'cortex-m4-256k'"):
         search_mcu(tiny_defects, "cortex-m4-256", out_dir=tmp_path, candidates=(SMALL,))
+
+
+def test_m4_recipe_fits_its_profile_before_training():
+    """models/mcu-m4-256k.yaml's net, untrained, already fits cortex-m4-256k (the arena does not depend on weights)."""
+    from pathlib import Path
+
+    from edgecnn.config import load_recipe
+    from edgecnn.mcu.search import fit_figures, profile_limits
+
+    root = Path(__file__).resolve().parent.parent
+    for name, profile in (("mcu-m4-256k", "cortex-m4-256k"), ("mcu-m7-1m", "cortex-m7-1m")):
+        r = load_recipe(root / "models" / f"{name}.yaml")
+        assert [t.profile for t in r.budgets if t.profile] == [profile]
+    r = load_recipe(root / "models" / "mcu-m4-256k.yaml")
+    c = McuCandidate(r.model.name, r.model.input_size, {k: v for k, v in r.model.args.items() if k != "weights"})
+    f = fit_figures(c, 4, "cortex-m4-256k")
+    limits = profile_limits("cortex-m4-256k")
+    assert f["arena_bytes"] / 1024 <= limits["max_arena_kb"] and f["flash_bytes"] / 1024 <= limits["max_flash_kb"]
