@@ -167,6 +167,11 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("max_miou_drop", _FRACTION, "miou_drop"),
     BudgetKey("min_pixel_accuracy", _FRACTION, "pixel_accuracy"),
     BudgetKey("min_pixel_agreement", _FRACTION, "pixel_agreement"),
+    # task: detect (boxes): COCO mAP@0.5:0.95 and @0.5, the drop from model.keras, box agreement with it
+    BudgetKey("min_map", _FRACTION, "map"),
+    BudgetKey("min_map50", _FRACTION, "map50"),
+    BudgetKey("max_map_drop", _FRACTION, "map_drop"),
+    BudgetKey("min_box_agreement", _FRACTION, "box_agreement"),
 )}
 REPORT_FIGURES: tuple[str, ...] = tuple(k.figure for k in BUDGET_KEYS.values() if not k.timed and k.figure != "size_kb")
 """Figures judged from report.json (the evaluate stage's measurements), not measured again by `edgecnn check`."""

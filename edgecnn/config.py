@@ -31,6 +31,7 @@ from edgecnn.quantize import (
 )
 from edgecnn.tasks import DEFAULT_TASK, task_names
 from edgecnn.tasks.anomaly import AnomalyConfig
+from edgecnn.tasks.detect import DetectConfig
 from edgecnn.tasks.segment import SegmentConfig
 
 # Names (formats, routes, runtimes) are validated against their registries, never a copied list:
@@ -332,6 +333,7 @@ class Recipe(_Strict):
     import_: ImportConfig | None = Field(None, alias="import", description="set by `edgecnn import`")
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig, description="task: anomaly settings")
     segment: SegmentConfig = Field(default_factory=SegmentConfig, description="task: segment settings")
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="task: detect settings")
 
     @field_validator("task")
     @classmethod

@@ -148,10 +148,26 @@ class RunStore:
 
     # -- per-item records (export: one record per format, so one stale format is remade alone) --------
     def item_current(self, stage: str, item: str, fp: str, filename: str) -> bool:
-        """Whether ``item`` of ``stage`` (a format of export) recorded ``fp`` and ``filename`` is unchanged."""
+        """Whether ``item`` of ``stage`` (a format of export) recorded ``fp`` and ``filename`` is unchanged, or was
+        withheld with ``fp`` (:meth:`record_withheld`) and no file of that name has appeared since."""
         rec = self._state.get(stage, {}).get("items", {}).get(item)
         p = self.dir / filename
+        if rec and rec["fingerprint"] == fp and "withheld" in rec:
+            return not p.exists()
         return bool(rec and rec["fingerprint"] == fp and p.exists() and sha256_file(p) == rec["sha256"])
+
+    def record_withheld(self, stage: str, item: str, fp: str, reason: str) -> None:
+        """Record that ``item`` of ``stage`` was withheld with fingerprint ``fp`` (no route held its budget): it is
+        current, and not tried again, until its inputs or settings change."""
+        self._state.setdefault(stage, {}).setdefault("items", {})[item] = {"fingerprint": fp, "withheld": reason}
+        for s in downstream(stage):
+            self._state.pop(s, None)
+        self._save()
+
+    def withheld_items(self, stage: str) -> dict[str, str]:
+        """``{item: reason}`` of the items of ``stage`` recorded as withheld."""
+        return {k: v["withheld"] for k, v in self._state.get(stage, {}).get("items", {}).items()
+                if isinstance(v, dict) and "withheld" in v}
 
     def record_item(self, stage: str, item: str, fp: str, filename: str) -> None:
         """Record ``item`` of ``stage`` as made with ``fp`` (its file's digest too); the stages downstream of
@@ -169,7 +185,8 @@ class RunStore:
 
     def item_digests(self, stage: str) -> set[str]:
         """The file digests ``stage``'s items recorded (what ``edgecnn check`` compares report.json with)."""
-        return {v.get("sha256") for v in self._state.get(stage, {}).get("items", {}).values() if isinstance(v, dict)}
+        return {v.get("sha256") for v in self._state.get(stage, {}).get("items", {}).values()
+                if isinstance(v, dict) and "sha256" in v}
 
     # -- what every task's data discovery writes -------------------------------------------------
     def write_dataset(self, labels: list[str] | None, info: dict[str, Any]) -> None:

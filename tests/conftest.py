@@ -142,3 +142,16 @@ def segment_tiny_run(tmp_path_factory, tiny_defects) -> Path:
             edgecnn.run(recipe, output=shared)
     shutil.copytree(shared, mine, symlinks=True)
     return mine
+
+
+@pytest.fixture(scope="session")
+def detect_tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    """``tests/recipes/detect-tiny.yaml`` run once per test session on ``tiny_defects`` (SSDLite at 64 px),
+    built under a lock like ``tiny_run``; each worker gets its own copy."""
+    mine = tmp_path_factory.mktemp("runs") / "detect-tiny"
+    with _shared_dir(tmp_path_factory, "detect-tiny-run") as (shared, exists):
+        if not exists:
+            result = edgecnn.run(ROOT / "tests" / "recipes" / "detect-tiny.yaml", data=tiny_defects, output=shared)
+            assert result.ok, (result.violations, result.errors, result.withheld)
+    shutil.copytree(shared, mine, symlinks=True)
+    return mine

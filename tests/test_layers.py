@@ -117,7 +117,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("stages",),         # the stage core the tasks share
     ("config",),         # the recipe, composed from the sections
     ("distill", "train"),
-    ("classify", "segment", "anomaly"),   # the tasks' packages
+    ("classify", "segment", "anomaly", "detect"),   # the tasks' packages
     ("mcu", "auto_recipe", "predict"),
     ("pipeline",),       # orchestration only
     ("cli", "edgecnn"),  # the commands and the package's public API

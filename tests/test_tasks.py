@@ -13,7 +13,7 @@ from edgecnn.tasks import get_task, task_names
 
 def test_classify_is_the_default_and_listed_first():
     assert task_names()[0] == "classify"
-    assert {"anomaly", "segment"} <= set(task_names())
+    assert {"anomaly", "segment", "detect"} <= set(task_names())
     assert recipe_from_dict({"name": "x"}).task == "classify"
     assert get_task("classify").stage_names == ("train", "compress", "export", "evaluate")
 
@@ -23,8 +23,8 @@ def test_unknown_task_names_the_known_ones_and_a_fix():
         recipe_from_dict({"name": "x", "task": "segmnt"})
     msg = str(e.value)
     assert "task" in msg and "segmnt" in msg and "'segment'" in msg and "classify" in msg
-    with pytest.raises(EdgecnnError, match="unknown task 'detect'"):
-        get_task("detect")
+    with pytest.raises(EdgecnnError, match="unknown task 'detec'.*Did you mean 'detect'"):
+        get_task("detec")
 
 
 @pytest.mark.parametrize("name", task_names())

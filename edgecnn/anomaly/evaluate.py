@@ -122,6 +122,7 @@ def evaluate_stage(r, force: bool = False):
     from edgecnn.export.manifest import read_manifest
     from edgecnn.report import render_report
     from edgecnn.runtime.latency import machine_info, resolve_threads
+    from edgecnn.stages.export import withheld_files
     from edgecnn.stages.verdict import finish_evaluation
     from edgecnn.store import fingerprint as _fp
 
@@ -176,6 +177,7 @@ def evaluate_stage(r, force: bool = False):
                                            "kinds": kinds, "scores": all_scores,
                                            "threshold_rule": manifest.get("anomaly", {}).get("threshold_rule")})
     result = finish_evaluation(r.store, report, r.recipe.budgets, fp, manifest=manifest,
-                               markdown=render_anomaly_markdown, outputs=("report.json", "scores.json"))
+                               withheld=withheld_files(r.store), markdown=render_anomaly_markdown,
+                               outputs=("report.json", "scores.json"))
     render_report(r.dir)
     return result

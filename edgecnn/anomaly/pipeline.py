@@ -24,14 +24,13 @@ import numpy as np
 from edgecnn._io import atomic_path, write_json
 from edgecnn.anomaly.data import AnomalySet, discover_anomaly, load_images
 from edgecnn.errors import EdgecnnError
-from edgecnn.stages.data import generate_defects
+from edgecnn.stages.data import task_data_path
 from edgecnn.store import fingerprint as _fp
 
 log = logging.getLogger("edgecnn.anomaly")
 BATCH = 16
 MODEL = "model.keras"
 FLOAT_FORMATS = ("tflite-fp32", "onnx")
-INT8_FILES = ("model.int8.tflite", "model.int8.onnx")   # the int8 picks of INT8_RUNTIMES (edgecnn.tasks.anomaly)
 CANDIDATES = "int8_candidates"                          # the chooser's workdir
 CALIBRATION_IMAGES = 64
 HEAD_LAYERS = ("anomaly_distance/", "anomaly_map/", "anomaly_inner/", "/score/")  # kept float by the float-head routes
@@ -40,12 +39,8 @@ HEAD_LAYERS = ("anomaly_distance/", "anomaly_map/", "anomaly_inner/", "/score/")
 def anomaly_dataset(r) -> AnomalySet:
     """The recipe's data folder (generated first when ``data.generate: defects`` and it is missing): the task's
     data discovery (``run.dataset()`` calls it once per run)."""
-    if r.recipe.import_ is not None:
-        raise EdgecnnError("task: anomaly fits its own model from good images; `edgecnn import` is for classifiers.")
     d, cfg = r.recipe.data, r.recipe.anomaly
-    path = Path(d.path)
-    if not path.exists() and d.generate == "defects":
-        generate_defects(path, d.generate_seed)
+    path = task_data_path(r, "anomaly")
     ds = discover_anomaly(path, normal=cfg.normal, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                           seed=d.split_seed)
     r.store.write_dataset(None, {**ds.to_json(), "fingerprint": ds.fingerprint(),
@@ -207,29 +202,33 @@ def choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
 
 
 def export_stage(r, force: bool = False, formats: list[str] | None = None) -> list[str]:
-    """model.fp32.tflite, model.onnx and (where a route holds) model.int8.tflite and model.int8.onnx, with the
-    manifest."""
-    from edgecnn._io import copy_artifact
-    from edgecnn.export import ExportContext, export, get_format
-    from edgecnn.export.manifest import add_artifact, init_manifest, remove_artifact
+    """model.fp32.tflite, model.onnx and (where a route holds) model.int8.tflite and model.int8.onnx through the
+    shared export loop, with the manifest; an int8 file no route held is withheld (int8.json says why)."""
+    from edgecnn.compress.stage import int8_format_of
+    from edgecnn.export import ExportContext, get_format
+    from edgecnn.export.manifest import init_manifest
+    from edgecnn.stages.export import Withheld, export_formats, withdraw
+    from edgecnn.tasks.anomaly import INT8_RUNTIMES
 
     cfg = r.recipe.anomaly
     if formats:
         raise EdgecnnError(f"task: anomaly exports a fixed set (float TFLite and ONNX, and the int8 picks); "
                            f"received --format {formats}. Leave --format out.")
     ds = r.dataset()
-    fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset, cfg.int8, cfg.max_int8_auroc_drop,
-             cfg.int8_routes, r.recipe.compress.model_dump(mode="json"))   # the chooser's routes and options
-    if not force and r.store.is_current("export", fp, ["manifest.json", *r.store.outputs_of("export")]):
-        log.info("export: all artifacts up to date, skipped")
-        return []
-    from edgecnn._tf import keras
-    from edgecnn.anomaly import graph  # noqa: F401  (registers the custom layers for load_model)
-    from edgecnn.runtime import load_runner
+    int8 = [get_format(int8_format_of(rt)) for rt in INT8_RUNTIMES]
+    specs = [get_format(n) for n in FLOAT_FORMATS] + (int8 if cfg.int8 else [])
+    if not cfg.int8:
+        for spec in int8:
+            withdraw(r.store, spec, "anomaly.int8 is false")
+    base_fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset)
+    choice_fp = _fp(base_fp, cfg.max_int8_auroc_drop, cfg.int8_routes,
+                    r.recipe.compress.model_dump(mode="json"))   # the chooser's routes and options
 
-    fit = __import__("json").loads((r.dir / "fit.json").read_text())
-    model = keras.models.load_model(str(r.dir / MODEL), compile=False)
+    def fp_of(spec) -> str:
+        return choice_fp if spec in int8 else base_fp
+
     size = cfg.input_size
+    fit = __import__("json").loads((r.dir / "fit.json").read_text())
     init_manifest(r.dir, name=r.recipe.name, task="anomaly", labels=[cfg.normal, "defect"],
                   model={"name": f"{cfg.method}_{cfg.backbone}", "input_size": size, "family": cfg.backbone},
                   preprocessing={"input": "RGB 0-255", "normalisation": "inside the graph (the backbone's)",
@@ -241,31 +240,36 @@ def export_stage(r, force: bool = False, formats: list[str] | None = None) -> li
                            "outputs": {"score": "(N, 1): max of the map inside the margin",
                                        "anomaly_map": f"(N, {fit['map_size']}, {fit['map_size']}, 1)"},
                            "normalisation": "(raw - threshold) / scale + 0.5"})
-    ctx = ExportContext(r.dir, opset=r.recipe.export.opset)
-    written = []
-    for name in FLOAT_FORMATS:
-        spec = get_format(name)
-        remove_artifact(r.dir, spec.filename)
-        path = export(name, model, ctx)
-        runner = load_runner(path, threads=1)
-        add_artifact(r.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
-                     stage="export", parent=MODEL, input=runner.input.to_json(), output=runner.output.to_json())
-        written.append(spec.filename)
-    for name in INT8_FILES:
-        remove_artifact(r.dir, name)
-        (r.dir / name).unlink(missing_ok=True)
-    if cfg.int8:
-        # good images only (what a line has); val's good ones too when train is tiny
-        good = ds.train[:cfg.max_train_images] + [i.path for i in ds.val if not i.defect]
-        calib = load_images(good[:CALIBRATION_IMAGES], size)
-        choice = choose_int8(r, model, ds, calib)
-        write_json(r.dir / "int8.json", choice)
-        for name, pick in choice["picks"].items():
-            copy_artifact(r.dir / pick["artifact"], r.dir / name)
-            runner = load_runner(r.dir / name, threads=1, runtime=pick["runtime"])
-            add_artifact(r.dir, name, format=pick["format"], precision=pick["precision"], runtime=pick["runtime"],
-                         stage="export", parent=MODEL, route=pick["route"], input=runner.input.to_json(),
-                         output=runner.output.to_json(), calibration_images=len(calib))
-            written.append(name)
-    r.store.record("export", fp, written)
-    return written
+
+    def load_model():
+        from edgecnn._tf import keras
+        from edgecnn.anomaly import graph  # noqa: F401  (registers the custom layers for load_model)
+
+        return keras.models.load_model(str(r.dir / MODEL), compile=False)
+
+    def context(todo, model):
+        calib = None
+        if any(spec in int8 for spec in todo):   # good images only (what a line has); val's good ones too
+            good = ds.train[:cfg.max_train_images] + [i.path for i in ds.val if not i.defect]
+            calib = load_images(good[:CALIBRATION_IMAGES], size)
+        return ExportContext(r.dir, opset=r.recipe.export.opset, calibration=calib,
+                             target_cpu=r.recipe.compress.target_cpu)
+
+    choice: dict = {}
+
+    def pick_of(spec, model, ctx):
+        if spec not in int8:
+            return None
+        if not choice:   # both runtimes' choice at once, the first time an int8 file is due
+            choice.update(choose_int8(r, model, ds, ctx.calibration))
+            write_json(r.dir / "int8.json", choice)
+        pick = choice["picks"].get(spec.filename)
+        if pick is None:
+            why = choice["withheld"].get(spec.filename, {}).get("reason", "no int8 route held")
+            return Withheld(f"no int8 route held the AUROC budget: {why}")
+        return {"artifact": pick["artifact"], "route": pick["route"], "precision": pick["precision"],
+                "notes": [f"val AUROC {pick['auroc']:.4f} (drop {pick['auroc_drop']:+.4f}), score rank correlation "
+                          f"{pick['score_correlation']:.4f}"]}
+
+    return export_formats(r.store, specs, fp_of, load_model=load_model, context=context, pick_of=pick_of,
+                          force=force)

@@ -17,7 +17,7 @@ from typing import Any
 from edgecnn._plugins import import_submodules
 from edgecnn.errors import EdgecnnError, did_you_mean
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_model_entry"]
+__all__ = ["ModelEntry", "register_model", "create_model", "create_task_model", "list_models", "get_model_entry"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,17 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Registered model names matching a shell-style pattern (and, when given, made for ``task``), sorted."""
     _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and task in (None, e.task))
+
+
+def create_task_model(name: str, task: str, args: dict[str, Any], **fixed: Any):
+    """A recipe's model for ``task``: the registered builder ``name`` with the recipe's ``model.args`` and the
+    stage's ``fixed`` arguments (classes, input size); a builder of another task, or an argument it does not take,
+    is one :class:`EdgecnnError` naming the fix."""
+    entry = get_model_entry(name)
+    if entry.task != task:
+        raise EdgecnnError(f"model.name {name!r} is a {entry.task} model; task: {task} needs one of its builders: "
+                           f"{', '.join(list_models(task=task))}.")
+    try:
+        return create_model(name, **{**args, **fixed})
+    except TypeError as e:
+        raise EdgecnnError(f"model.args of the recipe: {e}") from None

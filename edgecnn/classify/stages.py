@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
-from edgecnn._io import copy_artifact, sha256_file, write_json, write_text
+from edgecnn._io import copy_artifact, sha256_file, write_json
 from edgecnn.errors import EdgecnnError
-from edgecnn.stages.data import generate_defects
+from edgecnn.stages.data import fresh_checkpoints, generate_defects
 from edgecnn.stages.result import RunResult
 from edgecnn.store import fingerprint as _fp
 
@@ -144,12 +143,7 @@ def train(run, force: bool = False) -> bool:
 
         fit(run.recipe, run.dataset(), run.dir)
         return True
-    ckpt = run.dir / "checkpoints"
-    marker = ckpt / "fingerprint.txt"
-    if ckpt.exists() and (force or not marker.is_file() or marker.read_text() != fp):
-        shutil.rmtree(ckpt)  # checkpoints of another config must not be resumed
-    ckpt.mkdir(parents=True, exist_ok=True)
-    write_text(marker, fp)
+    fresh_checkpoints(run.dir, fp, force)   # checkpoints of another config must not be resumed
     from edgecnn.train import train as fit
 
     recipe = run.recipe
@@ -336,7 +330,8 @@ def export(run, formats: list[str] | None = None, force: bool = False) -> list[s
         if any(s.needs_calibration for s in todo):
             calib = calibration_arrays(ds, size, e.calibration_images, seed=run.recipe.train.seed)
         return ExportContext(run.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
-                             onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel)
+                             onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel,
+                             target_cpu=run.recipe.compress.target_cpu)
 
     picked_files = {get_format(n).filename for n in picks}
     # an int8 file made here is held by the chooser only through its parent (tflm-c), else it is plain PTQ

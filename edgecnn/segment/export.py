@@ -62,11 +62,11 @@ def choose_int8(run, spec, model, calibration: np.ndarray, scorer, cache: dict[s
                    "latency_p50_ms": c.latency_p50_ms, "float_p50_ms": c.float_p50_ms,
                    "slower_than_float": c.slower_than_float} for c in result.candidates]
     pick = next((c for c in candidates if result.chosen and c["route"] == result.chosen.route), None)
-    if pick is None:
+    if pick is None:   # no route held: the format is withheld (the closest candidate is named, never shipped)
         measured = [c for c in candidates if c["artifact"]]
-        pick = min(measured, key=lambda c: c["miou_drop"]) if measured else None
-        log.warning("int8 %s: %s%s", spec.name, result.reason,
-                    f" Keeping {pick['method']} (drop {pick['miou_drop']:.4f})." if pick else "")
+        closest = min(measured, key=lambda c: c["miou_drop"]) if measured else None
+        log.error("int8 %s withheld: %s%s", spec.name, result.reason,
+                  f" Closest: {closest['method']} (drop {closest['miou_drop']:.4f})." if closest else "")
     return {"format": spec.name, "float_miou": scorer.float_metric, "max_miou_drop": s.max_miou_drop,
             "within_budget": result.chosen is not None, "pick": pick["method"] if pick else None,
             "route": pick["route"] if pick else None, "artifact": pick["artifact"] if pick else None,
@@ -81,7 +81,7 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
     from edgecnn.arch.inspect import preprocessing_of
     from edgecnn.export import ExportContext, format_depth, get_format
     from edgecnn.export.manifest import init_manifest
-    from edgecnn.stages.export import export_formats
+    from edgecnn.stages.export import Withheld, export_formats
 
     r, e, s = run.recipe, run.recipe.export, run.recipe.segment
     specs = sorted((get_format(f) for f in formats or e.formats), key=format_depth)
@@ -109,7 +109,8 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
         calib = calibration_images(data, size, e.calibration_images) if any(
             t.needs_calibration for t in todo) else None
         return ExportContext(run.dir, calibration=calib, opset=e.opset, tflite_calibration=e.tflite_calibration,
-                             onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel)
+                             onnx_calibration=e.onnx_calibration, onnx_per_channel=e.onnx_per_channel,
+                             target_cpu=run.recipe.compress.target_cpu)
 
     choices: dict[str, Any] = {}
     shared: dict[str, Any] = {}   # the mIoU scorer (val pairs, float masks) and the chooser's cache, made once
@@ -122,9 +123,11 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
             shared["scorer"] = MiouScorer(images, masks, len(data.classes), max_drop=s.max_miou_drop)
             shared["cache"] = {}
         choice = choose_int8(run, spec, model, ctx.calibration, shared["scorer"], shared["cache"])
-        if not choice or choice["artifact"] is None:
+        if not choice:
             return None
         choices[spec.name] = choice
+        if not choice["within_budget"] or choice["artifact"] is None:   # verified by default: nothing ships
+            return Withheld(f"no int8 route held the mIoU budget: {choice['reason']}")
         return {"artifact": choice["artifact"], "route": choice["route"],
                 "notes": [f"val mIoU {c['method']}: {c['miou']:.4f} (drop {c['miou_drop']:.4f})" if c["miou"]
                           is not None else f"{c['method']}: {c['error']}" for c in choice["candidates"]]}

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 
 from edgecnn._io import sha256_file, write_text
 from edgecnn.errors import EdgecnnError
-from edgecnn.stages.data import generate_defects
+from edgecnn.stages.data import refuse_distribute, task_data_path
 from edgecnn.stages.result import RunResult
 from edgecnn.store import fingerprint as _fp
 
@@ -25,13 +24,8 @@ def segment_data(run):
     discovery (``run.dataset()`` calls it once per run)."""
     from edgecnn.segment.data import discover_pairs
 
-    if run.recipe.import_ is not None:
-        raise EdgecnnError("task: segment trains its own model; `edgecnn import` is for classifiers. "
-                           "Remove the import: section or set task: classify.")
     d, s = run.recipe.data, run.recipe.segment
-    path = Path(d.path)
-    if not path.exists() and d.generate == "defects":
-        generate_defects(path, d.generate_seed)
+    path = task_data_path(run, "segment")
     data = discover_pairs(path, classes=s.classes, palette=s.palette, val_fraction=d.val_fraction,
                           test_fraction=d.test_fraction, seed=d.split_seed, channels=d.channels,
                           skip_bad_images=d.skip_bad_images)
@@ -51,11 +45,7 @@ def segment_data(run):
 def train_stage(run, force: bool = False) -> bool:
     """Train unless model.keras is current; returns True when it trained."""
     r = run.recipe
-    if r.train.distribute.strategy != "none":
-        # each worker would train alone and write the same directory: refuse rather than pretend
-        raise EdgecnnError(f"train.distribute.strategy is {r.train.distribute.strategy!r}, but task: segment trains "
-                           "on one machine only (its trainer runs no tf.distribute strategy yet). Set "
-                           "train.distribute.strategy: none, or train a classifier (task: classify) distributed.")
+    refuse_distribute(run, "segment")
     data = run.dataset()
     fp = _fp("segment", data.fingerprint(), r.model.model_dump(mode="json"), r.train.model_dump(mode="json"),
              r.data.augment.flip, r.data.batch_size, r.segment.class_weight_power, r.segment.dice_weight,
@@ -108,6 +98,7 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
     from edgecnn.export.manifest import read_manifest
     from edgecnn.report import render_report
     from edgecnn.segment.evaluate import evaluate_segmenters
+    from edgecnn.stages.export import withheld_files
     from edgecnn.stages.verdict import finish_evaluation
 
     data = run.dataset()
@@ -121,6 +112,7 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
         report = evaluate_segmenters(run.recipe, run.dir, data, run.input_size)
     if run.store.path("int8.json").is_file():
         report["int8_choice"] = json.loads(run.store.path("int8.json").read_text())
-    result = finish_evaluation(run.store, report, run.recipe.budgets, fp, manifest=manifest)
+    result = finish_evaluation(run.store, report, run.recipe.budgets, fp, manifest=manifest,
+                               withheld=withheld_files(run.store))
     render_report(run.dir)
     return result

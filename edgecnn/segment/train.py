@@ -26,7 +26,6 @@ import numpy as np
 from edgecnn._io import atomic_path, write_json
 from edgecnn._tf import keras, tf
 from edgecnn.arch.segmentation import DECODER_PREFIX
-from edgecnn.errors import EdgecnnError
 from edgecnn.train import block_of, fit_phase, layerwise_lr_scales, lr_schedule, make_optimizer, variable_lr_scales
 
 log = logging.getLogger("edgecnn.segment")
@@ -158,16 +157,9 @@ def _fit_phase(model, phase: str, epochs: int, lr, train: Any, loss, num_classes
 
 def build_model(model_cfg: Any, num_classes: int, size: int):
     """The recipe's registered segmentation builder with ``num_classes`` outputs at ``size`` px."""
-    from edgecnn.arch import create_model, get_model_entry, list_models
+    from edgecnn.arch import create_task_model
 
-    entry = get_model_entry(model_cfg.name)
-    if entry.task != "segment":
-        raise EdgecnnError(f"model.name {model_cfg.name!r} is a {entry.task} model; task: segment needs a "
-                           f"segmentation builder: {', '.join(list_models(task='segment'))}.")
-    try:
-        return create_model(model_cfg.name, **{**model_cfg.args, "num_classes": num_classes, "input_size": size})
-    except TypeError as e:
-        raise EdgecnnError(f"model.args of the recipe: {e}") from None
+    return create_task_model(model_cfg.name, "segment", model_cfg.args, num_classes=num_classes, input_size=size)
 
 
 def train_segmenter(recipe: Any, data: Any, size: int, run_dir: Path, *, train_arrays, val_arrays) -> dict:

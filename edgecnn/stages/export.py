@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edgecnn._io import copy_artifact, remove_artifact_path
 from edgecnn.store import RunStore
 
-__all__ = ["export_current", "export_formats", "export_one", "io_fields", "withdraw"]
+__all__ = ["Withheld", "export_current", "export_formats", "export_one", "io_fields", "withdraw", "withheld_files"]
 
 log = logging.getLogger("edgecnn")
 STAGE = "export"
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """What ``pick_of`` answers for an int8 format no chooser route held: no file is shipped (nor one made from
+    it), the format leaves the run directory and the manifest, and ``reason`` is logged; the run's verdict
+    fails on it where the task records it (compress.json's or int8.json's ``withheld``)."""
+
+    reason: str
 
 
 def io_fields(runner: Any) -> dict[str, Any]:
@@ -75,7 +85,8 @@ def export_one(store: RunStore, spec: Any, model: Any, ctx: Any, fp: str, pick: 
     finally:
         runner.close()
     calibration = getattr(ctx, "calibration", None)
-    add_artifact(store.dir, spec.filename, format=spec.name, precision=spec.precision, runtime=spec.runtime,
+    precision = (pick or {}).get("precision") or spec.precision   # a float-head pick: "int8+fp32-head"
+    add_artifact(store.dir, spec.filename, format=spec.name, precision=precision, runtime=spec.runtime,
                  stage="compress" if pick else "export", parent=spec.parent, **io,
                  calibration_images=len(calibration) if spec.needs_calibration and calibration is not None else None,
                  **{**extra, **fields})
@@ -93,7 +104,8 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
         fp_of: each format's fingerprint (settings and the inputs it is made from).
         load_model: the task's float model, loaded only when something is to be exported.
         context: ``(todo, model) -> ExportContext`` (calibration images only when a format of ``todo`` needs them).
-        pick_of: ``(spec, model, ctx) -> pick | None``: the int8 chooser's pick for a format (copied in).
+        pick_of: ``(spec, model, ctx) -> pick | Withheld | None``: the int8 chooser's pick for a format (copied
+            in), :class:`Withheld` when no route held (nothing shipped), None to export it here.
         verified_of: for an int8 format made here without a pick, whether a chooser held it.
         force: remake every format.
 
@@ -108,9 +120,29 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
         return []
     model = load_model()
     ctx = context(todo, model)
+    done = []
+    withheld_now = store.withheld_items(STAGE)
+    held = {s.filename for s in specs if s.name in withheld_now and s not in todo}   # withheld before, still current
     with progress("exporting", len(todo)) as update:
         for i, spec in enumerate(todo):
             update(i, spec.name)
-            export_one(store, spec, model, ctx, fp_of(spec), pick_of(spec, model, ctx), verified_of(spec))
+            pick = (Withheld(f"made from {spec.parent}, which was withheld") if spec.parent in held
+                    else pick_of(spec, model, ctx))   # tflm-c from a withheld model.int8.tflite is withheld too
+            if isinstance(pick, Withheld):
+                withdraw(store, spec, pick.reason)
+                store.record_withheld(STAGE, spec.name, fp_of(spec), pick.reason)
+                held.add(spec.filename)
+                continue
+            export_one(store, spec, model, ctx, fp_of(spec), pick, verified_of(spec))
+            done.append(spec.name)
         update(len(todo))
-    return [s.name for s in todo]
+    return done
+
+
+def withheld_files(store: RunStore) -> dict[str, dict]:
+    """``{file name: {"format", "reason"}}`` of the formats the export loop withheld and still holds withheld (their
+    settings unchanged): not shipped, and the run's verdict fails on them."""
+    from edgecnn.export import get_format
+
+    return {get_format(name).filename: {"format": name, "reason": reason}
+            for name, reason in store.withheld_items(STAGE).items()}

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgecnn.errors import EdgecnnError, did_you_mean
 
-__all__ = ["TaskSpec", "get_task", "register_task", "task_names"]
+__all__ = ["TaskSpec", "check_int8_routes", "get_task", "register_task", "task_names"]
 
 DEFAULT_TASK = "classify"
 
@@ -133,3 +133,16 @@ def get_task(name: str) -> TaskSpec:
         known = task_names()
         raise EdgecnnError(f"unknown task {name!r}; known: {list(known)}.{did_you_mean(name, known)}")
     return _TASKS[name]
+
+
+def check_int8_routes(section: str, routes: list[str], runtimes: tuple[str, ...]) -> list[str]:
+    """A task section's ``int8_routes`` checked against the chooser's route registry (routes of ``runtimes``);
+    raises ValueError (the recipe's validation message) naming the routes there are."""
+    from edgecnn.compress.chooser import list_routes
+
+    usable = [r.name for r in list_routes() if r.runtime in runtimes]
+    bad = [n for n in routes if n not in usable]
+    if bad:
+        raise ValueError(f"{section}.int8_routes: {bad} are not routes of {list(runtimes)}; the routes: {usable}."
+                         f"{did_you_mean(bad[0], usable)}")
+    return routes

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from edgecnn._strict import Strict
 from edgecnn.errors import did_you_mean
-from edgecnn.tasks import TaskSpec, register_task
+from edgecnn.tasks import TaskSpec, check_int8_routes, register_task
 
 __all__ = ["AnomalyConfig", "BACKBONES", "Backbone", "INT8_ROUTES", "INT8_RUNTIMES"]
 
@@ -78,14 +78,7 @@ class AnomalyConfig(Strict):
     @field_validator("int8_routes")
     @classmethod
     def _known_routes(cls, v: list[str]) -> list[str]:
-        from edgecnn.compress.chooser import list_routes
-
-        usable = [r.name for r in list_routes() if r.runtime in INT8_RUNTIMES]
-        bad = [n for n in v if n not in usable]
-        if bad:
-            raise ValueError(f"anomaly.int8_routes: {bad} are not routes of {list(INT8_RUNTIMES)}; the routes: "
-                             f"{usable}.{did_you_mean(bad[0], usable)}")
-        return v
+        return check_int8_routes("anomaly", v, INT8_RUNTIMES)
 
     @field_validator("backbone")
     @classmethod
