@@ -293,6 +293,8 @@ def search_mcu(data: str | os.PathLike, profile: str, *, out_dir: str | os.PathL
     pick = min((r for r in trained if (r.val_top1 or 0.0) >= best - TIE_TOP1), key=lambda r: r.latency["ms"])
     res = SearchResult(profile, limits, rows, pick, time.perf_counter() - t0)
     write_json(out / SEARCH_JSON, res.to_json())
+    log.info("mcu search for %s (arena <= %g KiB, flash <= %g KiB; latency estimated, not measured):\n%s",
+             profile, limits["max_arena_kb"], limits["max_flash_kb"], res.table())
     return res
 
 
