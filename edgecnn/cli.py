@@ -411,9 +411,22 @@ def predict(model: str = typer.Argument(..., help="'imagenet', a run directory, 
             top: int = typer.Option(5, help="how many classes to print"),
             imagenet_model: Optional[str] = typer.Option(
                 None, "--model", help="with 'imagenet': a backbone with offline weights (default mobilenet_v2; "
-                                      "see the ImageNet column of `edgecnn models`)")):
-    """Classify images with a run directory, an artifact (.keras/.tflite/.onnx) or `imagenet [--model NAME]`."""
-    from edgecnn.predict import predict_files
+                                      "see the ImageNet column of `edgecnn models`)"),
+            threshold: Optional[float] = typer.Option(None, help="a detection run: the lowest score printed "
+                                                                 "(default: the run's report threshold)"),
+            draw: Optional[Path] = typer.Option(None, help="a detection run: write each image with its boxes here")):
+    """Classify images (or find their objects, for a detection run) with a run directory, an artifact
+    (.keras/.tflite/.onnx) or `imagenet [--model NAME]`."""
+    from edgecnn.predict import detect_files, is_detector, predict_files
+
+    if is_detector(model):
+        for path, found in detect_files(model, [str(p) for p in images], threshold=threshold, draw=draw):
+            out.print(f"{path}: {len(found)} object(s)")
+            for f in found:
+                out.print(f"  {f['score']:7.4f}  {f['label']:<12} [{', '.join(f'{v:.1f}' for v in f['box'])}]")
+        if draw is not None:
+            out.print(f"drawn: {draw}")
+        return
 
     for path, preds in predict_files(model, [str(p) for p in images], top=top, imagenet_model=imagenet_model):
         out.print(f"{path}:")

@@ -137,3 +137,61 @@ def predict_files(model: str, images: list[str], top: int = 5, *, imagenet_model
     predictor = Predictor.open(model, imagenet_model=imagenet_model or DEFAULT_IMAGENET_MODEL)
     batch = np.stack([load_image(p, predictor.input_size, predictor.input_channels) for p in images])
     return list(zip(images, predictor.top(batch, top)))
+
+
+def _run_manifest(model: str | os.PathLike) -> dict:
+    """The manifest beside ``model`` (a run directory or an artifact), or {}."""
+    path = Path(model)
+    folder = path if path.is_dir() else path.parent
+    manifest = folder / "manifest.json"
+    return json.loads(manifest.read_text()) if manifest.is_file() else {}
+
+
+def is_detector(model: str | os.PathLike) -> bool:
+    """Whether ``model`` is a run directory or artifact of ``task: detect`` (its manifest says so)."""
+    return str(model) != IMAGENET and _run_manifest(model).get("task") == "detect"
+
+
+def detect_files(model: str | os.PathLike, images: list[str], *, threshold: float | None = None,
+                 draw: str | os.PathLike | None = None) -> list[tuple[str, list[dict]]]:
+    """Each image's boxes from a detection run directory or artifact: ``[{"label", "score", "box"}]`` with the box
+    ``[x0, y0, x1, y1]`` in the image's own pixels, at ``threshold`` (default: the run's report threshold); the
+    same post-processing as evaluation and the service. ``draw``: a folder where each image is written with its
+    boxes (``<name>.boxes.png``)."""
+    from PIL import Image
+
+    from edgecnn.detect.outputs import detections_of
+    from edgecnn.runtime import load_runner
+
+    meta = _run_manifest(model).get("detect", {})
+    labels = _labels_near(Path(model) if Path(model).is_dir() else Path(model).parent)
+    threshold = float(meta.get("report_threshold", 0.3)) if threshold is None else threshold
+    if not 0 < threshold < 1:
+        raise EdgecnnError(f"--threshold must be between 0 and 1. Received {threshold}.")
+    path = Path(model) / "model.keras" if Path(model).is_dir() else Path(model)
+    if path.suffix == ".keras":
+        from edgecnn.arch import detection  # noqa: F401  (the decode layer, for load_model)
+    runner = load_runner(path)
+    size, channels = runner.input_size, runner.input_channels
+    out = []
+    for file in images:
+        dets = detections_of(runner(load_image(file, size, channels)[None]), size,
+                             score_threshold=min(threshold, float(meta.get("score_threshold", 0.05))),
+                             iou_threshold=float(meta.get("iou_threshold", 0.5)),
+                             max_detections=int(meta.get("max_detections", 100)))[0].above(threshold)
+        with Image.open(file) as im:
+            w, h = im.size
+        scale = np.array([w / size, h / size] * 2, np.float32)
+        found = [{"label": labels[c] if c < len(labels) else str(c), "score": float(s),
+                  "box": [round(float(v), 1) for v in b * scale]}
+                 for b, s, c in zip(dets.boxes, dets.scores, dets.classes)]
+        if draw is not None:
+            from edgecnn.report.boxes import draw_boxes
+
+            folder = Path(draw)
+            folder.mkdir(parents=True, exist_ok=True)
+            draw_boxes(file, {"boxes": [f["box"] for f in found]},
+                       labels={"boxes": [f"{f['label']} {f['score']:.2f}" for f in found]}
+                       ).save(folder / f"{Path(file).stem}.boxes.png")
+        out.append((file, found))
+    return out

@@ -3,6 +3,7 @@ through every stage, every runtime, the int8 chooser, ``edgecnn check`` and the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,5 +150,31 @@ def test_the_service_answers_boxes_in_the_uploaded_images_pixels(detect_tiny_run
         assert meta["outputs"][0]["shape"][-1] == 4 + 3
         bad = httpx.post(url + "?threshold=2", content=image, headers={"content-type": "image/png"}, timeout=60)
         assert bad.status_code == 400 and "threshold must be a number between 0 and 1" in bad.text
+        png = httpx.post(url + "?threshold=0.01&draw=png", content=image, headers={"content-type": "image/png"},
+                         timeout=60)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        drawn = json.loads(png.headers["x-detections"])
+        assert [d["box"] for d in drawn] == [o["box"] for o in body["objects"]]
+        from PIL import Image
+
+        assert Image.open(__import__("io").BytesIO(png.content)).size == (48, 48)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_predict_prints_and_draws_boxes_in_the_images_pixels(detect_tiny_run, tiny_defects, tmp_path):
+    from edgecnn.predict import detect_files, is_detector
+
+    files = [str(p) for p in sorted((tiny_defects / "test/crack").iterdir())[:2]]
+    assert is_detector(detect_tiny_run) and is_detector(detect_tiny_run / "model.int8.tflite")
+    keras = detect_files(detect_tiny_run, files, threshold=0.01, draw=tmp_path / "drawn")
+    tflite = detect_files(detect_tiny_run / "model.fp32.tflite", files, threshold=0.01)
+    for (f, a), (_, b) in zip(keras, tflite):
+        assert (tmp_path / "drawn" / f"{Path(f).stem}.boxes.png").is_file()
+        n = min(len(a), len(b), 5)   # the float graph in two runtimes: the same best boxes (the tail may differ at
+        assert abs(len(a) - len(b)) <= 2 and [x["label"] for x in a[:n]] == [x["label"] for x in b[:n]]   # 0.01)
+        assert np.allclose([x["box"] for x in a[:n]], [x["box"] for x in b[:n]], atol=0.5)
+        assert all(0 <= v <= 48 for x in a for v in x["box"])
+    with pytest.raises(EdgecnnError, match="--threshold must be between 0 and 1"):
+        detect_files(detect_tiny_run, files, threshold=1.5)

@@ -2,8 +2,9 @@
 
 ``POST /v2/models/{name}/classify`` with a PNG/JPEG on a run whose manifest says ``"task": "detect"`` answers
 JSON: the detections at the run's report threshold (``?threshold=0.5`` overrides it), boxes in the uploaded
-image's pixels and in the model input's, and the count per class. The same post-processing as the evaluation
-(:func:`edgecnn.detect.outputs.detections_of`). Imports no TensorFlow.
+image's pixels and in the model input's, and the count per class; with ``?draw=png`` the uploaded image with the
+boxes drawn (the detections then travel in the ``X-Detections`` header as JSON). The same post-processing as the
+evaluation (:func:`edgecnn.detect.outputs.detections_of`). Imports no TensorFlow.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from edgecnn.serve.protocol import ProtocolError
 
 __all__ = ["answer_image"]
+DRAW_FORMATS = ("png",)
 
 
 def _threshold(params: dict[str, str], default: float) -> float:
@@ -37,6 +39,10 @@ def answer_image(service: Any, state: Any, loaded: Any, data: bytes, params: dic
     from edgecnn.detect.outputs import detections_of
     from edgecnn.serve.app import decode_image
 
+    draw = params.get("draw")
+    if draw is not None and draw not in DRAW_FORMATS:
+        raise ProtocolError(f"draw must be one of {list(DRAW_FORMATS)} (the image with its boxes as a PNG). Received "
+                            f"draw={draw!r}; leave it out for the JSON answer.")
     meta = state.manifest.get("detect", {})
     threshold = _threshold(params, float(meta.get("report_threshold", 0.3)))
     h, w, c = loaded.input_hwc
@@ -51,6 +57,23 @@ def answer_image(service: Any, state: Any, loaded: Any, data: bytes, params: dic
                 "box": [round(float(v), 2) for v in box * scale], "box_input": [round(float(v), 2) for v in box]}
                for box, score, cls in zip(dets.boxes, dets.scores, dets.classes)]
     counts = {name: sum(o["label"] == name for o in objects) for name in labels}
+    if draw == "png":
+        import io
+        import json
+
+        from fastapi.responses import Response
+        from PIL import Image
+
+        from edgecnn.report.boxes import draw_boxes
+
+        buf = io.BytesIO()
+        with Image.open(io.BytesIO(data)) as im:   # decode_image above has checked its size and format
+            draw_boxes(im, {"boxes": [o["box"] for o in objects]},
+                       labels={"boxes": [f"{o['label']} {o['score']:.2f}" for o in objects]}).save(buf, "PNG")
+        return Response(buf.getvalue(), media_type="image/png",
+                        headers={"X-Detections": json.dumps([{k: o[k] for k in ("label", "score", "box")}
+                                                             for o in objects]),
+                                 "X-Model-Version": str(loaded.version)})
     return JSONResponse({"model_name": state.name, "model_version": loaded.version, "task": "detect",
                          "threshold": threshold, "count": len(objects), "counts": counts, "objects": objects,
                          "input_size": [h, w], "image_size": [info["height"], info["width"]]})

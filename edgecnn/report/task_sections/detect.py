@@ -15,7 +15,6 @@ from edgecnn.report.registry import ReportContext, register_section
 
 TASKS = ("detect",)
 EXAMPLES = 4
-COLOURS = {"truth": (0, 200, 0), "float": (255, 200, 0), "int8": (255, 40, 40)}
 
 
 def _f(x, digits: int = 4) -> str:
@@ -44,13 +43,39 @@ def detect_metrics_section(ctx: ReportContext) -> str:
                     [_f(m.get("precision"), 3), _f(m.get("recall"), 3), _f(m.get("box_agreement"))] + lat)
     rep = run.report
     t = rep.get("detect", {}).get("report_threshold")
-    return (table(head, rows, left=3) +
+    curves = _pr_curves(ctx)
+    return (table(head, rows, left=3) + curves +
             f'<p class="note">On {escape(rep.get("test_images", "?"))} test images holding '
             f'{escape(rep.get("test_boxes", "?"))} boxes. mAP is COCO\'s (pycocotools\' rules: AP from 101 recall '
             "points, averaged over IoU 0.50:0.05:0.95 and over the classes with boxes); mAP@0.5 at IoU 0.5 alone. "
             f"P and R count the detections scoring at least {escape(t)} (matched at IoU 0.5). Box agreement = "
             "detections matched one to one with model.keras's (same class, IoU >= 0.5) over all of both: "
             "M / (R + O - M).</p>")
+
+
+def _pr_curves(ctx: ReportContext) -> str:
+    """Precision over recall at IoU 0.5, per class: model.keras solid, the int8 artifacts dashed."""
+    arts = {n: a for n, a in ctx.run.measured().items() if a.get("pr_curves") and "@" not in n}
+    ref = arts.get(ctx.run.reference)
+    if not ref:
+        return ""
+    fig = plots.figure(4.8 + 1.6 * max(0, len(ref["pr_curves"]) - 1), 3.2)
+    axes = fig.subplots(1, len(ref["pr_curves"]), squeeze=False)[0]
+    recall = [i / 100 for i in range(101)]
+    for ax, cls in zip(axes, ref["pr_curves"]):
+        for name, a in arts.items():
+            if name == ctx.run.reference or "int8" in name:
+                ax.plot(recall, a["pr_curves"].get(cls, [0] * 101), "-" if name == ctx.run.reference else "--",
+                        label=name)
+        ax.set_title(cls)
+        ax.set_xlabel("recall")
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("precision (IoU 0.5)")
+    axes[-1].legend(fontsize=7)
+    path, src = ctx.plot_path("detect_pr.png")
+    plots.save_figure(fig, path)
+    return figure_html(src, "precision-recall curves", "Precision over recall at IoU 0.5 per class (COCO's 101 "
+                       "interpolated points): model.keras solid, the int8 artifacts dashed.")
 
 
 @register_section("detect-int8", order=42, title="int8: the chooser held to mAP@0.5 and box agreement", nav="int8",
@@ -77,17 +102,10 @@ def detect_int8_section(ctx: ReportContext) -> str | None:
 
 
 def _draw(image_path: str, size: int, layers: dict[str, list], out_path) -> None:
-    from PIL import Image, ImageDraw
+    from edgecnn.report.boxes import draw_boxes
 
-    with Image.open(image_path) as im:
-        img = im.convert("RGB").resize((size, size))
-    scale = 3   # drawn larger than the model's input so 1 px lines read
-    img = img.resize((size * scale, size * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(img)
-    for kind, boxes in layers.items():
-        for box in boxes:
-            draw.rectangle([v * scale for v in box], outline=COLOURS[kind], width=2)
-    img.save(out_path)
+    # drawn 3x the model's input so 1 px lines read
+    draw_boxes(image_path, layers, size=(size, size), scale=3).save(out_path)
 
 
 @register_section("detect-examples", order=82, title="Boxes over test images: truth, float, int8", nav="Examples",
