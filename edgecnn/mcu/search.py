@@ -22,7 +22,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -35,7 +34,7 @@ import numpy as np
 from edgecnn.errors import EdgecnnError, did_you_mean
 
 __all__ = ["McuCandidate", "CandidateResult", "SearchResult", "NoCandidateFits", "DEFAULT_CANDIDATES",
-           "fit_figures", "search_mcu", "profile_limits", "mcu_recipe"]
+           "fit_figures", "search_mcu", "profile_limits", "mcu_recipe", "candidate_of"]
 
 log = logging.getLogger("edgecnn.mcu")
 SEARCH_JSON = "mcu_search.json"
@@ -301,7 +300,3 @@ def search_mcu(data: str | os.PathLike, profile: str, *, out_dir: str | os.PathL
 def candidate_of(row: CandidateResult) -> McuCandidate:
     """The candidate a result row describes."""
     return McuCandidate(**row.candidate)
-
-
-def dumps(result: SearchResult) -> str:
-    return json.dumps(result.to_json(), indent=2)
