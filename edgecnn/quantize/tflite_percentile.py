@@ -42,7 +42,15 @@ def percentile_ranges(calibrated: bytes, images: np.ndarray, percentile: float,
     interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
-    sizes = {i: int(np.prod(interp.get_tensor(i).shape)) for i in tensors}
+    interp.set_tensor(inp["index"], images[:1].astype(inp["dtype"]))
+    interp.invoke()
+    sizes = {}
+    for i in tensors:
+        try:
+            sizes[i] = int(np.prod(interp.get_tensor(i).shape))
+        except ValueError:   # a tensor the converter recorded a range for but no op writes (e.g. folded away)
+            continue
+    tensors = list(sizes)
     # exact tail order statistics: keep the k largest and k smallest values seen so far
     k = {i: max(1, math.floor(sizes[i] * len(images) * (1.0 - percentile / 100.0))) for i in tensors}
     top: dict[int, np.ndarray] = {}
