@@ -69,10 +69,13 @@ def centernet_grid(input_size: int, stride: int = CENTERNET_STRIDE) -> int:
 @_register
 class DetectionOutput(keras.layers.Layer):
     """Decodes the raw head into ``detections`` (N, A, 4 + K): boxes as fractions of the input side, clipped
-    to [0, 1], then class probabilities. Fixed arithmetic (no weights); ``kind`` is ``ssd`` or ``centernet``.
+    to [0, 1], then class probabilities. Fixed arithmetic (no weights); ``kind`` is ``ssd``, ``centernet`` or
+    ``centroid``.
 
     ssd: raw (N, A, K + 1 + 4) = logits (background first), offsets in SSD's coding over ``anchors``.
     centernet: raw (N, G * G, K + 4) = heatmap logits, log(size / stride), centre offset logits (sigmoid).
+    centroid: raw (N, G * G, K + 1) = FOMO's per-cell logits (background first); each cell's box is the cell
+    itself, [j, i, j + 1, i + 1] * stride / input side, and its K probabilities are softmax[..., 1:].
     """
 
     def __init__(self, kind: str, num_classes: int, input_size: int, anchors=None, stride: int = 0, **kwargs):
@@ -89,6 +92,12 @@ class DetectionOutput(keras.layers.Layer):
             d = raw[..., k + 1:]
             cxy = anchors[:, :2] + d[..., :2] * VARIANCES[0] * anchors[:, 2:]
             wh = anchors[:, 2:] * tf.exp(tf.minimum(d[..., 2:] * VARIANCES[2], 4.0))
+        elif self.kind == "centroid":   # the cell is the box; "+ 0 * logits" gives it the batch dimension
+            g = centernet_grid(self.input_size, self.stride)
+            ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+            centres = tf.constant((np.stack([xs.ravel(), ys.ravel()], -1) + 0.5).astype(np.float32) * self.stride)
+            probs = tf.nn.softmax(raw, axis=-1)[..., 1:]
+            cxy, wh = centres + 0.0 * raw[..., :2], float(self.stride)
         else:
             g = centernet_grid(self.input_size, self.stride)
             ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")

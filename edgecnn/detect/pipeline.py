@@ -258,6 +258,7 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
         report = json.loads(run.store.path("report.json").read_text())
     else:
         from edgecnn.arch import detection  # noqa: F401  (the decode layer, for the Keras reference)
+        from edgecnn.detect.centroid import OutputRecorder, centroid_figures, is_centroid
         from edgecnn.detect.metrics import box_agreement, coco_map
         from edgecnn.detect.outputs import predict_detections
 
@@ -277,9 +278,12 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
             "artifacts": {}}
         ref: list = []
         kept: dict[str, list] = {}
+        centroid = is_centroid(manifest)   # FOMO: its raw cells are kept for the centroid figures
+        cells: dict[str, np.ndarray] = {}
 
         def measure(job, runner) -> dict:
-            dets = predict_detections(runner, test.batches(), size, **_nms(cfg))
+            recorder = OutputRecorder(runner) if centroid else runner
+            dets = predict_detections(recorder, test.batches(), size, **_nms(cfg))
             m = coco_map(truth, dets, k, score_threshold=cfg.report_threshold)
             if not ref:
                 ref.extend(dets)
@@ -290,6 +294,11 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
                        "detections_per_image": float(np.mean([d.above(cfg.report_threshold).count for d in dets]))}
             reference = report["artifacts"].get(MODEL, {"metrics": metrics})["metrics"]
             metrics["map_drop"] = reference["map"] - metrics["map"]
+            if centroid:
+                cells[job.key] = recorder.output()
+                own = None if job.own else cells.get(job.file)   # TFLite Micro vs the file in LiteRT
+                metrics.update(centroid_figures(cells[job.key], truth, size, cfg.report_threshold,
+                                                reference=cells[MODEL], own_runtime=own))
             if job.key == MODEL:
                 report["artifacts"][MODEL] = {"metrics": metrics}
             kept[job.key] = [d.above(cfg.report_threshold).to_json() for d in dets]

@@ -32,6 +32,7 @@ from edgecnn._tf import keras, tf
 from edgecnn.arch.detection import CENTERNET_STRIDE, HEAD_PREFIX, DetectionOutput, centernet_grid, ssd_anchors
 from edgecnn.detect.boxes import encode_anchors, iou_matrix
 from edgecnn.errors import EdgecnnError
+from edgecnn.train import with_input_channels
 
 log = logging.getLogger("edgecnn.detect")
 POS_IOU, NEG_IOU = 0.5, 0.4
@@ -227,11 +228,17 @@ def train_detector(recipe: Any, data: Any, size: int, run_dir: Path) -> dict:
     t, d, cfg = recipe.train, recipe.data, recipe.detect
     keras.utils.set_random_seed(t.seed)
     k = len(data.classes)
-    model = build_detector(recipe.model, k, size)
+    model = with_input_channels(build_detector(recipe.model, k, size), d.channels)   # 1: grey, as classifiers
     layer = head_kind(model)
     if layer.kind == "ssd":
         anchors = ssd_anchors(size)
         targets, loss, shape = (lambda b, c: ssd_targets(b, c, anchors)), ssd_loss(k), (len(anchors), 5)
+    elif layer.kind == "centroid":   # FOMO (edgecnn.detect.centroid): a class per cell, object cells weighted
+        from edgecnn.detect.centroid import centroid_loss, centroid_targets
+
+        g = centernet_grid(size, layer.stride)
+        targets = lambda b, c: centroid_targets(b, c, k, size, layer.stride)  # noqa: E731
+        loss, shape = centroid_loss(k), (g * g,)
     else:
         g = centernet_grid(size)
         targets, loss = (lambda b, c: centernet_targets(b, c, k, size)), centernet_loss(k)
