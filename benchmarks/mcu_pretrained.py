@@ -54,8 +54,12 @@ LEVERS: dict[str, tuple[str, str, list[str]]] = {
     "lite0-b10-96-allpruned": ("96 px, every block's expansion and the stem pruned to 1/2", M4,
                                ["model.input_size=96",
                                 "model.args={blocks: 10, expand: 0.5, stem: 0.5, weights: imagenet, dropout: 0.1}"]),
-    "m4-30ep": ("the M4 recipe with 30 fine-tuning epochs instead of 20", M4, ["train.finetune.epochs=30"]),
-    "m4-grey": ("the M4 recipe with grey input (data.channels 1)", M4, ["data.channels=1"]),
+    "lite0-b10-64-30ep": ("64 px full width with 30 fine-tuning epochs instead of 20", M4,
+                          ["model.input_size=64", "model.args={blocks: 10, weights: imagenet, dropout: 0.1}",
+                           "train.finetune.epochs=30"]),
+    "lite0-b10-64-grey": ("64 px full width with grey input (data.channels 1)", M4,
+                          ["model.input_size=64", "model.args={blocks: 10, weights: imagenet, dropout: 0.1}",
+                           "data.channels=1"]),
     "mnv2-b10-96-pruned": ("MobileNetV2 1.0, 10 blocks, block2 expansion 1/3 and stem 1/2, 96 px", M4,
                            ["model.name=mobilenet_v2_mcu", "model.input_size=96",
                             "model.args={blocks: 10, expand: [1, 0.34], stem: 0.5, weights: imagenet, dropout: 0.1}"]),
@@ -121,9 +125,9 @@ def collect(run_dir: Path, log: str, *, lever: str, run_seconds: float | None = 
     }
 
 
-ORDER = ["m4", "m7", "m4-30ep", "lite0-b10-64-full", "lite0-b10-96-full", "lite0-b9-96-pruned",
-         "lite0-b10-80-thin", "lite0-b10-88-thin", "lite0-b10-96-thin-early",
-         "lite0-b10-96-allpruned", "m4-grey", "mnv2-b10-96-pruned"]
+ORDER = ["m4", "m7", "lite0-b10-64-full", "lite0-b10-64-30ep", "lite0-b10-64-grey", "lite0-b10-96-full",
+         "lite0-b9-96-pruned", "lite0-b10-80-thin", "lite0-b10-88-thin", "lite0-b10-96-thin-early",
+         "lite0-b10-96-allpruned", "mnv2-b10-96-pruned"]
 DOC = ROOT / "docs" / "mcu.md"
 
 

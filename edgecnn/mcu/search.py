@@ -69,7 +69,8 @@ def _mnv2(size: int, **args) -> McuCandidate:
 # set the arena at 80-96 px) and input size, for 256 KB .. 1 MB parts. dsconv 0.25 (from scratch) closes the list.
 DEFAULT_CANDIDATES: tuple[McuCandidate, ...] = (
     _lite(64, blocks=10),
-    _lite(80, blocks=10, expand=[1, 0.5, 0.5]),
+    _lite(80, blocks=10, expand=[1, 0.67, 0.67]),
+    _lite(88, blocks=10, expand=[1, 0.5, 0.5], stem=0.75),
     _lite(96, blocks=9, expand=[1, 0.5, 0.5]),
     _lite(96, blocks=10, expand=[1, 0.34, 0.5], stem=0.75),
     _lite(96, blocks=12),
