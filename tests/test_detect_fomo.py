@@ -134,6 +134,8 @@ def test_cell_agreement_compares_the_argmax_with_background():
     assert cell_classes(a).tolist() == [[1, 0, 0, 0]]   # 0.45 < background's 0.55
     assert cell_classes(b).tolist() == [[1, 2, 0, 0]]
     assert cell_agreement(a, b) == 0.75 and cell_agreement(a[None], a[None]) == 1.0
+    assert cell_classes(b, 0.6).tolist() == [[1, 0, 0, 0]]   # with a threshold: the cells that fire
+    assert cell_agreement(a, b, 0.5) == 0.75 and cell_agreement(a, b, 0.6) == 1.0
 
 
 # ---------------------------------------------------------------------------- one tiny grey run
@@ -155,3 +157,4 @@ def test_tiny_grey_run_through_litert_and_tflite_micro(tiny_defects, tmp_path):
     micro = arts["model.int8.tflite@tflm"]
     assert micro["runtime"] == "tflm" and micro["mcu"]["arena_bytes"] < 768 * 1024
     assert micro["metrics"]["runtime_cell_agreement"] >= 0.95   # an untrained net's near-ties; trained: >= 0.99
+    assert "runtime_cell_argmax_agreement" in micro["metrics"]

@@ -15,8 +15,9 @@ constrained devices") answers, per cell of a grid at 1/8 of the input, which obj
 * metrics (:func:`centroid_metrics`): a detection is a true positive when its centre falls in a true box of
   its class that no better-scoring detection took (each box matched at most once; of several such boxes,
   the one whose centre is nearest); precision, recall and F1 over the split. :func:`cell_agreement` is the
-  share of cells two models give the same answer (argmax over background and the K classes): the check that
-  TFLite Micro answers like LiteRT, cell by cell.
+  share of cells two models give the same answer: the check that TFLite Micro answers like LiteRT, cell by
+  cell. A cell's answer is either the argmax over background and the K classes (threshold-free), or, with a
+  threshold, what the firmware acts on: its best class where that fires, else background.
 
 numpy only, but for :func:`centroid_loss`.
 
@@ -94,13 +95,17 @@ def centroid_loss(num_classes: int, object_weight: float = OBJECT_WEIGHT):
 
 
 # ------------------------------------------------------------------------------------------- detections
-def cell_classes(output: np.ndarray) -> np.ndarray:
-    """(N, G * G) per cell: 0 where background is the most probable answer, else the class id + 1.
+def cell_classes(output: np.ndarray, score_threshold: float | None = None) -> np.ndarray:
+    """(N, G * G) per cell: 0 (background) or the class id + 1.
 
-    ``output`` is the ``detections`` output (N, G * G, 4 + K); background's probability is 1 - sum(K)."""
+    ``output`` is the ``detections`` output (N, G * G, 4 + K). Without ``score_threshold`` the argmax over
+    background (probability 1 - sum(K)) and the K classes; with it, the best class where its probability
+    reaches the threshold (the cell fires, as :func:`centroids` reads it), else background."""
     out = np.asarray(output, np.float32)
     out = out[None] if out.ndim == 2 else out
     probs = out[..., 4:]
+    if score_threshold is not None:
+        return np.where(probs.max(-1) >= score_threshold, probs.argmax(-1) + 1, 0)
     return np.concatenate([1.0 - probs.sum(-1, keepdims=True), probs], -1).argmax(-1)
 
 
@@ -177,10 +182,10 @@ def centroid_metrics(truth: Sequence[tuple[np.ndarray, np.ndarray]], outputs: np
             "centroid_tp": tp, "centroid_fp": fp, "centroid_fn": fn}
 
 
-def cell_agreement(a: np.ndarray, b: np.ndarray) -> float:
+def cell_agreement(a: np.ndarray, b: np.ndarray, score_threshold: float | None = None) -> float:
     """Share of cells (over all images) where two models' outputs (N, G * G, 4 + K) give the same
-    :func:`cell_classes` answer."""
-    ca, cb = cell_classes(a), cell_classes(b)
+    :func:`cell_classes` answer (at ``score_threshold``; None: the argmax)."""
+    ca, cb = cell_classes(a, score_threshold), cell_classes(b, score_threshold)
     if ca.shape != cb.shape:
         raise EdgecnnError(f"cell_agreement: outputs of different shapes {ca.shape} and {cb.shape}.")
     return float((ca == cb).mean()) if ca.size else 1.0
@@ -188,13 +193,15 @@ def cell_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def centroid_figures(output: np.ndarray, truth, input_size: int, score_threshold: float, *,
                      reference: np.ndarray, own_runtime: np.ndarray | None = None) -> dict[str, float]:
-    """An artifact's centroid figures for report.json: :func:`centroid_metrics`, ``cell_agreement`` with the
-    float ``reference`` and, for a file run in a further runtime (TFLite Micro), ``runtime_cell_agreement``
-    with the same file in its own runtime (LiteRT)."""
-    figures: dict[str, float] = {**centroid_metrics(truth, output, input_size, score_threshold=score_threshold),
-                                 "cell_agreement": cell_agreement(reference, output)}
-    if own_runtime is not None:
-        figures["runtime_cell_agreement"] = cell_agreement(own_runtime, output)
+    """An artifact's centroid figures for report.json: :func:`centroid_metrics`; ``cell_agreement`` (the fired
+    cells at ``score_threshold``) and ``cell_argmax_agreement`` with the float ``reference``; for a file run in a
+    further runtime (TFLite Micro), ``runtime_cell_agreement`` and ``runtime_cell_argmax_agreement`` with the same
+    file in its own runtime (LiteRT)."""
+    figures: dict[str, float] = {**centroid_metrics(truth, output, input_size, score_threshold=score_threshold)}
+    for prefix, other in (("", reference), ("runtime_", own_runtime)):
+        if other is not None:
+            figures[f"{prefix}cell_agreement"] = cell_agreement(other, output, score_threshold)
+            figures[f"{prefix}cell_argmax_agreement"] = cell_agreement(other, output)
     return figures
 
 
