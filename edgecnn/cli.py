@@ -338,14 +338,17 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, o
 
 
 @app.command()
-def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilenet*'")):
+def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilenet*'"),
+           task: Optional[str] = typer.Option(None, help="only the builders of this task (classify, detect, "
+                                                         "segment)")):
     """Registered builders: default input, parameters and MACs (computed from the built graph), description."""
     from edgecnn.arch import list_models
     from edgecnn.arch.inspect import model_summary, render_models_table
 
-    names = list_models(pattern)
+    names = list_models(pattern, task=task)
     if not names:
-        raise EdgecnnError(f"no registered model matches {pattern!r}; run `edgecnn models` for the list.")
+        raise EdgecnnError(f"no registered model matches {pattern!r}" + (f" for task {task!r}" if task else "") +
+                           "; run `edgecnn models` for the list.")
     out.print(render_models_table([model_summary(n) for n in names]))
 
 

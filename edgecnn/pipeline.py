@@ -132,7 +132,8 @@ class Run:
             return import_stage(self, force=force)
 
     def run_all(self, force: bool = False) -> RunResult:
-        """Every stage of the task in order; a non-chief worker of distributed training stops after training."""
+        """Every stage of the task in order; a non-chief worker of distributed training stops after training.
+        A run gated on a microcontroller profile also gets its latency estimate (``mcu_latency.json``)."""
         self.dataset()
         result = RunResult(self.dir)
         for name in self.task.stage_names:
@@ -141,7 +142,22 @@ class Run:
                 return RunResult(self.dir)   # the chief alone runs the stages after training
             if isinstance(out, RunResult):
                 result = out
+        self._mcu_latency()
         return result
+
+    def _mcu_latency(self) -> None:
+        """The estimated time per image on the cores the budgets' microcontroller profiles name, from the shipped
+        model.int8.tflite (an estimate with its basis, never a measurement); the report shows it."""
+        profiles = [t.profile for t in self.recipe.budgets if getattr(t, "profile", None)]
+        if not profiles or not (self.dir / "model.int8.tflite").is_file():
+            return
+        from edgecnn.mcu.latency import PROFILE_CORES, write_run_latency
+        from edgecnn.report import render_report
+
+        known = [p for p in profiles if p in PROFILE_CORES]
+        if known:
+            write_run_latency(self.dir, known)
+            render_report(self.dir)
 
 
 def teacher_run(spec: str) -> str:

@@ -192,3 +192,15 @@ def test_lazy_public_names_are_not_shadowed_by_submodules():
     for name in compress.__all__:
         assert not isinstance(getattr(compress, name), types.ModuleType), name
     assert callable(importlib.import_module("edgecnn.compress").prune)
+
+
+def test_only_the_run_store_names_state_json():
+    """``state.json`` belongs to edgecnn/store.py: no other module names the file (in code; prose may)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "store.py" and path.parent == PACKAGE:
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.strip() == "state.json":
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{n.lineno}")
+    assert not found, f"modules naming state.json outside the run store: {found}"

@@ -189,9 +189,32 @@ def microcontroller_section(ctx: ReportContext) -> str | None:
         out.append(figure_html(src, "live activation bytes per operator", _peak_caption(mcu)))
     else:
         out.append(note("report.json has no per-op activation figures (an older edgecnn measured it)."))
+    out.append(_latency_estimate(ctx))
     out.append("<h3>Ops and the op resolver</h3>" + _resolver(ctx, mcu))
     rules = mcu.get("rules") or {}
     if rules:
         out.append("<details><summary>How each figure is found</summary>" + table(
             ["figure", "rule"], [[escape(k), escape(v)] for k, v in rules.items()], left=1, wrap=(1,)) + "</details>")
     return "".join(out)
+
+
+def _latency_estimate(ctx: ReportContext) -> str:
+    """``mcu_latency.json`` (``edgecnn.mcu.latency``): the estimated time per image on each named core, with its
+    basis, headed as an estimate: nothing here was measured on a board."""
+    import json
+
+    path = ctx.run.dir / "mcu_latency.json"
+    if not path.is_file():
+        return ""
+    targets = json.loads(path.read_text()).get("targets", {})
+    rows = [[escape(name), escape(t.get("core", "")), f"{t.get('clock_mhz', 0):.0f} MHz", f"{t.get('macs', 0):,}",
+             f"<b>{t.get('ms', 0):.0f}</b>", escape(", ".join(f"{op} {ms:.0f}" for op, ms in
+                                                           sorted((t.get("by_op_ms") or {}).items(),
+                                                                  key=lambda kv: -kv[1])[:3]))]
+            for name, t in targets.items()]
+    if not rows:
+        return ""
+    basis = next(iter(targets.values())).get("basis", "")
+    return ("<h3>Latency on the target: estimated, not measured</h3>" +
+            table(["profile", "core", "clock", "MACs", "ms / image (est.)", "largest ops (ms)"], rows) +
+            note(f"An estimate from the int8 graph: {basis}"))
