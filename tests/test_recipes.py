@@ -93,7 +93,8 @@ def test_run_without_recipe_or_data_says_how():
     from edgecnn.cli import run
 
     with pytest.raises(EdgecnnError, match="needs a recipe or --data FOLDER"):
-        run(recipe=None, data=None, output=None, sets=None, skip_bad_images=False, force=False, verbose=False)
+        run(recipe=None, data=None, output=None, sets=None, skip_bad_images=False, force=False, verbose=False,
+            target=None)
 
 
 # --- one recipe per deployment target: validated and dry-run (their full runs take minutes to an hour)

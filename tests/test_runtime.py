@@ -88,8 +88,9 @@ def test_each_suffix_has_exactly_one_default():
 
 
 def test_runtimes_for_puts_the_default_first():
-    assert [r.name for r in runtimes_for("model.int8.onnx")] == ["onnxruntime", "openvino"]
-    assert [r.name for r in runtimes_for("model.int8.tflite")] == ["litert", "tflm"]  # tflm: int8 files only
+    # the arm64 runtimes (emulated, opt-in) and tflm run int8 files only
+    assert [r.name for r in runtimes_for("model.int8.onnx")] == ["onnxruntime", "onnxruntime-arm64", "openvino"]
+    assert [r.name for r in runtimes_for("model.int8.tflite")] == ["litert", "litert-arm64", "tflm"]
     assert [r.name for r in runtimes_for("model.openvino/model.xml")] == ["openvino"]
     assert runtimes_for("model.pt") == []
 

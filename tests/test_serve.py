@@ -726,11 +726,12 @@ def test_evaluate_via_http_on_a_run_directory_matches_the_pipeline(server, run_c
     data = _image_tree(tmp_path / "data", per_class=12, seed=8)
     (run_copy / "recipe.yaml").write_text(f"name: tiny\ndata: {{path: {data}}}\n"
                                           "model: {name: dsconv, input_size: 32}\n")
-    result = evaluate_via_http(server.url, run_copy, concurrency=(2,), binary=True)
     from edgecnn.data.loader import load_arrays
     from edgecnn.pipeline import Run
 
-    images, labels = load_arrays(Run.open(run_copy).dataset(), "test", 32)
+    ds = Run.open(run_copy).dataset()   # the discovery records the test split in dataset.json, as evaluate does
+    result = evaluate_via_http(server.url, run_copy, concurrency=(2,), binary=True)
+    images, labels = load_arrays(ds, "test", 32)
     assert result["n_images"] == len(labels) > 0 and result["levels"][0]["errors"] == 0
     expected = float(np.mean(np.argmax(_reference(run_copy, images), 1) == labels))
     assert result["accuracy"] == pytest.approx(expected)

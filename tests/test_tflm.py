@@ -59,7 +59,7 @@ def images() -> tuple[np.ndarray, np.ndarray]:
 
 def test_tflm_agrees_with_litert_int8(int8_file, images):
     x, y = images
-    assert [r.name for r in runtimes_for(int8_file)] == ["litert", "tflm"]
+    assert [r.name for r in runtimes_for(int8_file)] == ["litert", "litert-arm64", "tflm"]
     tflm = load_runner(int8_file, runtime="tflm")
     assert tflm.backend == "tflm" and tflm.input.dtype == "int8" and tflm.input.quantization is not None
     p_tflm, p_lite = tflm(x), load_runner(int8_file, runtime="litert")(x)

@@ -177,7 +177,8 @@ def evaluate_stage(r, force: bool = False):
                                            "kinds": kinds, "scores": all_scores,
                                            "threshold_rule": manifest.get("anomaly", {}).get("threshold_rule")})
     result = finish_evaluation(r.store, report, r.recipe.budgets, fp, manifest=manifest,
-                               withheld=withheld_files(r.store), markdown=render_anomaly_markdown,
+                               withheld=withheld_files(r.store, None if cfg.int8 else ()),
+                               markdown=render_anomaly_markdown,
                                outputs=("report.json", "scores.json"))
     render_report(r.dir)
     return result

@@ -158,8 +158,9 @@ def _ssd(model_name: str, inputs, feats: dict, num_classes: int, input_size: int
         cls = layers.Conv2D(per_cell * (num_classes + 1), 1, name=f"{HEAD_PREFIX}cls{s}")(
             _dw(f, f"{HEAD_PREFIX}cls{s}"))
         box = layers.Conv2D(per_cell * 4, 1, name=f"{HEAD_PREFIX}box{s}")(_dw(f, f"{HEAD_PREFIX}box{s}"))
-        cls = layers.Reshape((-1, num_classes + 1), name=f"{HEAD_PREFIX}cls{s}_flat")(cls)
-        box = layers.Reshape((-1, 4), name=f"{HEAD_PREFIX}box{s}_flat")(box)
+        cells = math.ceil(input_size / s) ** 2 * per_cell   # written out: TFLite Micro's RESHAPE mishandles -1
+        cls = layers.Reshape((cells, num_classes + 1), name=f"{HEAD_PREFIX}cls{s}_flat")(cls)
+        box = layers.Reshape((cells, 4), name=f"{HEAD_PREFIX}box{s}_flat")(box)
         parts.append(layers.Concatenate(name=f"{HEAD_PREFIX}raw{s}")([cls, box]))
     raw = layers.Concatenate(axis=1, name=f"{HEAD_PREFIX}raw")(parts)
     anchors = ssd_anchors(input_size)
@@ -186,7 +187,7 @@ def _centernet(model_name: str, inputs, feats: dict, num_classes: int, input_siz
                          name=f"{HEAD_PREFIX}heat")(x)
     geo = layers.Conv2D(4, 1, name=f"{HEAD_PREFIX}geometry")(x)   # log(w/s), log(h/s), offset x, y logits
     raw = layers.Concatenate(name=f"{HEAD_PREFIX}raw_grid")([heat, geo])
-    raw = layers.Reshape((-1, num_classes + 4), name=f"{HEAD_PREFIX}raw")(raw)
+    raw = layers.Reshape((centernet_grid(input_size) ** 2, num_classes + 4), name=f"{HEAD_PREFIX}raw")(raw)
     out = DetectionOutput("centernet", num_classes, input_size, stride=CENTERNET_STRIDE, name="detections")(raw)
     return keras.Model(inputs, out, name=model_name)
 

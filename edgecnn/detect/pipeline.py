@@ -176,7 +176,8 @@ def withheld(run) -> dict[str, dict]:
     from edgecnn.stages.export import withheld_files
 
     details = _read_json(run.dir / "int8.json").get("withheld", {})
-    return {f: {**w, **details.get(f, {})} for f, w in withheld_files(run.store).items()}
+    return {f: {**w, **details.get(f, {})}
+            for f, w in withheld_files(run.store, run.recipe.export.formats).items()}
 
 
 def export_stage(run, force: bool = False, formats: list[str] | None = None) -> list[str]:
@@ -235,8 +236,9 @@ def export_stage(run, force: bool = False, formats: list[str] | None = None) -> 
         pick = choose_int8(run, spec, model, ctx, choice_fp)
         return Withheld("no int8 route held the budget (int8.json 'withheld')") if pick is None else pick
 
+    chosen = {get_format(n).filename for n in int8}   # an int8 file made from a pick (tflm-c) is held through it
     return export_formats(run.store, specs, fp_of, load_model=load_model, context=context, pick_of=pick_of,
-                          verified_of=lambda spec: False, force=force)
+                          verified_of=lambda spec: spec.parent in chosen, force=force)
 
 
 def evaluate_stage(run, force: bool = False) -> RunResult:

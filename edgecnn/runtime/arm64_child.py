@@ -149,6 +149,7 @@ def register_arm64(name: str, *, suffix: str, package: str, description: str):
     return register_runtime(name, suffixes=(suffix,), default_for=(), package=f"{package} (aarch64 "
                             f"{WHEEL_VERSIONS[package]})", module="edgecnn.runtime.arm64_root", thread_safe=False,
                             smoke=smoke, accepts=int8_refusal, evaluated_by_default=False,
+                            pinned_version=WHEEL_VERSIONS[package],
                             install="qemu-user-static debootstrap (apt-get; a cached root is built on first use)",
                             description=f"{description} under qemu-user: int8 answers as an arm64 phone or board "
                                         "computes them; no latency")

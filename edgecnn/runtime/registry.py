@@ -71,6 +71,7 @@ class RuntimeSpec:
     install: str = ""
     evaluated_by_default: bool = True
     accepts: Callable[[Path], str | None] | None = None
+    pinned_version: str | None = None
 
     def runs(self, path: str | os.PathLike) -> bool:
         """Whether this runtime opens this artifact: its suffix, and its content where ``accepts`` checks it."""
@@ -83,7 +84,10 @@ class RuntimeSpec:
         return None if self.accepts is None else self.accepts(Path(path))
 
     def version(self) -> str | None:
-        """The installed version of the runtime's package, or None when it is not installed."""
+        """The installed version of the runtime's package, or None when it is not installed; a runtime that runs a
+        pinned build elsewhere (the arm64 wheels in their emulated root) reports that pinned version."""
+        if self.pinned_version is not None:
+            return self.pinned_version
         try:
             return _dist_version(self.package)
         except PackageNotFoundError:
@@ -129,7 +133,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
                      server_options: Mapping[str, Any] | None = None, platform: str | None = None,
                      thread_safe: bool = True, smoke: Callable[[], None] | None = None, description: str = "",
                      install: str = "", accepts: Callable[[Path], str | None] | None = None,
-                     evaluated_by_default: bool = True):
+                     evaluated_by_default: bool = True, pinned_version: str | None = None):
     """Class decorator: register a Runner subclass as the runtime ``name``.
 
     Args:
@@ -142,6 +146,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
             :class:`RuntimeSpec`.
         evaluated_by_default: the evaluate stage also measures files in this runtime when the recipe's
             ``evaluate.runtimes`` is unset (False: only when named there, e.g. a slow reference interpreter).
+        pinned_version: the version that runs, when it is a pinned build outside this environment.
 
     Raises:
         EdgecnnError: the name is taken, or another runtime is already the default for a suffix.
@@ -163,7 +168,7 @@ def register_runtime(name: str, *, suffixes: tuple[str, ...], package: str, modu
             module=module or package, runner=cls, options=MappingProxyType(dict(options or {})),
             server_options=MappingProxyType(dict(server_options or {})), platform=platform,
             thread_safe=thread_safe, smoke=smoke, description=description, install=install, accepts=accepts,
-            evaluated_by_default=evaluated_by_default,
+            evaluated_by_default=evaluated_by_default, pinned_version=pinned_version,
         )
         return cls
 

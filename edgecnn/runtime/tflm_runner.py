@@ -662,7 +662,8 @@ def litert_agreement(data: bytes, images: np.ndarray, probs: np.ndarray, inp: Te
             interp.set_tensor(i["index"], quantize(img[None], inp) if inp.quantization else img[None].astype(inp.dtype))
             interp.invoke()
             lite[n] = dequantize(interp.get_tensor(o["index"]), out)[0]
-        res[key] = {"agreement": float(np.mean(lite.argmax(1) == probs.argmax(1))),
+        # the class of each row (a detector's (N, A, 4 + K): of each anchor's row)
+        res[key] = {"agreement": float(np.mean(lite.argmax(-1) == probs.argmax(-1))),
                     "max_diff_steps": int(round(float(np.abs(lite - probs).max()) / step))}
     return res
 

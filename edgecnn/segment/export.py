@@ -133,7 +133,8 @@ def export_all(run, data: SegmentData, force: bool = False, formats: list[str] |
                           is not None else f"{c['method']}: {c['error']}" for c in choice["candidates"]]}
 
     done = export_formats(run.store, specs, fp_of, load_model=load_model, context=context, pick_of=pick_of,
-                          verified_of=lambda spec: False, force=force)
+                          verified_of=lambda spec: spec.parent in {
+                              t.filename for t in specs if _methods(t.name, s.int8_calibrations)}, force=force)
     if choices:
         old = run.dir / "int8.json"
         merged = {**(_read_json(old) if old.is_file() else {}), **choices}

@@ -113,6 +113,6 @@ def evaluate_stage(run, force: bool = False) -> RunResult:
     if run.store.path("int8.json").is_file():
         report["int8_choice"] = json.loads(run.store.path("int8.json").read_text())
     result = finish_evaluation(run.store, report, run.recipe.budgets, fp, manifest=manifest,
-                               withheld=withheld_files(run.store))
+                               withheld=withheld_files(run.store, run.recipe.export.formats))
     render_report(run.dir)
     return result

@@ -114,15 +114,23 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
     """
     from edgecnn.progress import progress
 
-    todo = [s for s in specs if force or not export_current(store, s, fp_of(s))]
+    withheld_before = store.withheld_items(STAGE)
+    files = {s.filename: s.name for s in specs}
+
+    def current(spec) -> bool:
+        parent = files.get(spec.parent)
+        if spec.name in withheld_before and parent is not None and parent not in withheld_before:
+            return False   # withheld for its parent, which ships now: made again
+        return export_current(store, spec, fp_of(spec))
+
+    todo = [s for s in specs if force or not current(s)]
     if not todo:
         log.info("export: all %d artifacts up to date, skipped", len(specs))
         return []
     model = load_model()
     ctx = context(todo, model)
     done = []
-    withheld_now = store.withheld_items(STAGE)
-    held = {s.filename for s in specs if s.name in withheld_now and s not in todo}   # withheld before, still current
+    held = {s.filename for s in specs if s.name in withheld_before and s not in todo}   # still withheld, current
     with progress("exporting", len(todo)) as update:
         for i, spec in enumerate(todo):
             update(i, spec.name)
@@ -139,10 +147,11 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
     return done
 
 
-def withheld_files(store: RunStore) -> dict[str, dict]:
-    """``{file name: {"format", "reason"}}`` of the formats the export loop withheld and still holds withheld (their
-    settings unchanged): not shipped, and the run's verdict fails on them."""
+def withheld_files(store: RunStore, formats: Sequence[str] | None = None) -> dict[str, dict]:
+    """``{file name: {"format", "runtime", "reason"}}`` of the formats the export loop withheld and still holds
+    withheld (their settings unchanged), among ``formats`` (the recipe's; None: all): not shipped, and the run's
+    verdict fails on them."""
     from edgecnn.export import get_format
 
-    return {get_format(name).filename: {"format": name, "reason": reason}
-            for name, reason in store.withheld_items(STAGE).items()}
+    return {get_format(name).filename: {"format": name, "runtime": get_format(name).runtime, "reason": reason}
+            for name, reason in store.withheld_items(STAGE).items() if formats is None or name in formats}
