@@ -320,3 +320,25 @@ def test_box_agreement_edge_cases():
     assert box_agreement([a.select([0])], [half], iou=0.5) == 1.0
     with pytest.raises(ValueError, match="one detections entry per image"):
         box_agreement([a], [])
+
+
+def test_precision_and_recall_at_a_threshold_ignore_the_detections_below_it():
+    """Precision / recall at ``score_threshold`` are those of the detections at or above it: adding low-scored
+    detections (many per image, as a real detector's post-processing leaves) changes nothing. (They were
+    computed from flags put in score order twice, which scrambled them as soon as the order was not the identity.)"""
+    rng = np.random.default_rng(7)
+    truth, dets = [], []
+    for _ in range(30):
+        k = int(rng.integers(0, 3))
+        boxes = np.sort(rng.uniform(0, 100, (k, 2, 2)), axis=1).reshape(k, 4)[:, [0, 2, 1, 3]]
+        classes = rng.integers(0, 3, k)
+        truth.append((boxes, classes))
+        good = boxes + rng.normal(0, 2, boxes.shape)   # near-hits with high scores
+        noise = np.sort(rng.uniform(0, 100, (12, 2, 2)), axis=1).reshape(12, 4)[:, [0, 2, 1, 3]]
+        dets.append(Detections(np.concatenate([good, noise]), np.concatenate([rng.uniform(0.5, 1, k),
+                                                                             rng.uniform(0.0, 0.3, 12)]),
+                               np.concatenate([classes, rng.integers(0, 3, 12)])))
+    full = coco_map(truth, dets, 3, score_threshold=0.4)
+    kept = coco_map(truth, [d.above(0.4) for d in dets], 3, score_threshold=0.4)
+    assert full["precision"] == pytest.approx(kept["precision"]) and full["recall"] == pytest.approx(kept["recall"])
+    assert full["recall"] > 0.3 and full["precision"] > 0.3   # the near-hits count

@@ -130,7 +130,8 @@ def _accumulate_class(results: list[_ImageClassResult]) -> tuple[np.ndarray, np.
         pr = np.maximum.accumulate(pr[::-1])[::-1]  # the precision envelope
         at = np.searchsorted(rc, RECALL_POINTS, side="left")
         precision[t, at < n_dt] = pr[at[at < n_dt]]
-    return precision, recall, np.stack([scores[order], matched[_IOU50, order], ignored[_IOU50, order]])
+    # matched and ignored are in score order already (indexed by ``order`` above)
+    return precision, recall, np.stack([scores[order], matched[_IOU50], ignored[_IOU50]])
 
 
 def _check_inputs(truth: Sequence, detections: Sequence[Detections], num_classes: int,
