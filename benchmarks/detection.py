@@ -44,14 +44,15 @@ def summarise(run_dir: Path, wall_s: float) -> dict:
             arts[name] = {k: a.get(k) for k in ("runtime", "skipped", "error")}
             continue
         m, lat = a["metrics"], a["latency"].get("1", {})
-        arts[name] = {"runtime": a["runtime"], "precision": a.get("precision"), "bytes": a["bytes"],
-                      **{k: m[k] for k in ("map", "map50", "map75", "map_drop", "precision", "recall",
-                                           "box_agreement", "detections_per_image")},
+        arts[name] = {"runtime": a["runtime"], "dtype": a.get("precision"), "bytes": a["bytes"],
+                      **{k: m[k] for k in ("map", "map50", "map75", "map_drop", "box_agreement",
+                                           "detections_per_image")},
+                      "precision_at_threshold": m["precision"], "recall_at_threshold": m["recall"],
                       "ap50_per_class": {c: v["ap50"] for c, v in m["per_class"].items()},
                       "ap_per_class": {c: v["ap"] for c, v in m["per_class"].items()},
                       "latency_1_thread": {k: lat.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "runs")}}
     ref = arts["model.keras"]
-    shipped = {n: a for n, a in arts.items() if a.get("precision", "").startswith("int8") and "map50" in a}
+    shipped = {n: a for n, a in arts.items() if str(a.get("dtype")).startswith("int8") and "map50" in a}
     choice = report.get("int8_choice") or {}
     return {"run_dir": str(run_dir), "model": json.loads((run_dir / "manifest.json").read_text())["model"],
             "evaluated_at": report["created"], "test_images": report["test_images"],
