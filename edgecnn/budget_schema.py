@@ -172,6 +172,9 @@ BUDGET_KEYS: dict[str, BudgetKey] = {k.name: k for k in (
     BudgetKey("min_map50", _FRACTION, "map50"),
     BudgetKey("max_map_drop", _FRACTION, "map_drop"),
     BudgetKey("min_box_agreement", _FRACTION, "box_agreement"),
+    # task: detect with a centroid (FOMO) head: objects found by their centre cell, cells as float's
+    BudgetKey("min_centroid_f1", _FRACTION, "centroid_f1"),
+    BudgetKey("min_cell_agreement", _FRACTION, "cell_agreement"),
 )}
 REPORT_FIGURES: tuple[str, ...] = tuple(k.figure for k in BUDGET_KEYS.values() if not k.timed and k.figure != "size_kb")
 """Figures judged from report.json (the evaluate stage's measurements), not measured again by `edgecnn check`."""

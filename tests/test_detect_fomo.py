@@ -158,3 +158,17 @@ def test_tiny_grey_run_through_litert_and_tflite_micro(tiny_defects, tmp_path):
     assert micro["runtime"] == "tflm" and micro["mcu"]["arena_bytes"] < 768 * 1024
     assert micro["metrics"]["runtime_cell_agreement"] >= 0.95   # an untrained net's near-ties; trained: >= 0.99
     assert "runtime_cell_argmax_agreement" in micro["metrics"]
+
+
+def test_centroid_budget_keys_gate_the_fomo_figures():
+    """min_centroid_f1 and min_cell_agreement judge the figures a FOMO run's evaluation writes, by name."""
+    from edgecnn.budget_schema import parse_budget_targets
+    from edgecnn.evaluate.budgets import check_budgets
+
+    report = {"artifacts": {"model.int8.tflite": {"file": "model.int8.tflite", "runtime": "litert", "bytes": 1,
+                                                  "metrics": {"centroid_f1": 0.66, "cell_agreement": 0.9986}}}}
+    ok = parse_budget_targets([{"name": "f", "artifacts": "*", "budgets": {"min_centroid_f1": 0.6,
+                                                                             "min_cell_agreement": 0.99}}])
+    bad = parse_budget_targets([{"name": "f", "artifacts": "*", "budgets": {"min_centroid_f1": 0.7}}])
+    assert check_budgets(report, ok)[1] == []
+    assert [v.budget for v in check_budgets(report, bad)[1]] == ["min_centroid_f1"]
