@@ -19,6 +19,7 @@ __all__ = ["Withheld", "export_current", "export_formats", "export_one", "io_fie
 
 log = logging.getLogger("edgecnn")
 STAGE = "export"
+MADE_FROM = "made from"   # the reason of a format withheld because its parent file was
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
 
     def current(spec) -> bool:
         parent = files.get(spec.parent)
-        if spec.name in withheld_before and parent is not None and parent not in withheld_before:
+        if (spec.name in withheld_before and withheld_before[spec.name].startswith(MADE_FROM)
+                and parent is not None and parent not in withheld_before):
             return False   # withheld for its parent, which ships now: made again
         return export_current(store, spec, fp_of(spec))
 
@@ -134,7 +136,7 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
     with progress("exporting", len(todo)) as update:
         for i, spec in enumerate(todo):
             update(i, spec.name)
-            pick = (Withheld(f"made from {spec.parent}, which was withheld") if spec.parent in held
+            pick = (Withheld(f"{MADE_FROM} {spec.parent}, which was withheld") if spec.parent in held
                     else pick_of(spec, model, ctx))   # tflm-c from a withheld model.int8.tflite is withheld too
             if isinstance(pick, Withheld):
                 withdraw(store, spec, pick.reason)
