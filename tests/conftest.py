@@ -112,17 +112,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda i: unit(i) not in slow_units)   # stable: each file keeps its order
 
 
-@pytest.fixture(scope="session")
-def anomaly_tiny_run(tmp_path_factory, tiny_defects) -> Path:
-    """``tests/recipes/anomaly-tiny.yaml`` run once per test session on ``tiny_defects`` (PatchCore, ~15 s),
-    built under a lock like ``tiny_run``; each worker gets its own copy."""
-    mine = tmp_path_factory.mktemp("runs") / "anomaly-tiny"
-    with _shared_dir(tmp_path_factory, "anomaly-tiny-run") as (shared, exists):
+def _recipe_run(tmp_path_factory, tiny_defects, recipe: str) -> Path:
+    """``tests/recipes/<recipe>.yaml`` run once per test session on ``tiny_defects``, built under a lock like
+    ``tiny_run`` (its budgets must hold); each worker gets its own copy."""
+    mine = tmp_path_factory.mktemp("runs") / recipe
+    with _shared_dir(tmp_path_factory, f"{recipe}-run") as (shared, exists):
         if not exists:
-            result = edgecnn.run(ROOT / "tests" / "recipes" / "anomaly-tiny.yaml", data=tiny_defects, output=shared)
-            assert result.ok, result.violations
+            result = edgecnn.run(ROOT / "tests" / "recipes" / f"{recipe}.yaml", data=tiny_defects, output=shared)
+            assert result.ok, (result.violations, result.errors, result.withheld)
     shutil.copytree(shared, mine, symlinks=True)
     return mine
+
+
+@pytest.fixture(scope="session")
+def anomaly_tiny_run(tmp_path_factory, tiny_defects) -> Path:
+    """``tests/recipes/anomaly-tiny.yaml`` (PatchCore, ~15 s), once per session."""
+    return _recipe_run(tmp_path_factory, tiny_defects, "anomaly-tiny")
 
 
 @pytest.fixture(scope="session")
@@ -146,12 +151,5 @@ def segment_tiny_run(tmp_path_factory, tiny_defects) -> Path:
 
 @pytest.fixture(scope="session")
 def detect_tiny_run(tmp_path_factory, tiny_defects) -> Path:
-    """``tests/recipes/detect-tiny.yaml`` run once per test session on ``tiny_defects`` (SSDLite at 64 px),
-    built under a lock like ``tiny_run``; each worker gets its own copy."""
-    mine = tmp_path_factory.mktemp("runs") / "detect-tiny"
-    with _shared_dir(tmp_path_factory, "detect-tiny-run") as (shared, exists):
-        if not exists:
-            result = edgecnn.run(ROOT / "tests" / "recipes" / "detect-tiny.yaml", data=tiny_defects, output=shared)
-            assert result.ok, (result.violations, result.errors, result.withheld)
-    shutil.copytree(shared, mine, symlinks=True)
-    return mine
+    """``tests/recipes/detect-tiny.yaml`` (SSDLite at 64 px), once per session."""
+    return _recipe_run(tmp_path_factory, tiny_defects, "detect-tiny")

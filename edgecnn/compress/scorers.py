@@ -23,6 +23,7 @@ fine-tuning and NNCF's top-1 validation need them) and ``head_layers`` (name fra
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ class Score:
     answers: Any = None
 
 
-class Scorer:
+class Scorer(abc.ABC):
     """The task's half of the int8 choice (see the module). Subclasses set the class attributes and
     implement :meth:`_reference` and :meth:`score`; the budget is ``max_drop`` and ``min_agreement``.
 
@@ -92,13 +93,13 @@ class Scorer:
         self.reference: float | None = None if reference is None else float(reference)
 
     # -- what a subclass supplies ---------------------------------------------------------------
+    @abc.abstractmethod
     def _reference(self, float_model) -> float:
         """Compute and keep the float model's answers; return its metric."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def score(self, runner) -> Score:
         """The figures of ``runner`` (a :class:`edgecnn.runtime.Runner`) against the float model's answers."""
-        raise NotImplementedError
 
     @property
     def resolution(self) -> float:
