@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edgecnn import console
 from edgecnn.errors import EdgecnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -23,8 +24,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the bundle
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights, resolved offline.")
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+err = console.rich_stderr()          # the terminal, also while a command's other output goes to its run's log
+out = Console(file=console.STDOUT)   # file (edgecnn/console.py)
 
 EXIT_BUDGET = 1
 EXIT_ERROR = 2
@@ -32,19 +33,26 @@ EXIT_ERROR = 2
 
 def _setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    if sys.stderr.isatty():
+    if console.STDERR.isatty():
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
         fmt = "%(message)s"
     else:  # CI: plain timestamped lines
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(console.STDERR)
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     root = logging.getLogger("edgecnn")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _capture(run_dir: Optional[Path] = None) -> None:
+    """From here to the command's end, output that is not edgecnn's (TensorFlow's C++ logging, converters' prints,
+    third-party loggers, warnings) goes to RUN_DIR/edgecnn.log; without a run directory, to a buffer dropped at
+    the end unless an unexpected error's traceback went there (edgecnn/console.py)."""
+    console.capture(run_dir if run_dir is not None and (run_dir / "recipe.yaml").is_file() else None)
 
 
 def _print_result(result) -> None:
@@ -135,6 +143,7 @@ def run(recipe: Optional[Path] = typer.Argument(
         verbose: bool = typer.Option(False, "-v", "--verbose")):
     """Run the whole pipeline: data, train, export, evaluate, budgets."""
     _setup_logging(verbose)
+    _capture()
     from edgecnn.config import load_recipe
     from edgecnn.pipeline import run as run_pipeline
 
@@ -163,6 +172,7 @@ def run(recipe: Optional[Path] = typer.Argument(
     if sets:
         chosen = _apply_sets(chosen, sets)
         out.print("  overridden: " + ", ".join(sets), highlight=False, markup=False, soft_wrap=True)
+    console.capture(output or Path("export") / chosen.name)   # pipeline.run's run directory
     result = run_pipeline(chosen, data=str(data) if data else None, output=output,
                           skip_bad_images=skip_bad_images or None, force=force)
     _print_result(result)
@@ -178,6 +188,7 @@ def train(run_dir: Path = typer.Argument(..., help="run directory made by `edgec
           force: bool = typer.Option(False, help="train even if model.keras is current")):
     """Train (or resume training) the model of a run directory."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
@@ -190,6 +201,7 @@ def compress(run_dir: Path = typer.Argument(..., help="run directory with model.
              force: bool = typer.Option(False, help="compress again even if compress.json is current")):
     """Prune / cluster, then choose the int8 artifact per runtime within the recipe's accuracy budget."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.classify.stages import compress_fingerprint
     from edgecnn.pipeline import Run
 
@@ -218,6 +230,7 @@ def export(run_dir: Path = typer.Argument(..., help="run directory with model.ke
            force: bool = typer.Option(False, help="export even if current")):
     """Export a trained run to TFLite / ONNX (every format of the recipe by default)."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
@@ -235,6 +248,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="run directory with export
              binary: bool = typer.Option(True, "--binary/--json", help="with --url: binary tensors (default) or JSON")):
     """Accuracy, agreement, latency and size of every artifact; exit 1 if a budget breaks."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.pipeline import Run
 
     r = Run.open(run_dir)
@@ -272,6 +286,7 @@ def check(run_dir: Path = typer.Argument(..., help="run directory with exported 
           max_time: Optional[float] = typer.Option(None, help="time cap per measurement, seconds")):
     """CI gate: measure with noise control and check budgets. Exit 0 hold, 1 broken, 2 could not check."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.evaluate.check import check as run_check
     from edgecnn.evaluate.check import format_text
 
@@ -293,6 +308,7 @@ def doctor(run_dir: Path = typer.Argument(..., help="run directory with int8 art
                                         help="time int8 against float and profile per op (--no-profile: error only)")):
     """Why an int8 artifact is worse or slower than float: error per layer, time per op, a verdict (docs/int8.md)."""
     _setup_logging()
+    _capture(run_dir)
     from edgecnn.evaluate.doctor import DOCTOR_JSON, diagnose, format_diagnosis
 
     result = diagnose(run_dir, artifact, runtime=runtime, top=top, profile=profile)
@@ -315,10 +331,12 @@ def import_(model: Path = typer.Argument(..., help="a .keras/.h5 file, a SavedMo
             verbose: bool = typer.Option(False, "-v", "--verbose")):
     """Import a model trained elsewhere into a run directory, export and evaluate it (exit 1 if a budget breaks)."""
     _setup_logging(verbose)
+    _capture()   # the run directory appears when the import is done
     from edgecnn.pipeline import import_model
 
     result = import_model(model, data=data, output=output, labels=labels, input_size=input_size,
                           preprocess=preprocess, bgr=bgr, trust_code=trust_code, recipe=recipe)
+    _capture(output)
     _print_result(result)
     raise typer.Exit(0 if result.ok else EXIT_BUDGET)
 
@@ -328,6 +346,7 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one run directory, o
            out_dir: Path = typer.Option(Path("export/compare"), "--out", help="where a comparison is written")):
     """Regenerate report.html (and MODEL_CARD.md) of a run, or compare several runs side by side."""
     _setup_logging()
+    _capture(run_dirs[0])
     from edgecnn.report import compare_runs, render_report
 
     pages = [render_report(d) for d in run_dirs]
@@ -342,6 +361,7 @@ def models(pattern: str = typer.Argument("*", help="shell pattern, e.g. 'mobilen
            task: Optional[str] = typer.Option(None, help="only the builders of this task (classify, detect, "
                                                          "segment)")):
     """Registered builders: default input, parameters and MACs (computed from the built graph), description."""
+    _capture()
     from edgecnn.arch import list_models
     from edgecnn.arch.inspect import model_summary, render_models_table
 
@@ -358,6 +378,7 @@ def inspect(model: str = typer.Argument(..., help="registered model name"),
                                                      help="square input side (default: the model's)"),
             num_classes: int = typer.Option(1000, help="classes of the head")):
     """Per layer: output shape, kernel, stride, padding, dilation, receptive field, jump, params, MACs."""
+    _capture()
     from edgecnn.arch.inspect import inspect_model, render_table
 
     _, rows, stats = inspect_model(model, input_size, num_classes)
@@ -367,6 +388,7 @@ def inspect(model: str = typer.Argument(..., help="registered model name"),
 @app.command("tflm-info")
 def tflm_info(artifact: Path = typer.Argument(..., help="an int8 .tflite file or a model.int8.tflm firmware folder")):
     """TFLite Micro: ops, minimal arena, flash, and per op the live activation memory (which layer sets the arena)."""
+    _capture()
     from edgecnn.runtime.tflm_runner import activation_memory, activation_table, mcu_figures, read_model
 
     data = read_model(artifact)
@@ -420,6 +442,7 @@ def predict(model: str = typer.Argument(..., help="'imagenet', a run directory, 
             draw: Optional[Path] = typer.Option(None, help="a detection run: write each image with its boxes here")):
     """Classify images (or find their objects, for a detection run) with a run directory, an artifact
     (.keras/.tflite/.onnx) or `imagenet [--model NAME]`."""
+    _capture()
     from edgecnn.predict import detect_files, is_detector, predict_files
 
     if is_detector(model):
@@ -449,14 +472,22 @@ app.command("serve", help="Serve a run's ONNX/TFLite artifacts over the KServe v
 
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    session = console.Session()   # a command's other output goes to its run's log file, not the terminal
     try:
-        app()
+        with session:
+            app()
     except EdgecnnError as e:
         err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume")
         sys.exit(130)
+    except Exception as e:
+        if not session.crashed:
+            raise
+        err.print(f"[bold red]error:[/bold red] {escape(type(e).__name__)}: {escape(str(e))} (unexpected: the "
+                  f"traceback is in {escape(str(session.log))})", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
