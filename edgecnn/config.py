@@ -57,13 +57,20 @@ class ModelConfig(_Strict):
 class PhaseConfig(_Strict):
     epochs: int = Field(5, ge=0, le=1000)
     lr: float = Field(1e-3, gt=0, le=10)
+    features: Literal["cached", "augmented"] = Field("cached", description=(
+        "the head phase on a frozen backbone: cached trains the head on the backbone's features of the "
+        "un-augmented images, computed once (one inference pass instead of one per epoch); augmented runs the "
+        "backbone on every augmented batch of every epoch"))
 
 
 class FinetuneConfig(_Strict):
     blocks: int = Field(0, ge=0, description="top backbone blocks to unfreeze; 0 skips phase 2")
     epochs: int = Field(5, ge=0, le=1000)
     lr_factor: float = Field(0.1, gt=0, le=1, description="phase-2 lr = head lr x lr_factor")
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    schedule: Literal["cosine", "onecycle", "step", "constant"] = Field("cosine", description=(
+        "cosine: decay from the phase-2 lr; onecycle: a linear warm-up over the first `warmup` of the steps from "
+        "a tenth of it, then cosine decay"))
+    warmup: float = Field(0.15, ge=0, lt=1, description="onecycle: the share of phase 2's steps spent warming up")
     train_batchnorm: bool = False
     lr_decay: float = Field(1.0, gt=0, le=1, description=(
         "layer-wise decay: the k-th unfrozen block from the top trains at phase-2 lr x lr_decay^k "

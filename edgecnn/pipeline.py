@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from edgecnn._io import write_text
@@ -134,15 +135,23 @@ class Run:
     def run_all(self, force: bool = False) -> RunResult:
         """Every stage of the task in order; a non-chief worker of distributed training stops after training.
         A run gated on a microcontroller profile also gets its latency estimate (``mcu_latency.json``)."""
+        from edgecnn._memory import peak_rss_mb, release, rss_mb
+
+        t0 = time.perf_counter()
         self.dataset()
         result = RunResult(self.dir)
         for name in self.task.stage_names:
+            t = time.perf_counter()
             out = self.stage(name, force=force)
             if name == "train" and not self.recipe.train.distribute.is_chief:
                 return RunResult(self.dir)   # the chief alone runs the stages after training
             if isinstance(out, RunResult):
                 result = out
+            release()   # the next stage reads what it needs from the run directory: peak = the largest stage's
+            log.info("stage %-8s %6.1f s   RSS %5.0f MB after, peak %5.0f MB", name, time.perf_counter() - t,
+                     rss_mb(), peak_rss_mb())
         self._mcu_latency()
+        log.info("run: %.1f s, peak RSS %.0f MB", time.perf_counter() - t0, peak_rss_mb())
         return result
 
     def _mcu_latency(self) -> None:

@@ -187,7 +187,14 @@ def make_optimizer(name: str, lr, momentum: float, lr_scales: dict | None = None
     return opt
 
 
-def lr_schedule(kind: str, lr: float, steps: int):
+def lr_schedule(kind: str, lr: float, steps: int, warmup: float = 0.15):
+    """Phase 2's learning rate over its ``steps``: ``lr`` decayed by cosine or in steps, constant, or one cycle
+    (``onecycle``: from lr / 10 up to ``lr`` over the first ``warmup`` of the steps, then cosine decay), which lets
+    the newly unfrozen blocks start gently and then train at a higher rate than a plain decay could start at."""
+    if kind == "onecycle":
+        ramp = int(round(warmup * steps))
+        return keras.optimizers.schedules.CosineDecay(lr / 10, decay_steps=max(1, steps - ramp), alpha=0.05,
+                                                      warmup_target=lr, warmup_steps=ramp)
     if kind == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
     if kind == "step":
@@ -328,6 +335,36 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
                      metrics=["accuracy"], train_ds=train_ds, val_ds=val_ds, ckpt_dir=ckpt_dir, steps=steps,
                      patience=t.early_stopping_patience, monitor=monitor, mode=mode, class_weight=cw,
                      val_steps=val_steps, chief=chief)
+
+
+def _fit_head_on_features(model, recipe: Recipe, ds: Dataset, size: int, ckpt_dir: Path, cw) -> tuple[dict, bool]:
+    """Phase 1 on a frozen backbone as a linear model on its features: the backbone runs once over the training and
+    validation images (un-augmented; frozen BatchNorm is in inference mode, so a feature is the same every epoch)
+    and the head layers (dropout, classifier, softmax: ``model``'s own, so their weights are the model's) train on
+    the pooled features. An epoch then costs the head's arithmetic, not the backbone's forward pass."""
+    t = recipe.train
+    pool = model.get_layer("pool")
+    backbone = keras.Model(model.inputs, pool.output)
+    feats = {}
+    for split in ("train", "val"):
+        images = make_dataset(ds, split, size, 64, cache="none")
+        feats[split] = backbone.predict(images, verbose=0)
+    inp = keras.Input(pool.output.shape[1:], name="features")
+    x = inp
+    for layer in model.layers[model.layers.index(pool) + 1:]:
+        x = layer(x)
+    head = keras.Model(inp, x, name="head")
+    bs = recipe.data.batch_size
+    train = (tf.data.Dataset.from_tensor_slices((feats["train"], ds.labels("train")))
+             .shuffle(len(feats["train"]), seed=t.seed, reshuffle_each_iteration=True).batch(bs))
+    val = tf.data.Dataset.from_tensor_slices((feats["val"], ds.labels("val"))).batch(bs)
+    log.info("phase1: the head trains on the frozen backbone's features of %d training images, computed once",
+             len(feats["train"]))
+    optimizer = make_optimizer(t.optimizer, t.head.lr, t.momentum)
+    return fit_phase(head, "phase1", t.head.epochs, optimizer=optimizer,
+                     loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"], train_ds=train,
+                     val_ds=val, ckpt_dir=ckpt_dir, steps=math.ceil(len(feats["train"]) / bs),
+                     patience=t.early_stopping_patience, class_weight=cw)
 
 
 def _soft_targets(t, ds: Dataset) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
@@ -504,11 +541,16 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         log.info("phase 1 already finished; loaded %s", phase1_done)
     elif t.head.epochs:
         set_trainable(model, set() if freeze else None)
-        h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
-                                ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, distill=distill)
+        cached = (freeze and t.head.features == "cached" and strategy is None and distill is None
+                  and "pool" in {layer.name for layer in model.layers})
+        if cached:
+            h, resumed = _fit_head_on_features(model, recipe, ds, size, ckpt_dir, cw)
+        else:
+            h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
+                                    ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, distill=distill)
         resumed_any |= resumed
         history["phases"].append({"name": "head" if freeze else "full", "trainable": "head" if freeze else "all",
-                                  "lr": head_lr, **h})
+                                  "lr": head_lr, **({"features": "cached"} if cached else {}), **h})
         # The temp name must end in .weights.h5 too: Keras picks the format by it (legacy h5 for a bare .h5,
         # which load_weights of a *.weights.h5 path cannot read). Every worker saves: reading BatchNorm
         # statistics is a collective op.
@@ -521,7 +563,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         blocks = backbone_blocks(model)
         top = set(blocks[-ft.blocks:])
         set_trainable(model, top, ft.train_batchnorm)
-        lr = lr_schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps)
+        lr = lr_schedule(ft.schedule, head_lr * ft.lr_factor, ft.epochs * steps, ft.warmup)
         scales = layerwise_lr_scales(blocks, top, ft.lr_decay) if ft.lr_decay != 1.0 else None
         h, resumed = _fit_phase(model, "phase2", ft.epochs, lr, recipe, train_ds, val_ds, ckpt_dir, cw,
                                 steps, scales, val_steps=val_steps, chief=chief, distill=distill)

@@ -334,10 +334,14 @@ def export(run, formats: list[str] | None = None, force: bool = False) -> list[s
                              target_cpu=run.recipe.compress.target_cpu)
 
     picked_files = {get_format(n).filename for n in picks}
+    # the chooser's float twins of this model.keras (a current compress stage): copied, not converted again
+    twins = ({fmt: run.dir / rel for fmt, rel in _compress_json(run).get("float_twins", {}).items()}
+             if compress_fp is not None and compress_fp == compress_fingerprint(run) else {})
     # an int8 file made here is held by the chooser only through its parent (tflm-c), else it is plain PTQ
     return export_formats(run.store, specs, fp_of, load_model=load_model, context=context,
                           pick_of=lambda spec, model, ctx: picks.get(spec.name),
-                          verified_of=lambda spec: spec.parent in picked_files, force=force)
+                          verified_of=lambda spec: spec.parent in picked_files,
+                          made_of=lambda spec: twins.get(spec.name), force=force)
 
 
 def _drop_unverified(run, specs: list) -> list:

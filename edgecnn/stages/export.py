@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgecnn._io import copy_artifact, remove_artifact_path
@@ -56,13 +57,14 @@ def withdraw(store: RunStore, spec: Any, why: str) -> None:
 
 
 def export_one(store: RunStore, spec: Any, model: Any, ctx: Any, fp: str, pick: dict | None = None,
-               verified: bool | None = None, **fields: Any) -> None:
+               verified: bool | None = None, made: Path | None = None, **fields: Any) -> None:
     """Export one format of ``model`` (or copy the chooser's ``pick`` in), record it in manifest.json with its
     tensor specs and ``fields``, and in the store.
 
     Args:
         pick: ``{"artifact", "route", "notes"}`` of the chooser's pick for this format (copied, verified).
         verified: for an int8 file made here: whether a chooser held it (None: not an int8 file's question).
+        made: this format's file already converted from the same model and settings (copied, not converted).
     """
     from edgecnn.export import export
     from edgecnn.export.manifest import add_artifact, remove_artifact
@@ -71,7 +73,11 @@ def export_one(store: RunStore, spec: Any, model: Any, ctx: Any, fp: str, pick: 
     remove_artifact(store.dir, spec.filename)
     store.forget_item(STAGE, spec.name)
     extra: dict[str, Any] = {}
-    if pick is None:
+    if pick is None and made is not None and made.is_file():
+        path = copy_artifact(made, store.path(spec.filename))
+        log.info("export: %s is the chooser's float twin %s, copied (converted once)", spec.filename,
+                 made.relative_to(store.dir) if made.is_relative_to(store.dir) else made)
+    elif pick is None:
         path = export(spec.name, model, ctx)
         if spec.precision == "int8" and verified is not None:
             extra = {"verified": verified}
@@ -97,7 +103,8 @@ def export_one(store: RunStore, spec: Any, model: Any, ctx: Any, fp: str, pick: 
 def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any], str], *,
                    load_model: Callable[[], Any], context: Callable[[list, Any], Any],
                    pick_of: Callable[[Any, Any, Any], dict | None] = lambda spec, model, ctx: None,
-                   verified_of: Callable[[Any], bool | None] = lambda spec: None, force: bool = False) -> list[str]:
+                   verified_of: Callable[[Any], bool | None] = lambda spec: None,
+                   made_of: Callable[[Any], Path | None] = lambda spec: None, force: bool = False) -> list[str]:
     """The one export loop: every format of ``specs`` (parents first) whose artifact is stale or missing.
 
     Args:
@@ -108,6 +115,8 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
         pick_of: ``(spec, model, ctx) -> pick | Withheld | None``: the int8 chooser's pick for a format (copied
             in), :class:`Withheld` when no route held (nothing shipped), None to export it here.
         verified_of: for an int8 format made here without a pick, whether a chooser held it.
+        made_of: a file of the format that an earlier stage already converted from the same model with the same
+            settings (the chooser's float twin), copied in instead of converting again; None: convert.
         force: remake every format.
 
     Returns:
@@ -143,7 +152,7 @@ def export_formats(store: RunStore, specs: Sequence[Any], fp_of: Callable[[Any],
                 store.record_withheld(STAGE, spec.name, fp_of(spec), pick.reason)
                 held.add(spec.filename)
                 continue
-            export_one(store, spec, model, ctx, fp_of(spec), pick, verified_of(spec))
+            export_one(store, spec, model, ctx, fp_of(spec), pick, verified_of(spec), made=made_of(spec))
             done.append(spec.name)
         update(len(todo))
     return done
