@@ -10,7 +10,7 @@ are safe for any classification folder and says why for each one:
   ``benchmarks/results/transfer_vs_scratch*.json``);
 * the input size nearest to the images' median side on the ladder the ImageNet backbones are
   published at (96 ... 224 px), so 32 px scans become 96 px, not 224 px;
-* batch size and epochs from the number of training images (about 400 fine-tuning steps);
+* batch size and epochs from the number of training images (about 200 one-cycle fine-tuning steps);
 * the int8 chooser on, held to the default budget (verified by default): an int8 file ships only when a
   route keeps the val top-1 within half a point and 98.5 % agreement; ``model.int8.onnx`` must also be
   faster than ``model.onnx`` here, while ``model.int8.tflite`` is judged on size (it is for phones and
@@ -43,7 +43,7 @@ LEFT_OUT_ROUTES = {"onnx-int8-nncf": "minutes, and a pick slower than float",
                    "onnx-int8-minmax": "per-tensor weights: fragile, and per-channel costs ~3 % of latency"}
 # The resolutions Keras publishes its ImageNet MobileNets at; all multiples of the backbones' stride 32.
 INPUT_SIZES = (96, 128, 160, 192, 224)
-FINETUNE_STEPS = 400  # the default recipe's fine-tuning: 12 epochs x 34 steps on 1,080 images
+FINETUNE_STEPS = 200  # the default recipe's fine-tuning: 6 one-cycle epochs x 34 steps on 1,080 images
 # BatchNorm keeps ImageNet's statistics while fine-tuning, whatever the batch size. Trained on scikit-learn's
 # digits at 96 px (batches of 32) it ended at val top-1 0.84 against 0.99 frozen: its moving averages trail the
 # changing weights, and re-estimated on the mostly black images they shrink some variances until +-1 grey
@@ -113,7 +113,7 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
     size = _nearest_size(side)
     batch = _batch_size(n_train)
     steps = math.ceil(n_train / batch)
-    ft_epochs = min(30, max(6, round(FINETUNE_STEPS / steps)))
+    ft_epochs = min(15, max(3, round(FINETUNE_STEPS / steps)))
     head_epochs = min(10, max(2, round(ft_epochs / 4)))
 
     if size > side:
@@ -135,8 +135,11 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
         "model.input_size": f"{size}: {size_why}",
         "data.batch_size": f"{batch}: about ten or more steps per epoch on {n_train} training images (8..32)",
         "train.head.epochs": f"{head_epochs}: a quarter of the fine-tuning epochs (2..10)",
-        "train.finetune.epochs": f"{ft_epochs}: about {FINETUNE_STEPS} steps at {steps} steps per epoch (6..30)",
-        "train.finetune.blocks": "every block (99 = all), at a tenth of the head's learning rate",
+        "train.finetune.epochs": f"{ft_epochs}: about {FINETUNE_STEPS} steps at {steps} steps per epoch (3..15)",
+        "train.finetune.blocks": "every block (99 = all)",
+        "train.finetune.schedule": ("onecycle, peaking at 0.3x the head's learning rate: a warm-up, then cosine; it "
+                                    "reached in half the steps what a cosine decay from 0.1x did "
+                                    "(benchmarks/results/train_levers.json)"),
         "compress": (f"the int8 chooser, held to the default budget (val top-1 drop <= "
                      f"{CompressConfig().max_accuracy_drop:g}, agreement >= {CompressConfig().min_agreement:g}); a "
                      "runtime with no route that holds ships no int8 file and the run exits 1"),
@@ -154,7 +157,7 @@ def recipe_for_folder(path: str | os.PathLike) -> AutoRecipe:
                  "augment": {"flip": "none", "rotation": 0.0, "zoom": 0.1, "contrast": 0.1}},
         "model": {"name": BACKBONE, "input_size": size, "args": {"weights": "imagenet"}},
         "train": {"seed": 0, "optimizer": "adam", "head": {"epochs": head_epochs, "lr": 0.003},
-                  "finetune": {"blocks": 99, "epochs": ft_epochs, "lr_factor": 0.1, "schedule": "cosine",
+                  "finetune": {"blocks": 99, "epochs": ft_epochs, "lr_factor": 0.3, "schedule": "onecycle",
                                "train_batchnorm": False},
                   "early_stopping_patience": 5},
         "compress": {"prefer": {"litert": "size", "onnxruntime": "latency", "openvino": "latency"},

@@ -73,6 +73,14 @@ def test_picks_are_the_exported_int8_artifacts(compressed_run):
     assert manifest["artifacts"]["model.fp32.tflite"]["stage"] == "export"
 
 
+def test_export_copies_the_choosers_float_onnx_instead_of_converting_again(compressed_run):
+    """The chooser's int8 ONNX candidates were quantised from its float twin: that file is the shipped model.onnx."""
+    comp = json.loads((compressed_run / "compress.json").read_text())
+    assert comp["float_twins"]["onnx"] == "compress/model.onnx"
+    assert sha256_file(compressed_run / "model.onnx") == sha256_file(compressed_run / "compress" / "model.onnx")
+    assert "model.onnx is the chooser's float twin" in (compressed_run / "edgecnn.log").read_text()
+
+
 def test_report_shows_the_candidates(compressed_run):
     report = json.loads((compressed_run / "report.json").read_text())
     assert report["compress"]["picks"]

@@ -74,3 +74,43 @@ def test_phase2_trains_top_blocks_with_decayed_rates(tiny_defects, tmp_path):
     assert len(blocks) == 2 and phase2["lr_decay"] == 0.5
     assert phase2["block_lr_factors"] == {blocks[1]: 0.5, blocks[0]: 0.25}
     assert len(phase2["loss"]) == 1
+
+
+def test_onecycle_warms_up_then_decays():
+    """From a tenth of the rate up to it over the warm-up share of the steps, then cosine down to 5 % of it."""
+    from edgecnn.train import lr_schedule
+
+    rate = lr_schedule("onecycle", 1e-3, 100, warmup=0.2)
+    lrs = [float(rate(i)) for i in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[20] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))       # rising through the warm-up
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))       # then never rising
+    assert lrs[100] == pytest.approx(5e-5)
+
+
+def test_head_phase_on_cached_features_trains_the_models_own_head(tiny_defects, tmp_path):
+    """The frozen backbone's weights are untouched, the head's moved, and the val top-1 the head reached on the
+    cached features is the whole model's on the val images: the features are what the model computes."""
+    from edgecnn._tf import keras
+    from edgecnn.data.folders import discover
+    from edgecnn.data.loader import make_dataset
+    from edgecnn.train import HEAD_LAYERS, train
+
+    raw = yaml.safe_load(TINY_RECIPE.read_text())
+    raw["data"]["path"] = str(tiny_defects)
+    raw["train"] = {"seed": 3, "head": {"epochs": 3, "lr": 0.01}, "freeze_backbone": "yes",
+                    "early_stopping_patience": 5}
+    recipe = recipe_from_dict(raw)
+    assert recipe.train.head.features == "cached"   # the default
+    ds = discover(tiny_defects, min_images_per_class=5)
+    result = train(recipe, ds, tmp_path / "run")
+    phase = result.history["phases"][0]
+    assert phase["features"] == "cached" and len(phase["loss"]) == 3
+    keras.utils.set_random_seed(3)
+    start = create_model("dsconv", num_classes=len(ds.classes), **raw["model"]["args"], input_size=32)
+    for before, after in zip(start.layers, result.model.layers):
+        for w0, w1 in zip(before.get_weights(), after.get_weights()):
+            assert np.array_equal(w0, w1) != (after.name in HEAD_LAYERS), after.name
+    probs = result.model.predict(make_dataset(ds, "val", 32, 64), verbose=0)
+    best = int(np.argmin(phase["val_loss"]))
+    assert np.mean(probs.argmax(-1) == ds.labels("val")) == pytest.approx(phase["val_accuracy"][best], abs=1e-6)

@@ -46,6 +46,17 @@ def test_run_directory_complete(tiny_run):
     assert not list(tiny_run.glob(".*.tmp*")) and not list(tiny_run.glob(".model*"))  # no temp files left
 
 
+def test_run_logs_its_stage_table(tiny_run):
+    """Every stage's wall time and the process's memory after it (edgecnn.log), in the task's stage order."""
+    import re
+
+    log = (tiny_run / "edgecnn.log").read_text()
+    rows = re.findall(r"stage (\w+)\s+([\d.]+) s\s+RSS\s+(\d+) MB after, peak\s+(\d+) MB", log)
+    assert [r[0] for r in rows] == ["train", "compress", "export", "evaluate"]
+    assert all(float(r[1]) >= 0 and 0 < int(r[2]) <= int(r[3]) for r in rows)
+    assert re.search(r"run: [\d.]+ s, peak RSS \d+ MB", log)
+
+
 def test_rerun_skips_every_stage(tiny_run):
     before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file()}
     p = edgecnn("run", str(tiny_run / "recipe.yaml"), "--output", str(tiny_run))
