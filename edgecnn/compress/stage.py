@@ -118,24 +118,26 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
             continue
         log.info("compress: choosing the %s int8 artifact among %s (prefer %s)", runtime, ", ".join(routes),
                  cfg.prefer_for(runtime))
-        options = cfg.choose_options(routes=routes, runtimes=(runtime,), opset=recipe.export.opset)
-        result = choose(subject, val_x, val_y, calib, workdir, options, train=train, reference_accuracy=float_acc,
-                        cache=shared, agreement_images=extra)
+        result = choose(subject, val_x, val_y, calib, workdir, cfg.choose_options(routes=routes, runtimes=(runtime,)),
+                        train=train, reference_accuracy=float_acc, cache=shared, agreement_images=extra)
         _record_pick(out, runtime, result, run_dir, cfg.min_agreement)
     if subject is model:   # a pruned or clustered subject's twins are not model.keras's
-        out["float_twins"] = float_twins(workdir, run_dir)
+        out["float_twins"] = float_twins(workdir, run_dir, recipe.export.opset)
     return _finish(out, run_dir, cfg.prefer_for)
 
 
 # The chooser's float twins (chooser._float_twin): the files the export formats of the same name would convert
-# model.keras to again, with the same converter and settings (the ONNX opset is the recipe's).
+# model.keras to again, with the same converter and settings.
 FLOAT_TWINS = {"onnx": "model.onnx", "tflite-fp32": "model.fp32.tflite"}
 
 
-def float_twins(workdir: Path, run_dir: Path) -> dict[str, str]:
-    """``{export format: file under run_dir}`` of the float twins the chooser converted, for export to copy in."""
+def float_twins(workdir: Path, run_dir: Path, opset: int) -> dict[str, str]:
+    """``{export format: file under run_dir}`` of the float twins the chooser converted, for export to copy in;
+    the ONNX one only when the recipe's ``export.opset`` is the chooser's."""
+    from edgecnn.compress.chooser import ChooseContext
+
     return {fmt: str((workdir / name).relative_to(run_dir)) for fmt, name in FLOAT_TWINS.items()
-            if (workdir / name).is_file()}
+            if (workdir / name).is_file() and (fmt != "onnx" or opset == ChooseContext.opset)}
 
 
 def _agreement_images(dataset, input_size: int, n_val: int, seed: int):
