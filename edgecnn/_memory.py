@@ -26,8 +26,8 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """The largest resident size this process has had, in MB (``ru_maxrss``, KB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    """The largest resident size this process has had, in MB (``ru_maxrss``: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def release() -> None:

@@ -40,7 +40,7 @@ def test_small_grey_digits_get_no_flips_and_a_small_input(digits):
     assert r.model.input_size == 96  # the nearest ladder size to 32 px, not 224
     assert r.model.args["weights"] == "imagenet" and r.model.name == "efficientnet_lite0"
     assert r.data.batch_size == 8 and r.data.path == str(digits.resolve())
-    assert r.train.finetune.epochs == 30 and r.train.head.epochs == 8  # few images: more, cheap epochs
+    assert r.train.finetune.epochs == 15 and r.train.head.epochs == 4  # few images: more, cheap epochs
     assert r.train.finetune.train_batchnorm is False  # batches of 8: keep ImageNet's statistics
     assert "greyscale" in auto.reasons["data.path"] and "32x32" in auto.reasons["model.input_size"]
     assert set(auto.reasons) >= {"data.augment.flip", "model.input_size", "data.batch_size",
@@ -55,7 +55,7 @@ def test_input_size_is_the_nearest_ladder_size(tmp_path, side, size):
 
 def test_batch_and_epochs_follow_the_folder_size(tmp_path):
     r = recipe_for_folder(_folder(tmp_path / "imgs", 4, 400, 8)).recipe  # 1,120 train images
-    assert r.data.batch_size == 32 and r.train.finetune.epochs == 11 and r.train.head.epochs == 3
+    assert r.data.batch_size == 32 and r.train.finetune.epochs == 6 and r.train.head.epochs == 2
     assert r.train.finetune.train_batchnorm is False   # ImageNet's statistics kept at every batch size
 
 
