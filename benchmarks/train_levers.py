@@ -33,6 +33,7 @@ VARIANTS: dict[str, dict] = {
     "ft4-onecycle-0.3": {**ONECYCLE, "train.finetune.epochs": 4},
     "ft5-onecycle-0.3": {**ONECYCLE, "train.finetune.epochs": 5},
     "ft6-onecycle-0.3": {**ONECYCLE, "train.finetune.epochs": 6},
+    "ft6-onecycle-0.3-cached": {**ONECYCLE, "train.finetune.epochs": 6, "train.head.features": "cached"},
     "default": {},   # the recipe as shipped: 6 one-cycle epochs, the head on cached features
 }
 
