@@ -52,7 +52,19 @@ def _capture(run_dir: Optional[Path] = None) -> None:
     """From here to the command's end, output that is not edgecnn's (TensorFlow's C++ logging, converters' prints,
     third-party loggers, warnings) goes to RUN_DIR/edgecnn.log; without a run directory, to a buffer dropped at
     the end unless an unexpected error's traceback went there (edgecnn/console.py)."""
-    console.capture(run_dir if run_dir is not None and (run_dir / "recipe.yaml").is_file() else None)
+    has_recipe = run_dir is not None and (run_dir / "recipe.yaml").is_file()
+    console.capture(run_dir if has_recipe and _writes_run_dir(run_dir) else None)
+
+
+def _writes_run_dir(run_dir: Path) -> bool:
+    """False on a multi_worker task other than the chief: it writes nothing to the run directory, its log neither
+    (docs/distributed.md)."""
+    from edgecnn.config import load_recipe
+
+    try:
+        return load_recipe(run_dir / "recipe.yaml").train.distribute.is_chief
+    except EdgecnnError:   # the command itself reports a bad recipe or TF_CONFIG
+        return True
 
 
 def _print_result(result) -> None:

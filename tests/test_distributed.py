@@ -134,6 +134,7 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     logs = [tmp_path / "chief.log", tmp_path / "worker1.log"]
     ports = _ports(2)
     procs = [_start(run, ports, i, logs[i]) for i in range(2)]
+    chiefs = [procs[0].pid]
     deadline = time.time() + 240
     while 2 not in _epoch_losses(logs[0].read_text()) and time.time() < deadline and procs[0].poll() is None:
         time.sleep(0.05)
@@ -149,6 +150,7 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     logs = [tmp_path / "chief2.log", tmp_path / "worker1b.log"]
     ports = _ports(2)
     procs = [_start(run, ports, i, logs[i]) for i in range(2)]
+    chiefs.append(procs[0].pid)
     for p, log in zip(procs, logs):
         assert p.wait(timeout=300) == 0, log.read_text()[-4000:]
     resumed = logs[0].read_text()
@@ -172,8 +174,11 @@ def test_two_workers_train_like_one_process_and_resume_after_a_kill(data, refere
     # The chief alone wrote the run directory; worker 1's temporary copies are gone.
     files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
     assert files == {"recipe.yaml", "labels.txt", "dataset.json", "state.json", "model.keras", "history.json",
-                     "checkpoints/fingerprint.txt", "checkpoints/phase1.weights.h5",
+                     "edgecnn.log", "checkpoints/fingerprint.txt", "checkpoints/phase1.weights.h5",
                      "checkpoints/phase1.history.json"}, files
+    # the run's log holds the chief's two commands only (the other worker's output is not the run's)
+    pids = [int(m) for m in re.findall(r"^--- .*\(pid (\d+)\)$", (run / "edgecnn.log").read_text(), re.M)]
+    assert pids == chiefs, (pids, chiefs)
     assert json.loads((run / "state.json").read_text())["train"]["outputs"].keys() == {"model.keras", "history.json"}
 
 
