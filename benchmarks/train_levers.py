@@ -41,21 +41,14 @@ VARIANTS: dict[str, dict] = {
 def train_one(name: str, sets: dict, recipe: Path) -> dict:
     """Train one variant in this process; its wall time and float top-1 on val and test."""
     import numpy as np
-    import yaml
 
-    from edgecnn.config import recipe_from_dict
+    from edgecnn.cli import _apply_sets  # the overrides as `edgecnn run --set KEY=VALUE` applies them
+    from edgecnn.config import load_recipe
     from edgecnn.data.folders import discover
     from edgecnn.data.loader import make_dataset
     from edgecnn.train import train
 
-    raw = yaml.safe_load(recipe.read_text())
-    for key, value in sets.items():
-        *path, last = key.split(".")
-        node = raw
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    rec = recipe_from_dict(raw)
+    rec = _apply_sets(load_recipe(recipe), [f"{key}={json.dumps(value)}" for key, value in sets.items()])
     ds = discover(ROOT / rec.data.path)
     run = ROOT / "export" / "bench-train-levers" / name
     shutil.rmtree(run, ignore_errors=True)

@@ -158,6 +158,7 @@ def run(recipe: Optional[Path] = typer.Argument(
     _capture()
     from edgecnn.config import load_recipe
     from edgecnn.pipeline import run as run_pipeline
+    from edgecnn.pipeline import run_dir_of
 
     if target and (recipe is not None or data is None):
         raise EdgecnnError(f"--target {target} picks a model for --data FOLDER and needs no recipe; a recipe names its "
@@ -184,7 +185,7 @@ def run(recipe: Optional[Path] = typer.Argument(
     if sets:
         chosen = _apply_sets(chosen, sets)
         out.print("  overridden: " + ", ".join(sets), highlight=False, markup=False, soft_wrap=True)
-    console.capture(output or Path("export") / chosen.name)   # pipeline.run's run directory
+    console.capture(run_dir_of(chosen, output))
     result = run_pipeline(chosen, data=str(data) if data else None, output=output,
                           skip_bad_images=skip_bad_images or None, force=force)
     _print_result(result)

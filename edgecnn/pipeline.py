@@ -169,6 +169,11 @@ class Run:
             render_report(self.dir)
 
 
+def run_dir_of(recipe: Recipe, output: str | os.PathLike | None = None) -> Path:
+    """Where a recipe's run goes: ``output``, else ``export/<recipe name>``."""
+    return Path(output) if output else Path("export") / recipe.name
+
+
 def teacher_run(spec: str) -> str:
     """``train.distill.teacher`` as a model file or run directory: a recipe YAML becomes its run directory
     (``export/<name>``, where ``edgecnn run`` of that recipe puts it), trained first unless current."""
@@ -180,7 +185,7 @@ def teacher_run(spec: str) -> str:
                            "with model.keras, or a Keras model file.")
     recipe = load_recipe(p)
     recipe.data.path = str(Path(recipe.data.path).resolve())
-    teacher = Run(recipe, Path("export") / recipe.name)
+    teacher = Run(recipe, run_dir_of(recipe))
     write_text(teacher.dir / "recipe.yaml", dump_recipe(recipe))
     log.info("distill: the teacher is %s's model in %s (trained now unless current)", spec, teacher.dir)
     teacher.train()
@@ -215,7 +220,7 @@ def run(recipe: Recipe | str | os.PathLike, *, data: str | None = None, output: 
         recipe.train.distill.teacher = str(Path(recipe.train.distill.teacher).resolve())
     if skip_bad_images is not None:
         recipe.data.skip_bad_images = skip_bad_images
-    run_dir = Path(output) if output else Path("export") / recipe.name
+    run_dir = run_dir_of(recipe, output)
     r = Run(recipe, run_dir)
     write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     return r.run_all(force=force)

@@ -337,18 +337,18 @@ def _fit_phase(model, phase: str, cfg_epochs: int, lr, recipe: Recipe, train_ds,
                      val_steps=val_steps, chief=chief)
 
 
-def _fit_head_on_features(model, recipe: Recipe, ds: Dataset, size: int, ckpt_dir: Path, cw) -> tuple[dict, bool]:
+def _fit_head_on_features(model, recipe: Recipe, ds: Dataset, size: int, lr: float, val_ds, ckpt_dir: Path,
+                          cw) -> tuple[dict, bool]:
     """Phase 1 on a frozen backbone as a linear model on its features: the backbone runs once over the training and
     validation images (un-augmented; frozen BatchNorm is in inference mode, so a feature is the same every epoch)
     and the head layers (dropout, classifier, softmax: ``model``'s own, so their weights are the model's) train on
-    the pooled features. An epoch then costs the head's arithmetic, not the backbone's forward pass."""
+    the pooled features. An epoch then costs the head's arithmetic, not the backbone's forward pass. ``val_ds`` is
+    the fit's validation batches (read in order, filling their cache for phase 2)."""
     t = recipe.train
     pool = model.get_layer("pool")
     backbone = keras.Model(model.inputs, pool.output)
-    feats = {}
-    for split in ("train", "val"):
-        images = make_dataset(ds, split, size, 64, cache="none")
-        feats[split] = backbone.predict(images, verbose=0)
+    feats = {"train": backbone.predict(make_dataset(ds, "train", size, 64, cache="none"), verbose=0),
+             "val": backbone.predict(val_ds, verbose=0)}
     inp = keras.Input(pool.output.shape[1:], name="features")
     x = inp
     for layer in model.layers[model.layers.index(pool) + 1:]:
@@ -360,7 +360,7 @@ def _fit_head_on_features(model, recipe: Recipe, ds: Dataset, size: int, ckpt_di
     val = tf.data.Dataset.from_tensor_slices((feats["val"], ds.labels("val"))).batch(bs)
     log.info("phase1: the head trains on the frozen backbone's features of %d training images, computed once",
              len(feats["train"]))
-    optimizer = make_optimizer(t.optimizer, t.head.lr, t.momentum)
+    optimizer = make_optimizer(t.optimizer, lr, t.momentum)
     return fit_phase(head, "phase1", t.head.epochs, optimizer=optimizer,
                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"], train_ds=train,
                      val_ds=val, ckpt_dir=ckpt_dir, steps=math.ceil(len(feats["train"]) / bs),
@@ -544,7 +544,7 @@ def _train(recipe: Recipe, ds: Dataset, run_dir: Path, out_dir: Path, strategy, 
         cached = (freeze and t.head.features == "cached" and strategy is None and distill is None
                   and "pool" in {layer.name for layer in model.layers})
         if cached:
-            h, resumed = _fit_head_on_features(model, recipe, ds, size, ckpt_dir, cw)
+            h, resumed = _fit_head_on_features(model, recipe, ds, size, head_lr, val_ds, ckpt_dir, cw)
         else:
             h, resumed = _fit_phase(model, "phase1", t.head.epochs, head_lr, recipe, train_ds, val_ds,
                                     ckpt_dir, cw, steps, val_steps=val_steps, chief=chief, distill=distill)

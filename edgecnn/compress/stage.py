@@ -126,18 +126,20 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     return _finish(out, run_dir, cfg.prefer_for)
 
 
-# The chooser's float twins (chooser._float_twin): the files the export formats of the same name would convert
-# model.keras to again, with the same converter and settings.
-FLOAT_TWINS = {"onnx": "model.onnx", "tflite-fp32": "model.fp32.tflite"}
+# The export formats the chooser converts model.keras to as float twins (chooser._float_twin), under the export
+# file names, with the same converter and settings.
+FLOAT_TWINS = ("onnx", "tflite-fp32")
 
 
 def float_twins(workdir: Path, run_dir: Path, opset: int) -> dict[str, str]:
     """``{export format: file under run_dir}`` of the float twins the chooser converted, for export to copy in;
     the ONNX one only when the recipe's ``export.opset`` is the chooser's."""
     from edgecnn.compress.chooser import ChooseContext
+    from edgecnn.export import get_format
 
-    return {fmt: str((workdir / name).relative_to(run_dir)) for fmt, name in FLOAT_TWINS.items()
-            if (workdir / name).is_file() and (fmt != "onnx" or opset == ChooseContext.opset)}
+    paths = {fmt: workdir / get_format(fmt).filename for fmt in FLOAT_TWINS}
+    return {fmt: str(path.relative_to(run_dir)) for fmt, path in paths.items()
+            if path.is_file() and (fmt != "onnx" or opset == ChooseContext.opset)}
 
 
 def _agreement_images(dataset, input_size: int, n_val: int, seed: int):
