@@ -276,7 +276,8 @@ def test_tiny_recipe_end_to_end(anomaly_run):
 def test_int8_pick_keeps_the_float_auroc_and_ranking(anomaly_run):
     """The int8 choice ships an artifact within the recipe's ``max_int8_auroc_drop`` of the float model on val
     (re-scored here from the shipped files, not read back from int8.json) that ranks the images as the float
-    model does (rank correlation 0.93 on val, 0.96 on test when written; stated bound 0.85). A converter or
+    model does (rank correlation 0.93 on val, 0.96 on test when written; the chooser holds the recipe's
+    ``min_int8_score_correlation`` on val; stated bound on the re-scored files 0.85). A converter or
     scoring bug that dropped every candidate used to pass as "no pick"."""
     import yaml
     from sklearn.metrics import roc_auc_score
@@ -285,11 +286,15 @@ def test_int8_pick_keeps_the_float_auroc_and_ranking(anomaly_run):
     from edgecnn.anomaly.serve import split_outputs
     from edgecnn.runtime import load_runner
 
-    budget = yaml.safe_load((ROOT / "tests/recipes/anomaly-tiny.yaml").read_text())["anomaly"]["max_int8_auroc_drop"]
+    cfg = yaml.safe_load((ROOT / "tests/recipes/anomaly-tiny.yaml").read_text())["anomaly"]
+    budget, min_corr = cfg["max_int8_auroc_drop"], cfg["min_int8_score_correlation"]
     choice = json.loads((anomaly_run / "int8.json").read_text())
     litert = [c for c in choice["candidates"] if c["runtime"] == "litert"]
     pick = litert[-1]                                                   # the choice stops at the first within budget
     assert choice["pick"] and pick["route"] == choice["pick"] and pick["ok"] and pick["error"] is None, choice
+    # the val rank correlation is part of the budget the chooser held, not only reported
+    assert f"score rank correlation >= {min_corr:.4f}" in choice["criterion"], choice["criterion"]
+    assert all(p["score_correlation"] >= min_corr for p in choice["picks"].values()), choice["picks"]
     manifest = json.loads((anomaly_run / "manifest.json").read_text())
     assert manifest["artifacts"]["model.int8.tflite"]["route"] == choice["pick"]
     ds = discover_anomaly(Path(json.loads((anomaly_run / "dataset.json").read_text())["root"]))

@@ -177,8 +177,8 @@ class AurocScorer(Scorer):
     task = "anomaly"
     metric_name = "image AUROC"
     agreement_name = "score rank correlation"
-    fixes = "raise anomaly.max_int8_auroc_drop, fit on more good images (they are the calibration set), or keep " \
-            "the float model for this target"
+    fixes = "raise anomaly.max_int8_auroc_drop or lower anomaly.min_int8_score_correlation, fit on more good " \
+            "images (they are the calibration set), or keep the float model for this target"
     GOOD_ONLY_CORRELATION = 0.99
 
     def __init__(self, images, defect, *, max_drop: float, min_agreement: float | None = None,

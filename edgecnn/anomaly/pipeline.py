@@ -8,7 +8,8 @@
 * **export**: ``model.fp32.tflite`` and ``model.onnx`` (the shared exporters), then the int8 choice through
   the shared chooser (:func:`choose_int8`): per runtime (LiteRT, onnxruntime; OpenVINO runs the ONNX file)
   the routes of ``anomaly.int8_routes`` (PTQ, percentile calibration, then an int8 backbone under a float
-  head), the first whose validation AUROC is within ``max_int8_auroc_drop`` of the float model's becomes
+  head), the first whose validation AUROC is within ``max_int8_auroc_drop`` of the float model's, and whose
+  scores keep a rank correlation of ``min_int8_score_correlation`` with the float model's, becomes
   ``model.int8.tflite`` / ``model.int8.onnx``; ``int8.json`` records every candidate and why a file is
   withheld. ``manifest.json`` records the method, threshold and map scale.
 * **evaluate**: every artifact on the test split (:mod:`edgecnn.anomaly.evaluate`), budgets, the report.
@@ -154,7 +155,8 @@ def _int8_row(c, run_dir: Path, float_auroc: float) -> dict:
 def choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
     """The int8 files of an anomaly model through the shared chooser (:func:`edgecnn.compress.chooser.choose_with`):
     for each runtime of ``INT8_RUNTIMES`` its routes in ``anomaly.int8_routes``, escalated until one keeps the
-    val image AUROC within ``anomaly.max_int8_auroc_drop`` of the float model's (:class:`AurocScorer`) and,
+    val image AUROC within ``anomaly.max_int8_auroc_drop`` of the float model's and the scores' rank correlation
+    at ``anomaly.min_int8_score_correlation`` (:class:`AurocScorer`) and,
     unless ``compress.prefer`` says size for the runtime, is not slower than its float twin.
 
     Returns int8.json's content: ``picks`` and ``withheld`` by file name (a withheld file says why no route
@@ -168,7 +170,8 @@ def choose_int8(r, model, ds: AnomalySet, calib: np.ndarray) -> dict:
 
     cfg = r.recipe.anomaly
     scorer = AurocScorer(_ValImages([i.path for i in ds.val], cfg.input_size), [i.defect for i in ds.val],
-                         max_drop=cfg.max_int8_auroc_drop, head_layers=HEAD_LAYERS, batch=BATCH)
+                         max_drop=cfg.max_int8_auroc_drop, min_agreement=cfg.min_int8_score_correlation,
+                         head_layers=HEAD_LAYERS, batch=BATCH)
     runtime_of = {route.name: route.runtime for route in list_routes()}
     out: dict = {"criterion": "", "runtimes": {}, "picks": {}, "withheld": {}, "candidates": []}
     cache: dict = {}   # the float twins and their latencies, shared by the runtimes
@@ -221,7 +224,7 @@ def export_stage(r, force: bool = False, formats: list[str] | None = None) -> li
         for spec in int8:
             withdraw(r.store, spec, "anomaly.int8 is false")
     base_fp = _fp(r.store.fingerprint_of("train"), r.recipe.export.opset)
-    choice_fp = _fp(base_fp, cfg.max_int8_auroc_drop, cfg.int8_routes,
+    choice_fp = _fp(base_fp, cfg.max_int8_auroc_drop, cfg.min_int8_score_correlation, cfg.int8_routes,
                     r.recipe.compress.model_dump(mode="json"))   # the chooser's routes and options
 
     def fp_of(spec) -> str:

@@ -67,8 +67,13 @@ class AnomalyConfig(Strict):
                                                               "where the layout has no val split")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="class-folder layout: share held out for testing")
     int8: bool = Field(True, description="choose int8 artifacts (model.int8.tflite, model.int8.onnx) through the "
-                                         "shared chooser, held to max_int8_auroc_drop on val")
+                                         "shared chooser, held to max_int8_auroc_drop and "
+                                         "min_int8_score_correlation on val")
     max_int8_auroc_drop: float = Field(0.01, ge=0, le=1, description="val AUROC the int8 pick may lose")
+    min_int8_score_correlation: float = Field(0.9, ge=0, le=1, description=(
+        "Spearman rank correlation of the int8 pick's val scores with the float model's it must keep (the "
+        "test budget min_score_correlation, held at the choice; AUROC alone let a pick that reorders the "
+        "good images through)"))
     int8_routes: list[str] = Field(
         default_factory=lambda: list(INT8_ROUTES), min_length=1,
         description="the chooser's routes tried for anomaly, per runtime in escalation order (LiteRT: "
