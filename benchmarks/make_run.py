@@ -6,6 +6,11 @@ first, as on a fresh clone. The whole process's peak RSS and wall time come from
 table (wall seconds, RSS after, peak so far) from the run's own ``edgecnn.log``; the test figures from its
 report.json. Issue 35's target: the job <= 300 s and peak RSS <= 3 GB on the 2-core machine.
 
+The machine's own noise is recorded beside it: ``/proc/stat`` is sampled each second during the job (CPU
+time the hypervisor gave to other guests, ``steal``, and the share of all CPUs that was busy), and each
+training epoch's wall time from the log is listed with the steal inside it, so a slow epoch can be told
+apart from a slow machine.
+
     python benchmarks/make_run.py      # writes benchmarks/results/make_run.json
 """
 from __future__ import annotations
@@ -16,11 +21,53 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "make_run.json"
 WORK = ROOT / "export" / "bench-make-run"
+
+
+def _cpu_times() -> list[int]:
+    """The machine's ``cpu`` line of /proc/stat: user nice system idle iowait irq softirq steal (jiffies)."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:9]]
+
+
+class _Sampler(threading.Thread):
+    """(wall time, /proc/stat cpu times) once a second until stopped."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, list[int]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((time.time(), _cpu_times()))
+            self.stop.wait(1.0)
+
+    def between(self, t0: float, t1: float) -> dict:
+        """Steal seconds (all CPUs) and the busy share of the CPUs between two wall times."""
+        inside = [c for t, c in self.samples if t0 <= t <= t1]
+        if len(inside) < 2:
+            return {"steal_s": None, "busy_share": None}
+        d = [b - a for a, b in zip(inside[0], inside[-1])]
+        hz = os.sysconf("SC_CLK_TCK")
+        return {"steal_s": round(d[7] / hz, 2),
+                "busy_share": round(1 - (d[3] + d[4]) / max(sum(d), 1), 3)}
+
+
+def _epochs(log: str, sampler: _Sampler) -> list[dict]:
+    """Each training epoch's wall time (from the log line before it: a phase's first epoch includes its
+    set-up and tracing), with the steal inside it."""
+    stamps = [(datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp(), phase, int(epoch)) for t, phase, epoch in
+              re.findall(r"^(\S+ \S+) INFO edgecnn.train: (phase\d) epoch (\d+)/\d+", log, re.M)]
+    return [{"phase": phase, "epoch": epoch, "wall_s": round(t - t0, 2), **sampler.between(t0, t)}
+            for (t0, _, _), (t, phase, epoch) in zip(stamps, stamps[1:])]
 
 
 def main() -> None:
@@ -32,7 +79,12 @@ def main() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}   # as the Makefile exports it
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "edgecnn.cli", "run", "models/defects-mobilenetv2.yaml",
            "--set", f"data.path={data}", "--output", str(run)]
+    sampler = _Sampler()
+    sampler.start()
+    t_start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    sampler.stop.set()
+    sampler.join()
     timing = dict(re.findall(r"^\s*(Maximum resident set size \(kbytes\)|Elapsed \(wall clock\) time "
                              r"\(h:mm:ss or m:ss\)|User time \(seconds\)|System time \(seconds\)): (.+)$",
                              proc.stderr, re.M))
@@ -49,13 +101,17 @@ def main() -> None:
            "peak_rss_mb": round(int(timing["Maximum resident set size (kbytes)"]) * 1024 / 1e6),
            "cpu_s": round(float(timing["User time (seconds)"]) + float(timing["System time (seconds)"]), 1),
            "stages": stages, "verdict": report.get("verdict"),
+           "machine_noise": {**sampler.between(t_start, time.time()),
+                             "note": "steal: CPU seconds the hypervisor ran other guests on this VM's CPUs"},
+           "epochs": _epochs(log, sampler),
            "test": {k: {"accuracy": a["metrics"]["accuracy"], "agreement": a["metrics"].get("agreement"),
                         "p95_ms_1_thread": (a.get("latency", {}).get("1") or {}).get("p95_ms")}
                     for k, a in report["artifacts"].items() if "metrics" in a},
            "foreign_terminal_lines": [ln for ln in (proc.stdout + proc.stderr).splitlines() if foreign.search(ln)],
            "target": {"wall_s": 300, "peak_rss_mb": 3000}}
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
-    print(json.dumps({k: doc[k] for k in ("exit_code", "wall_s", "peak_rss_mb", "cpu_s", "stages", "verdict")},
+    print(json.dumps({k: doc[k] for k in ("exit_code", "wall_s", "peak_rss_mb", "cpu_s", "stages", "verdict",
+                                          "machine_noise", "epochs")},
                      indent=1))
 
 

@@ -35,7 +35,7 @@ from edgecnn._io import atomic_path, write_json
 from edgecnn._tf import keras, tf
 from edgecnn.config import DistributeConfig, Recipe
 from edgecnn.data.folders import Dataset
-from edgecnn.data.loader import make_dataset
+from edgecnn.data.loader import make_dataset, without_autotune
 from edgecnn.distill import indexed
 from edgecnn.errors import EdgecnnError
 from edgecnn.progress import progress
@@ -304,8 +304,8 @@ def fit_phase(model, phase: str, epochs: int, *, optimizer, loss, metrics: list,
         EpochLog(phase, epochs, steps),
     ]
     counts = {"steps_per_epoch": steps, "validation_steps": val_steps} if val_steps else {}
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                     class_weight=class_weight, verbose=0, **counts)
+    hist = model.fit(without_autotune(train_ds), validation_data=without_autotune(val_ds), epochs=epochs,
+                     callbacks=callbacks, class_weight=class_weight, verbose=0, **counts)
     if chief:
         shutil.rmtree(backup, ignore_errors=True)
     return {k: [float(x) for x in v] for k, v in hist.history.items()}, resumed

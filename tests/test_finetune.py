@@ -114,3 +114,30 @@ def test_head_phase_on_cached_features_trains_the_models_own_head(tiny_defects, 
     probs = result.model.predict(make_dataset(ds, "val", 32, 64), verbose=0)
     best = int(np.argmin(phase["val_loss"]))
     assert np.mean(probs.argmax(-1) == ds.labels("val")) == pytest.approx(phase["val_accuracy"][best], abs=1e-6)
+
+
+def test_fit_iterates_its_data_without_tf_data_autotuning(tmp_path):
+    """Keras deletes an epoch's iterator before the next; with autotuning on, the deletion waited for the
+    autotune thread's period (5-9 s idle between epochs of the default job). fit_phase hands Keras
+    datasets whose autotuning is off; what is not a tf.data.Dataset passes through."""
+    from edgecnn._tf import keras
+    from edgecnn.data.loader import without_autotune
+    from edgecnn.train import fit_phase
+
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).prefetch(tf.data.AUTOTUNE)
+    assert data.options().autotune.enabled is not False
+    assert without_autotune(data).options().autotune.enabled is False
+    assert without_autotune(x) is x
+
+    seen = []
+
+    class Recorded(keras.Sequential):
+        def fit(self, train, validation_data=None, **kwargs):
+            seen.extend([train, validation_data])
+            return super().fit(train, validation_data=validation_data, **kwargs)
+
+    model = Recorded([keras.layers.Dense(2, input_shape=(4,))])
+    fit_phase(model, "phase1", 1, optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+              metrics=[], train_ds=data, val_ds=data, ckpt_dir=tmp_path, steps=2, patience=1)
+    assert len(seen) == 2 and all(d.options().autotune.enabled is False for d in seen)

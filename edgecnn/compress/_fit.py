@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn._tf import keras, tf
+from edgecnn.data.loader import without_autotune
 from edgecnn.errors import EdgecnnError
 
 log = logging.getLogger("edgecnn.compress")
@@ -197,8 +198,8 @@ def fit(model, train: Any, val: Any = None, *, epochs: int, lr: float, callbacks
     frozen = [] if train_batchnorm else freeze_batchnorm(model)
     try:
         model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics)
-        hist = model.fit(train_ds.prefetch(tf.data.AUTOTUNE), validation_data=val_ds,
-                         epochs=epochs, callbacks=callbacks, verbose=0)
+        hist = model.fit(without_autotune(train_ds.prefetch(tf.data.AUTOTUNE)),
+                         validation_data=without_autotune(val_ds), epochs=epochs, callbacks=callbacks, verbose=0)
     finally:
         unfreeze(frozen)
     out = {k: [float(v) for v in vals] for k, vals in hist.history.items()}

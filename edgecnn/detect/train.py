@@ -30,6 +30,7 @@ import numpy as np
 from edgecnn._io import atomic_path, write_json
 from edgecnn._tf import keras, tf
 from edgecnn.arch.detection import CENTERNET_STRIDE, HEAD_PREFIX, DetectionOutput, centernet_grid, ssd_anchors
+from edgecnn.data.loader import without_autotune
 from edgecnn.detect.boxes import encode_anchors, iou_matrix
 from edgecnn.errors import EdgecnnError
 from edgecnn.train import with_input_channels
@@ -266,7 +267,8 @@ def train_detector(recipe: Any, data: Any, size: int, run_dir: Path) -> dict:
         schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
         raw_model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
         t0 = time.perf_counter()
-        h = raw_model.fit(train.dataset(shape), validation_data=val.dataset(shape), epochs=epochs, verbose=0)
+        h = raw_model.fit(without_autotune(train.dataset(shape)), validation_data=without_autotune(val.dataset(shape)),
+                          epochs=epochs, verbose=0)
         history["phases"].append({"name": name, "epochs": epochs, "lr": lr, "trainable": "head" if head_only
                                   else "all but BatchNorm", "seconds": round(time.perf_counter() - t0, 1),
                                   **{key: [round(float(v), 5) for v in vals] for key, vals in h.history.items()}})
