@@ -93,7 +93,7 @@ def test_no_route_that_holds_ships_no_int8_file_and_exits_1(judged):
 
 def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_path):
     """prefer latency: a candidate is within budget only when its p50 is at most its float twin's, both timed in
-    the same runtime at the same threads; prefer size ignores speed."""
+    the same runtime at the same threads, interleaved; prefer size ignores speed."""
     import numpy as np
 
     from edgecnn._tf import keras
@@ -112,6 +112,7 @@ def test_the_chooser_never_picks_an_int8_file_slower_than_its_float_twin(tmp_pat
     for c in fast.candidates:
         assert c.float_p50_ms is not None and c.latency_p50_ms is not None, c.route
         assert c.slower_than_float == (c.latency_p50_ms > c.float_p50_ms * (1 + SPEED_RESOLUTION))
+        assert c.notes["speed_timing"] == "interleaved with the float twin", c.notes   # not two timings apart
         assert c.within_budget == (not c.slower_than_float)
     assert fast.chosen is None or fast.chosen.latency_p50_ms <= fast.chosen.float_p50_ms * (1 + SPEED_RESOLUTION)
     if fast.chosen is None:

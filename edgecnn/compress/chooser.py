@@ -52,10 +52,9 @@ log = logging.getLogger("edgecnn.compress")
 TIERS = ("ptq", "calibration", "qat", "mixed")
 PREFER = ("latency", "size")
 DEFAULT_MIN_AGREEMENT = 0.985  # the pipeline's default: at most 1.5 % of val images change their top-1 class
-# "Slower than float": p50 above the float twin's by more than the resolution of an interleaved timing (candidates
-# within 10 % of their twin are timed again, interleaved with it); a tie is no evidence either way.
+# "Slower than float": p50 above the float twin's by more than the resolution of a timing interleaved with the twin
+# (:func:`_slower_than_float`); a tie is no evidence either way.
 SPEED_RESOLUTION = 0.02
-CLOSE_CALL = 0.10
 
 
 @dataclass
@@ -582,25 +581,26 @@ def _float_twin(ctx: ChooseContext, runtime: str) -> Path:
 
 
 def _slower_than_float(ctx: ChooseContext, c: Candidate, image: np.ndarray) -> bool:
-    """Whether ``c`` runs slower than its float twin at the chooser's threads. A close call (within
-    ``CLOSE_CALL``) is timed again interleaved with the twin, so drift of a shared machine hits both alike;
-    slower means by more than ``SPEED_RESOLUTION``."""
+    """Whether ``c`` runs slower than its float twin at the chooser's threads, by more than
+    ``SPEED_RESOLUTION``. The verdict comes from the two timed interleaved, in rounds, so whatever comes and
+    goes on the machine hits both alike. Timed apart, the tiny anomaly recipe's PTQ file once read 1.04 ms
+    against its twin's 0.85, measured earlier, and was passed over; the next candidate, as large, read 0.74 in
+    the same run, and so did the PTQ file in the next run. Its p50s are then those of the interleaved rounds."""
     if c.float_p50_ms is None or c.latency_p50_ms is None:
         return False
-    if abs(c.latency_p50_ms / c.float_p50_ms - 1) < CLOSE_CALL:
-        from edgecnn.runtime import load_runner
-        from edgecnn.runtime.latency import interleaved_latency
+    from edgecnn.runtime import load_runner
+    from edgecnn.runtime.latency import interleaved_latency
 
-        o = ctx.options
-        runners = {k: load_runner(p, threads=o.threads, runtime=c.runtime)
-                   for k, p in (("int8", c.artifact), ("float", _float_twin(ctx, c.runtime)))}
-        try:
-            lat = interleaved_latency(runners, image, rounds=5, runs=max(10, o.runs // 2), warmup=o.warmup)
-        finally:
-            for r in runners.values():
-                r.close()
-        c.latency_p50_ms, c.float_p50_ms = round(lat["int8"]["p50_ms"], 4), round(lat["float"]["p50_ms"], 4)
-        c.notes["speed_timing"] = "interleaved with the float twin (a close call)"
+    o = ctx.options
+    runners = {k: load_runner(p, threads=o.threads, runtime=c.runtime)
+               for k, p in (("int8", c.artifact), ("float", _float_twin(ctx, c.runtime)))}
+    try:
+        lat = interleaved_latency(runners, image, rounds=5, runs=max(10, o.runs // 2), warmup=o.warmup)
+    finally:
+        for r in runners.values():
+            r.close()
+    c.latency_p50_ms, c.float_p50_ms = round(lat["int8"]["p50_ms"], 4), round(lat["float"]["p50_ms"], 4)
+    c.notes["speed_timing"] = "interleaved with the float twin"
     return c.latency_p50_ms > c.float_p50_ms * (1 + SPEED_RESOLUTION)
 
 
