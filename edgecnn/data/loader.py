@@ -178,12 +178,12 @@ def without_autotune(data):
     """``data`` with tf.data's autotuning off, for a dataset Keras iterates once an epoch (``fit``'s training
     and validation data); anything else (arrays, a distributed dataset) passes through unchanged.
 
-    Keras makes a new iterator each epoch and deletes the last one, and in TensorFlow 2.21 the deletion waits
-    for that iterator's autotune thread, which sleeps out its optimisation period (doubling each round) instead
-    of waking when the iterator is cancelled. The default job sat idle 5 to 9 s between 3 of its 5 fine-tuning
-    epochs (gdb: the main thread in ``~RootDataset::Iterator``, the model thread in ``Model::OptimizeLoop``;
-    benchmarks/make_run.json ``epochs``). Untuned, an AUTOTUNE parallelism is its initial value, the core
-    count (at most 16), and the step, not the input, bounds training here (benchmarks/train_throughput.py).
+    Keras makes a new iterator each epoch and deletes the last one, and in TensorFlow 2.21 the deletion can
+    wait seconds for that iterator's autotune thread: the default job sat idle 5 to 8 s between 3 of its 5
+    fine-tuning epochs (gdb in a gap: the main thread in ``~RootDataset::Iterator``, the autotune thread in
+    ``Model::OptimizeLoop``'s timed wait, whose period doubles each round; docs/speed.md). Untuned, an
+    AUTOTUNE parallelism is its initial value, the core count (at most 16), and the step, not the input,
+    bounds training here (benchmarks/train_throughput.py).
     """
     if not isinstance(data, tf.data.Dataset):
         return data
