@@ -43,7 +43,7 @@ LEFT_OUT_ROUTES = {"onnx-int8-nncf": "minutes, and a pick slower than float",
                    "onnx-int8-minmax": "per-tensor weights: fragile, and per-channel costs ~3 % of latency"}
 # The resolutions Keras publishes its ImageNet MobileNets at; all multiples of the backbones' stride 32.
 INPUT_SIZES = (96, 128, 160, 192, 224)
-FINETUNE_STEPS = 200  # the default recipe's fine-tuning: 6 one-cycle epochs x 34 steps on 1,080 images
+FINETUNE_STEPS = 200  # about the default recipe's fine-tuning: 5 one-cycle epochs x 34 steps on 1,080 images
 # BatchNorm keeps ImageNet's statistics while fine-tuning, whatever the batch size. Trained on scikit-learn's
 # digits at 96 px (batches of 32) it ended at val top-1 0.84 against 0.99 frozen: its moving averages trail the
 # changing weights, and re-estimated on the mostly black images they shrink some variances until +-1 grey

@@ -238,7 +238,9 @@ class ChooseContext:
         """
         if self.float_onnx is not None and Path(self.float_onnx).is_file():
             return Path(self.float_onnx)
-        path = self.workdir / "model.onnx"
+        from edgecnn.export import get_format
+
+        path = self.workdir / get_format("onnx").filename   # the export's name: export copies it (float_twins)
         if self.cache.get("float_onnx_of") is not self.model or not path.is_file():
             from edgecnn.quantize import keras_to_onnx
 
@@ -570,9 +572,10 @@ def _float_twin(ctx: ChooseContext, runtime: str) -> Path:
             ctx.cache["float_ir_of"] = ctx.onnx_path()
         return path
     if runtime == "litert" and ctx.model is not None:
+        from edgecnn.export import get_format
         from edgecnn.quantize.converters import tflite_converter
 
-        path = ctx.workdir / "model.fp32.tflite"
+        path = ctx.workdir / get_format("tflite-fp32").filename   # the export's name: export copies it
         if ctx.cache.get("float_tflite_of") is not ctx.model or not path.is_file():
             write_bytes(path, tflite_converter(ctx.model).convert())
             ctx.cache["float_tflite_of"] = ctx.model

@@ -126,8 +126,8 @@ def run_compress(recipe: Any, dataset, run_dir: str | Path, input_size: int) -> 
     return _finish(out, run_dir, cfg.prefer_for)
 
 
-# The export formats the chooser converts model.keras to as float twins (chooser._float_twin), under the export
-# file names, with the same converter and settings.
+# The export formats the chooser converts model.keras to as float twins (chooser._float_twin), under their export
+# file names (get_format(...).filename there too), with the same converter and settings.
 FLOAT_TWINS = ("onnx", "tflite-fp32")
 
 
